@@ -1,0 +1,1 @@
+"""Vector store: LanceDB tables, FAISS IVF indexes per partition, one search interface."""
