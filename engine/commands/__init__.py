@@ -1,0 +1,1 @@
+"""Click commands, one module per command group; each converts library errors into ClickException."""

@@ -1,0 +1,1 @@
+"""Encoders mapping spectra and molecules into one vector space."""
