@@ -1,0 +1,1 @@
+"""Benchmarks: one folder per benchmark, each writing JSON and a section of RESULTS.md."""
