@@ -71,7 +71,7 @@ def parse_adduct(text: str) -> Adduct:
     """Parse an adduct string; raise ``ValueError`` with the text when it is not understood."""
     raw = text.strip().replace(" ", "")
     m = _ADDUCT_RE.match(raw)
-    if m is None:
+    if m is None or raw.startswith("[") != ("]" in raw):
         raise ValueError(f"unknown adduct {text!r}")
     n_mol = int(m.group(1)) if m.group(1) else 1
     terms, charge_digits, signs = m.group(2), m.group(3), m.group(4)

@@ -55,7 +55,8 @@ def transform_intensity(spectrum: Spectrum, *,
     """Scale to a base peak of 1, then apply ``transform``."""
     if spectrum.n_peaks == 0:
         return spectrum
-    inten = spectrum.intensity / max(float(spectrum.intensity.max()), np.finfo(np.float32).tiny)
+    base = max(float(spectrum.intensity.max()), float(np.finfo(np.float32).tiny))
+    inten = spectrum.intensity / base
     if transform == "sqrt":
         inten = np.sqrt(inten)
     elif transform == "log1p":

@@ -27,7 +27,7 @@ REASONS: dict[str, str] = {
 }
 
 
-def normalise_ion_mode(value: str | None) -> IonMode | None | str:
+def normalise_ion_mode(value: str | None) -> IonMode | str | None:
     """Map the many spellings of polarity to ``positive``/``negative``; unknown text is returned as is."""
     if value is None:
         return None

@@ -47,14 +47,14 @@ SPECTRUM_COLUMNS: tuple[str, ...] = tuple(f.name for f in SPECTRUM_FIELDS)
 
 
 def _with_version(fields: Sequence[pa.Field], extra: dict[bytes, bytes] | None = None) -> pa.Schema:
-    meta = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
+    meta: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
     meta.update(extra or {})
     return pa.schema(list(fields), metadata=meta)
 
 
 def spectrum_schema(embedding_dim: int | None = None) -> pa.Schema:
     """Schema of spectrum rows; with ``embedding_dim`` it adds ``embedding`` and ``quality`` columns."""
-    fields = list(SPECTRUM_FIELDS)
+    fields: list[pa.Field] = list(SPECTRUM_FIELDS)
     if embedding_dim is not None:
         fields += [
             pa.field("embedding", pa.list_(pa.float32(), embedding_dim)),
@@ -68,7 +68,7 @@ SPECTRUM_SCHEMA = spectrum_schema()
 
 def molecule_schema(embedding_dim: int | None = None) -> pa.Schema:
     """Schema of the ``molecules`` table."""
-    fields = [
+    fields: list[pa.Field] = [
         pa.field("inchikey", pa.string(), nullable=False),
         pa.field("smiles", pa.string(), nullable=False),
         pa.field("formula", pa.string()),
@@ -138,8 +138,8 @@ def batch_to_spectra(batch: pa.RecordBatch | pa.Table) -> Iterable[Spectrum]:
         batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None  # type: ignore[assignment]
         if batch is None:
             return
-    mz_col = batch.column("mz")
-    in_col = batch.column("intensity")
+    mz_col: pa.ListArray = batch.column("mz")  # type: ignore[assignment]
+    in_col: pa.ListArray = batch.column("intensity")  # type: ignore[assignment]
     mz_off = mz_col.offsets.to_numpy()
     in_off = in_col.offsets.to_numpy()
     mz_vals = mz_col.values.to_numpy(zero_copy_only=False)
@@ -149,7 +149,7 @@ def batch_to_spectra(batch: pa.RecordBatch | pa.Table) -> Iterable[Spectrum]:
     for i in range(batch.num_rows):
         meta = py.get("metadata_json", [None] * batch.num_rows)[i]
         yield Spectrum(
-            spectrum_id=py["spectrum_id"][i],
+            spectrum_id=str(py["spectrum_id"][i]),
             mz=np.asarray(mz_vals[mz_off[i]:mz_off[i + 1]], dtype=np.float64),
             intensity=np.asarray(in_vals[in_off[i]:in_off[i + 1]], dtype=np.float32),
             precursor_mz=py.get("precursor_mz", [None] * batch.num_rows)[i],
