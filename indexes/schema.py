@@ -46,7 +46,7 @@ SPECTRUM_FIELDS: tuple[pa.Field, ...] = (
 SPECTRUM_COLUMNS: tuple[str, ...] = tuple(f.name for f in SPECTRUM_FIELDS)
 
 
-def _with_version(fields: Sequence[pa.Field], extra: dict[bytes, bytes] | None = None) -> pa.Schema:
+def _with_version(fields: Sequence[pa.Field], extra: dict[bytes | str, bytes | str] | None = None) -> pa.Schema:
     meta: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
     meta.update(extra or {})
     return pa.schema(list(fields), metadata=meta)
