@@ -1,0 +1,1 @@
+"""Queries against a library: exact similarity, identity and analogue search, candidate ranking."""

@@ -1,0 +1,350 @@
+"""Exact spectral similarity, vectorised over many spectrum pairs at once.
+
+Spectra are packed into a :class:`PeakSet` (CSR layout: one flat m/z and intensity array and offsets),
+and every function scores a list of pairs ``(a[i], b[i])`` in one pass of numpy array operations; no
+Python loop runs per peak or per pair.
+
+- :func:`cosine_greedy` / :func:`modified_cosine` follow matchms ``CosineGreedy`` /
+  ``ModifiedCosineGreedy``: candidate peak pairs within ``tolerance`` Da (for the modified cosine also
+  after shifting ``b`` by the precursor difference), sorted by intensity product, assigned greedily
+  (each peak used at most once). The greedy assignment is computed as the *locally dominant edge*
+  matching, which for a strict total order of the edges equals the sequential greedy one; ties are
+  broken in matchms' order, so the scores are identical to matchms'.
+- :func:`entropy_similarity` follows ms_entropy ``calculate_entropy_similarity`` (Li et al., Nat.
+  Methods 2021): spectra cleaned and centroided with ms_entropy's ``clean_spectrum``, entropy-weighted
+  intensities, ``1/2 * sum f(a+b) - f(a) - f(b)`` over matched peaks with ``f(x) = x log2 x``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from engine.records import Spectrum
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Extra width of the coarse search window; candidates are then filtered with matchms' exact test.
+_PAD = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class PeakSet:
+    """Many spectra packed as flat arrays: peaks of spectrum ``i`` are ``offsets[i]:offsets[i+1]``.
+
+    ``mz`` is sorted within each spectrum. ``precursor_mz`` is NaN where a spectrum has none.
+    """
+
+    mz: FloatArray
+    intensity: FloatArray
+    offsets: IntArray
+    precursor_mz: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def n_peaks(self) -> IntArray:
+        return np.diff(self.offsets)
+
+    @property
+    def spectrum_of_peak(self) -> IntArray:
+        """Index of the spectrum each flat peak belongs to."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.n_peaks)
+
+    @classmethod
+    def from_spectra(cls, spectra: Sequence[Spectrum]) -> PeakSet:
+        """Pack spectra (their peaks are sorted by m/z, as readers guarantee)."""
+        lengths = np.fromiter((s.mz.shape[0] for s in spectra), dtype=np.int64, count=len(spectra))
+        offsets = np.zeros(len(spectra) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        mz = np.concatenate([s.mz for s in spectra]).astype(np.float64) if spectra else np.zeros(0)
+        inten = (np.concatenate([s.intensity for s in spectra]).astype(np.float64)
+                 if spectra else np.zeros(0))
+        prec = np.array([np.nan if s.precursor_mz is None else s.precursor_mz for s in spectra],
+                        dtype=np.float64)
+        return cls(mz, inten, offsets, prec)
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table | pa.RecordBatch) -> PeakSet:
+        """Pack the ``mz`` / ``intensity`` list columns (and ``precursor_mz`` when present) of a table."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        mz_col = table.column("mz").combine_chunks()
+        in_col = table.column("intensity").combine_chunks()
+        if mz_col.offset or in_col.offset:  # sliced arrays: normalise offsets to start at zero
+            mz_col = pa.concat_arrays([mz_col])
+            in_col = pa.concat_arrays([in_col])
+        offsets = mz_col.offsets.to_numpy().astype(np.int64)
+        start = int(offsets[0])
+        mz = mz_col.values.to_numpy(zero_copy_only=False)[start:int(offsets[-1])].astype(np.float64)
+        in_off = in_col.offsets.to_numpy().astype(np.int64)
+        inten = in_col.values.to_numpy(zero_copy_only=False)[int(in_off[0]):int(in_off[-1])]
+        if "precursor_mz" in table.column_names:
+            prec = table.column("precursor_mz").to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            prec = np.full(table.num_rows, np.nan)
+        return cls(mz, inten.astype(np.float64), offsets - start, prec)
+
+    def subset(self, index: npt.ArrayLike) -> PeakSet:
+        """The spectra at ``index``, packed anew."""
+        idx = np.asarray(index, dtype=np.int64)
+        starts, lengths = self.offsets[idx], self.n_peaks[idx]
+        offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = _expand_ranges(starts, lengths)
+        return PeakSet(self.mz[flat], self.intensity[flat], offsets, self.precursor_mz[idx])
+
+
+def _expand_ranges(starts: IntArray, lengths: IntArray) -> IntArray:
+    """Concatenate ``arange(s, s + n)`` for every (s, n), without a Python loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    group_start = np.cumsum(lengths) - lengths
+    return np.repeat(starts - group_start, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _spectrum_keys(peaks: PeakSet) -> tuple[FloatArray, float]:
+    """Sorted search keys ``spectrum_index * stride + mz`` and the stride."""
+    top = float(peaks.mz.max()) if peaks.mz.size else 0.0
+    stride = float(2 ** np.ceil(np.log2(max(top, 1.0) * 4 + 16)))
+    return peaks.spectrum_of_peak * stride + peaks.mz, stride
+
+
+def _find_peak_pairs(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float,
+                     shift: FloatArray) -> tuple[IntArray, IntArray, IntArray]:
+    """All (pair, peak of a, peak of b) with ``|mz_a - (mz_b + shift[pair])| <= tolerance``.
+
+    The test is matchms' ``mz_a - tol <= mz_b + shift <= mz_a + tol``, evaluated in float64.
+    Returned edges are ordered by pair, then peak of ``a``, then peak of ``b`` (matchms' order).
+    """
+    nb = b.n_peaks[ib]
+    pair_of_q = np.repeat(np.arange(ia.shape[0], dtype=np.int64), nb)
+    peak_b = _expand_ranges(b.offsets[ib], nb)
+    target = b.mz[peak_b] + shift[pair_of_q]
+    keys, stride = _spectrum_keys(a)
+    base = ia[pair_of_q] * stride
+    lo = np.searchsorted(keys, base + target - tolerance - _PAD, side="left")
+    hi = np.searchsorted(keys, base + target + tolerance + _PAD, side="right")
+    lo = np.maximum(lo, a.offsets[ia][pair_of_q])
+    hi = np.minimum(hi, a.offsets[ia + 1][pair_of_q])
+    counts = np.maximum(hi - lo, 0)
+    edge_q = np.repeat(np.arange(lo.shape[0], dtype=np.int64), counts)
+    peak_a = _expand_ranges(lo, counts)
+    mz_b_shifted = target[edge_q]
+    mz_a = a.mz[peak_a]
+    ok = (mz_b_shifted >= mz_a - tolerance) & (mz_b_shifted <= mz_a + tolerance)
+    edge_q, peak_a = edge_q[ok], peak_a[ok]
+    pair, pb = pair_of_q[edge_q], peak_b[edge_q]
+    order = np.lexsort((pb, peak_a, pair))
+    return pair[order], peak_a[order], pb[order]
+
+
+def _greedy_assignment(node_a: IntArray, node_b: IntArray, rank: IntArray) -> npt.NDArray[np.bool_]:
+    """Greedy maximum-weight matching: edges taken in ``rank`` order (0 first) when both ends are free.
+
+    Computed as repeated rounds of *locally dominant* edges (the best remaining edge at both its ends),
+    which gives exactly the sequential greedy matching for a strict order; a few rounds suffice.
+    """
+    n_edges = rank.shape[0]
+    chosen = np.zeros(n_edges, dtype=bool)
+    if n_edges == 0:
+        return chosen
+    _, node_a = np.unique(node_a, return_inverse=True)
+    _, node_b = np.unique(node_b, return_inverse=True)
+    used_a = np.zeros(int(node_a.max()) + 1, dtype=bool)
+    used_b = np.zeros(int(node_b.max()) + 1, dtype=bool)
+    alive = np.arange(n_edges, dtype=np.int64)
+    sentinel = np.iinfo(np.int64).max
+    best_a = np.full(used_a.shape[0], sentinel, dtype=np.int64)
+    best_b = np.full(used_b.shape[0], sentinel, dtype=np.int64)
+    while alive.size:
+        ea, eb, er = node_a[alive], node_b[alive], rank[alive]
+        best_a[ea] = sentinel
+        best_b[eb] = sentinel
+        np.minimum.at(best_a, ea, er)
+        np.minimum.at(best_b, eb, er)
+        win = (best_a[ea] == er) & (best_b[eb] == er)
+        winners = alive[win]
+        chosen[winners] = True
+        used_a[node_a[winners]] = True
+        used_b[node_b[winners]] = True
+        alive = alive[~(used_a[ea] | used_b[eb])]
+    return chosen
+
+
+def _as_pairs(ia: npt.ArrayLike, ib: npt.ArrayLike) -> tuple[IntArray, IntArray]:
+    ia_ = np.asarray(ia, dtype=np.int64).ravel()
+    ib_ = np.asarray(ib, dtype=np.int64).ravel()
+    if ia_.shape != ib_.shape:
+        raise ValueError(f"pair index arrays differ in length: {ia_.shape[0]} and {ib_.shape[0]}")
+    return ia_, ib_
+
+
+def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
+            intensity_power: float, modified: bool) -> tuple[FloatArray, IntArray]:
+    n_pairs = ia.shape[0]
+    wa = a.mz ** mz_power * a.intensity ** intensity_power
+    wb = b.mz ** mz_power * b.intensity ** intensity_power
+    norm_a = np.sqrt(np.add.reduceat(np.r_[wa ** 2, 0.0], a.offsets[:-1])) if len(a) else np.zeros(0)
+    norm_b = np.sqrt(np.add.reduceat(np.r_[wb ** 2, 0.0], b.offsets[:-1])) if len(b) else np.zeros(0)
+    # reduceat of an empty segment returns the next element; zero those explicitly.
+    norm_a = np.where(a.n_peaks > 0, norm_a, 0.0)
+    norm_b = np.where(b.n_peaks > 0, norm_b, 0.0)
+
+    zero = np.zeros(n_pairs)
+    pair, pa_, pb_ = _find_peak_pairs(a, b, ia, ib, tolerance, zero)
+    part = np.zeros(pair.shape[0], dtype=np.int64)
+    if modified:
+        shift = a.precursor_mz[ia] - b.precursor_mz[ib]
+        if np.isnan(shift).any():
+            bad = int(np.flatnonzero(np.isnan(shift))[0])
+            raise ValueError(f"modified cosine needs precursor m/z on both spectra (pair {bad} lacks one)")
+        use = np.abs(shift) > tolerance  # matchms falls back to the plain cosine otherwise
+        sel = np.flatnonzero(use)
+        if sel.size:
+            p2, a2, b2 = _find_peak_pairs(a, b, ia[sel], ib[sel], tolerance, shift[sel])
+            pair = np.concatenate([pair, sel[p2]])
+            pa_ = np.concatenate([pa_, a2])
+            pb_ = np.concatenate([pb_, b2])
+            part = np.concatenate([part, np.ones(p2.shape[0], dtype=np.int64)])
+    weight = wa[pa_] * wb[pb_]
+    # matchms: concatenate (direct, shifted) per pair, stable-sort by weight ascending, then reverse;
+    # i.e. weight descending and, among equal weights, the later edge first.
+    position = np.arange(pair.shape[0], dtype=np.int64)
+    within = np.lexsort((position, part, pair))  # matchms' concatenation order inside each pair
+    seq = np.empty_like(position)
+    seq[within] = np.arange(pair.shape[0])
+    order = np.lexsort((-seq, -weight))
+    rank = np.empty_like(position)
+    rank[order] = position
+    # Peaks are nodes per pair: (pair, peak) made unique by offsetting with the pair index.
+    stride = max(int(a.mz.shape[0]), int(b.mz.shape[0]), 1)
+    chosen = _greedy_assignment(pair * stride + pa_, pair * stride + pb_, rank)
+    total = np.bincount(pair[chosen], weights=weight[chosen], minlength=n_pairs)
+    matches = np.bincount(pair[chosen], minlength=n_pairs).astype(np.int64)
+    denom = norm_a[ia] * norm_b[ib]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(denom > 0, total / np.where(denom > 0, denom, 1.0), 0.0)
+    return score, matches
+
+
+def cosine_greedy(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, *,
+                  tolerance: float = 0.1, mz_power: float = 0.0, intensity_power: float = 1.0
+                  ) -> tuple[FloatArray, IntArray]:
+    """Greedy cosine of pairs ``(a[ia[i]], b[ib[i]])``; returns (scores, matched peak counts).
+
+    Same result as matchms ``CosineGreedy(tolerance, mz_power, intensity_power).pair(a, b)``.
+    """
+    ia_, ib_ = _as_pairs(ia, ib)
+    return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=False)
+
+
+def modified_cosine(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, *,
+                    tolerance: float = 0.1, mz_power: float = 0.0, intensity_power: float = 1.0
+                    ) -> tuple[FloatArray, IntArray]:
+    """Greedy modified cosine of pairs ``(a[ia[i]], b[ib[i]])``; returns (scores, matched peak counts).
+
+    Peaks match directly or after shifting ``b`` by ``precursor_a - precursor_b``; when the shift is
+    within ``tolerance`` only direct matches count. Same result as matchms
+    ``ModifiedCosineGreedy(...).pair(a, b)``. Both spectra of every pair need a precursor m/z.
+    """
+    ia_, ib_ = _as_pairs(ia, ib)
+    return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spectral entropy
+
+
+@dataclass(frozen=True, slots=True)
+class EntropyPeaks:
+    """Spectra cleaned by ms_entropy and entropy-weighted, ready for :func:`entropy_similarity`."""
+
+    peaks: PeakSet
+    tolerance_da: float
+
+
+def prepare_entropy(peaks: PeakSet, *, tolerance_da: float = 0.02, noise_threshold: float = 0.01,
+                    precursor_removal_da: float | None = None, weighted: bool = True) -> EntropyPeaks:
+    """Clean (ms_entropy ``clean_spectrum``: centroid within ``2 * tolerance_da``, drop peaks below
+    ``noise_threshold`` of the base peak, sum to 1) and apply the entropy intensity weight.
+
+    With ``precursor_removal_da`` peaks above ``precursor_mz - precursor_removal_da`` are removed, as
+    Flash entropy search does (1.6 Da). Prepare library spectra once and reuse them.
+    """
+    from ms_entropy import clean_spectrum
+
+    n = len(peaks)
+    lengths = np.zeros(n, dtype=np.int64)
+    mz_parts: list[npt.NDArray[np.float32]] = []
+    in_parts: list[npt.NDArray[np.float32]] = []
+    stack = np.stack([peaks.mz, peaks.intensity], axis=1).astype(np.float32)
+    off = peaks.offsets
+    for i in range(n):  # one C call per spectrum; the per-peak work is inside ms_entropy
+        max_mz = -1.0
+        if precursor_removal_da is not None and np.isfinite(peaks.precursor_mz[i]):
+            max_mz = float(peaks.precursor_mz[i]) - precursor_removal_da
+        cleaned = clean_spectrum(stack[off[i]:off[i + 1]], max_mz=max_mz, noise_threshold=noise_threshold,
+                                 min_ms2_difference_in_da=2 * tolerance_da)
+        lengths[i] = cleaned.shape[0]
+        mz_parts.append(cleaned[:, 0])
+        in_parts.append(cleaned[:, 1])
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    mz = np.concatenate(mz_parts).astype(np.float64) if n else np.zeros(0)
+    inten = np.concatenate(in_parts).astype(np.float64) if n else np.zeros(0)
+    if weighted and inten.size:
+        inten = _entropy_weight(inten, offsets)
+    return EntropyPeaks(PeakSet(mz, inten, offsets, peaks.precursor_mz.copy()), tolerance_da)
+
+
+def _entropy_weight(inten: FloatArray, offsets: IntArray) -> FloatArray:
+    """ms_entropy's weight: for spectral entropy S < 3, intensities ``I^(0.25 + 0.25 S)``, re-normalised."""
+    n = offsets.shape[0] - 1
+    lengths = np.diff(offsets)
+    seg = np.repeat(np.arange(n), lengths)
+    entropy = -np.bincount(seg, weights=inten * np.log(inten), minlength=n)
+    weight = np.where(entropy < 3, 0.25 + 0.25 * entropy, 1.0)
+    # ms_entropy works in float32; follow it so the scores agree to float32 precision.
+    out = np.power(inten.astype(np.float32), weight[seg].astype(np.float32)).astype(np.float64)
+    total = np.bincount(seg, weights=out, minlength=n)
+    return np.where(entropy[seg] < 3, out / np.where(total[seg] > 0, total[seg], 1.0), inten)
+
+
+def _xlog2x(x: FloatArray) -> FloatArray:
+    return x * np.log2(np.where(x > 0, x, 1.0))
+
+
+def entropy_similarity(a: EntropyPeaks, b: EntropyPeaks, ia: npt.ArrayLike, ib: npt.ArrayLike
+                       ) -> FloatArray:
+    """Entropy similarity in 0..1 of pairs ``(a[ia[i]], b[ib[i]])`` of prepared spectra.
+
+    Same result (to float32 precision) as ms_entropy ``calculate_entropy_similarity(a, b,
+    ms2_tolerance_in_da)`` with the cleaning options given to :func:`prepare_entropy`.
+    """
+    if a.tolerance_da != b.tolerance_da:
+        raise ValueError("both sides must be prepared with the same tolerance")
+    ia_, ib_ = _as_pairs(ia, ib)
+    tol = a.tolerance_da
+    pair, pa_, pb_ = _find_peak_pairs(a.peaks, b.peaks, ia_, ib_, tol, np.zeros(ia_.shape[0]))
+    # Cleaned peaks are >= 2 * tol apart, so a peak matches at most one other (ms_entropy merges
+    # in one pass); on an exact tie keep the first partner of each peak, as its two-pointer walk does.
+    keep = np.ones(pair.shape[0], dtype=bool)
+    if pair.size:
+        keep[1:] &= ~((pair[1:] == pair[:-1]) & (pa_[1:] == pa_[:-1]))
+        order_b = np.lexsort((pa_, pb_, pair))
+        dup_b = np.zeros(pair.shape[0], dtype=bool)
+        sb = order_b[1:][(pair[order_b[1:]] == pair[order_b[:-1]]) & (pb_[order_b[1:]] == pb_[order_b[:-1]])]
+        dup_b[sb] = True
+        keep &= ~dup_b
+    pair, pa_, pb_ = pair[keep], pa_[keep], pb_[keep]
+    x, y = a.peaks.intensity[pa_], b.peaks.intensity[pb_]
+    gain = _xlog2x(x + y) - _xlog2x(x) - _xlog2x(y)
+    return np.bincount(pair, weights=gain, minlength=ia_.shape[0]) / 2.0
