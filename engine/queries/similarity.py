@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -75,11 +76,8 @@ class PeakSet:
         """Pack the ``mz`` / ``intensity`` list columns (and ``precursor_mz`` when present) of a table."""
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
-        mz_col = table.column("mz").combine_chunks()
-        in_col = table.column("intensity").combine_chunks()
-        if mz_col.offset or in_col.offset:  # sliced arrays: normalise offsets to start at zero
-            mz_col = pa.concat_arrays([mz_col])
-            in_col = pa.concat_arrays([in_col])
+        mz_col = cast(pa.ListArray, table.column("mz").combine_chunks())
+        in_col = cast(pa.ListArray, table.column("intensity").combine_chunks())
         offsets = mz_col.offsets.to_numpy().astype(np.int64)
         start = int(offsets[0])
         mz = mz_col.values.to_numpy(zero_copy_only=False)[start:int(offsets[-1])].astype(np.float64)
@@ -187,17 +185,18 @@ def _as_pairs(ia: npt.ArrayLike, ib: npt.ArrayLike) -> tuple[IntArray, IntArray]
     return ia_, ib_
 
 
-def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
-            intensity_power: float, modified: bool) -> tuple[FloatArray, IntArray]:
+def _segment_norm(weights: FloatArray, peaks: PeakSet) -> FloatArray:
+    seg = peaks.spectrum_of_peak
+    return np.sqrt(np.bincount(seg, weights=weights ** 2, minlength=len(peaks)))
+
+
+def _greedy_edges(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
+                  intensity_power: float, modified: bool
+                  ) -> tuple[IntArray, IntArray, IntArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Candidate edges (pair, peak of a, peak of b, weight) and which the greedy assignment keeps."""
     n_pairs = ia.shape[0]
     wa = a.mz ** mz_power * a.intensity ** intensity_power
     wb = b.mz ** mz_power * b.intensity ** intensity_power
-    norm_a = np.sqrt(np.add.reduceat(np.r_[wa ** 2, 0.0], a.offsets[:-1])) if len(a) else np.zeros(0)
-    norm_b = np.sqrt(np.add.reduceat(np.r_[wb ** 2, 0.0], b.offsets[:-1])) if len(b) else np.zeros(0)
-    # reduceat of an empty segment returns the next element; zero those explicitly.
-    norm_a = np.where(a.n_peaks > 0, norm_a, 0.0)
-    norm_b = np.where(b.n_peaks > 0, norm_b, 0.0)
-
     zero = np.zeros(n_pairs)
     pair, pa_, pb_ = _find_peak_pairs(a, b, ia, ib, tolerance, zero)
     part = np.zeros(pair.shape[0], dtype=np.int64)
@@ -227,6 +226,15 @@ def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float
     # Peaks are nodes per pair: (pair, peak) made unique by offsetting with the pair index.
     stride = max(int(a.mz.shape[0]), int(b.mz.shape[0]), 1)
     chosen = _greedy_assignment(pair * stride + pa_, pair * stride + pb_, rank)
+    return pair, pa_, pb_, weight, chosen
+
+
+def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
+            intensity_power: float, modified: bool) -> tuple[FloatArray, IntArray]:
+    n_pairs = ia.shape[0]
+    pair, _, _, weight, chosen = _greedy_edges(a, b, ia, ib, tolerance, mz_power, intensity_power, modified)
+    norm_a = _segment_norm(a.mz ** mz_power * a.intensity ** intensity_power, a)
+    norm_b = _segment_norm(b.mz ** mz_power * b.intensity ** intensity_power, b)
     total = np.bincount(pair[chosen], weights=weight[chosen], minlength=n_pairs)
     matches = np.bincount(pair[chosen], minlength=n_pairs).astype(np.int64)
     denom = norm_a[ia] * norm_b[ib]
@@ -257,6 +265,14 @@ def modified_cosine(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike
     """
     ia_, ib_ = _as_pairs(ia, ib)
     return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=True)
+
+
+def matched_peaks(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, *, tolerance: float = 0.1,
+                  modified: bool = True) -> tuple[IntArray, IntArray, IntArray]:
+    """The peak pairs the greedy (modified) cosine keeps: (pair index, flat peak of a, flat peak of b)."""
+    ia_, ib_ = _as_pairs(ia, ib)
+    pair, pa_, pb_, _, chosen = _greedy_edges(a, b, ia_, ib_, tolerance, 0.0, 1.0, modified)
+    return pair[chosen], pa_[chosen], pb_[chosen]
 
 
 # --------------------------------------------------------------------------------------------------
