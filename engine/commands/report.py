@@ -1,0 +1,30 @@
+"""``engine report``: an HTML page for a results file (score histogram, mirror plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.commands.common import engine_errors
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--queries", "queries", multiple=True,
+              help="Query spectrum files (or directories, globs) the results were made from; repeatable.")
+@click.option("--library", "library", multiple=True,
+              help="Library directory (or reference spectrum files) holding the hits; repeatable.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write.")
+@click.option("--max-plots", default=50, show_default=True, type=click.IntRange(0),
+              help="Mirror plots at most (one per query, against its top hit).")
+@engine_errors
+def report(results: Path, queries: tuple[str, ...], library: tuple[str, ...], out: Path,
+           max_plots: int) -> None:
+    """Write an HTML report for RESULTS (from engine search or engine rank): score histogram and
+    mirror plots of each query against its top hit, images embedded in the page."""
+    from engine.report import write_report
+
+    path = write_report(results, out, queries=queries, library=library, max_plots=max_plots)
+    click.echo(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")

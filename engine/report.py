@@ -1,0 +1,252 @@
+"""An HTML report for a results file: score histogram and mirror plots, images embedded as base64 PNG.
+
+The page is self-contained (no external files or scripts). Mirror plots show each query (top, blue)
+against its top hit (bottom, red), peaks scaled to the base peak, and the peaks the modified cosine
+pairs in colour; the rest grey.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.records import Spectrum
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+.meta{color:#666;font-size:13px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.plot{margin:14px 0 22px 0} .plot img{max-width:100%;border:1px solid #eee}
+.smiles{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all;min-width:240px;max-width:360px}
+"""
+
+
+def _png(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def score_histogram_png(scores: npt.ArrayLike, top1: npt.ArrayLike | None = None, *, label: str = "score") -> str:
+    """Histogram of all scores and of the top-1 scores, as base64 PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    s = np.asarray(scores, dtype=float)
+    s = s[np.isfinite(s)]
+    lo, hi = (float(s.min()), float(s.max())) if s.size else (0.0, 1.0)
+    bins = np.linspace(min(lo, 0.0), max(hi, 1.0), 41).tolist()
+    ax.hist(s, bins=bins, color="#9ecae1", label=f"all hits (n={s.size})")
+    if top1 is not None:
+        t = np.asarray(top1, dtype=float)
+        t = t[np.isfinite(t)]
+        ax.hist(t, bins=bins, color="#3182bd", alpha=0.85, label=f"top hit per query (n={t.size})")
+    ax.set_xlabel(label)
+    ax.set_ylabel("count")
+    ax.legend(frameon=False, fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+
+def mirror_plot_png(query: Spectrum, hit: Spectrum, *, title: str = "", tolerance: float = 0.02) -> str:
+    """Mirror plot of ``query`` (up) against ``hit`` (down), matched peaks coloured, as base64 PNG."""
+    from matplotlib.figure import Figure
+
+    from engine.queries.similarity import PeakSet, matched_peaks
+
+    qa, ha = PeakSet.from_spectra([query]), PeakSet.from_spectra([hit])
+    modified = query.precursor_mz is not None and hit.precursor_mz is not None
+    _, mq, mh = matched_peaks(qa, ha, [0], [0], tolerance=tolerance, modified=modified)
+    q_int = query.intensity / max(float(query.intensity.max()), 1e-12) if query.n_peaks else query.intensity
+    h_int = hit.intensity / max(float(hit.intensity.max()), 1e-12) if hit.n_peaks else hit.intensity
+    q_match = np.zeros(query.n_peaks, dtype=bool)
+    q_match[mq] = True
+    h_match = np.zeros(hit.n_peaks, dtype=bool)
+    h_match[mh] = True
+
+    fig = Figure(figsize=(8.0, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    for mz, inten, match, sign, colour in ((query.mz, q_int, q_match, 1.0, "#1f77b4"),
+                                           (hit.mz, h_int, h_match, -1.0, "#d62728")):
+        ax.vlines(mz[~match], 0, sign * inten[~match], color="#aaaaaa", linewidth=1.0)
+        ax.vlines(mz[match], 0, sign * inten[match], color=colour, linewidth=1.4)
+    ax.axhline(0, color="#333333", linewidth=0.8)
+    for prec, sign in ((query.precursor_mz, 1.0), (hit.precursor_mz, -1.0)):
+        if prec is not None:
+            ax.plot([prec], [sign * 1.04], marker="v" if sign > 0 else "^", color="#555555", markersize=5)
+    top = max([float(query.mz.max()) if query.n_peaks else 0.0, float(hit.mz.max()) if hit.n_peaks else 0.0,
+               query.precursor_mz or 0.0, hit.precursor_mz or 0.0])
+    ax.set_xlim(0, top * 1.05 + 5)
+    ax.set_ylim(-1.12, 1.12)
+    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+    ax.set_yticklabels(["100", "50", "0", "50", "100"])
+    ax.set_xlabel("m/z")
+    ax.set_ylabel("relative intensity (%)")
+    ax.text(0.01, 0.97, f"query: {query.spectrum_id}", transform=ax.transAxes, fontsize=8, va="top",
+            color="#1f77b4")
+    ax.text(0.01, 0.03, f"hit: {hit.spectrum_id}", transform=ax.transAxes, fontsize=8, va="bottom",
+            color="#d62728")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def load_spectra(sources: Iterable[str | Path], ids: Iterable[str]) -> dict[str, Spectrum]:
+    """Spectra with the given ids from spectrum files / globs / directories, or LanceDB directories with
+    a ``spectra`` table (a library or store). Ids not found are simply absent from the result."""
+    wanted = set(ids)
+    found: dict[str, Spectrum] = {}
+    for source in sources:
+        if not wanted - found.keys():
+            break
+        path = Path(source)
+        if path.is_dir() and _lance_root(path) is not None:
+            found.update(_from_lance(_lance_root(path), wanted - found.keys()))  # type: ignore[arg-type]
+            continue
+        from engine.inputs import expand_inputs
+        from engine.stream import read_valid_spectra
+
+        for file in expand_inputs([source]):
+            for spectrum in read_valid_spectra(file, on_invalid="skip"):
+                if spectrum.spectrum_id in wanted:
+                    found.setdefault(spectrum.spectrum_id, spectrum)
+    return found
+
+
+def _lance_root(path: Path) -> Path | None:
+    """The directory holding ``spectra.lance`` (``path`` itself or one level down), if any."""
+    if (path / "spectra.lance").exists():
+        return path
+    for child in sorted(path.iterdir()):
+        if child.is_dir() and (child / "spectra.lance").exists():
+            return child
+    return None
+
+
+def _from_lance(root: Path, ids: set[str]) -> dict[str, Spectrum]:
+    import lancedb
+
+    from indexes.schema import SPECTRUM_COLUMNS, batch_to_spectra
+
+    if not ids:
+        return {}
+    table = lancedb.connect(str(root)).open_table("spectra")
+    cols = [c for c in SPECTRUM_COLUMNS if c in table.schema.names]
+    out: dict[str, Spectrum] = {}
+    id_list = sorted(ids)
+    for start in range(0, len(id_list), 500):
+        chunk = id_list[start:start + 500]
+        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in chunk)
+        rows = table.search().where(f"spectrum_id IN ({quoted})").select(cols).limit(len(chunk) * 4).to_arrow()
+        for s in batch_to_spectra(rows):
+            out.setdefault(s.spectrum_id, s)
+    return out
+
+
+def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = None,
+                 library: Mapping[str, Spectrum] | None = None, max_plots: int = 50,
+                 title: str = "Search report", source: str = "") -> str:
+    """Render the report page for ``results`` (a search or rank results table) as an HTML string."""
+    queries = queries or {}
+    library = library or {}
+    cols = results.column_names
+    data = results.to_pydict()
+    n = results.num_rows
+    rank = np.asarray(data.get("rank", [1] * n), dtype=float)
+    score = np.asarray([np.nan if s is None else s for s in data.get("score", [None] * n)], dtype=float)
+    top_rows = [i for i in range(n) if rank[i] == 1]
+    n_queries = len(set(data["query_id"])) if "query_id" in data else 0
+
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='meta'>{html.escape(source)} &middot; {n_queries} queries, {n} result rows</p>"]
+    parts.append("<h2>Scores</h2>")
+    if n:
+        parts.append(f"<img alt='score histogram' src='data:image/png;base64,"
+                     f"{score_histogram_png(score, score[top_rows])}'>")
+        if len(top_rows):
+            q = np.nanquantile(score[top_rows], [0.1, 0.5, 0.9]) if np.isfinite(score[top_rows]).any() else [np.nan] * 3
+            parts.append(f"<p class='meta'>top-hit score: 10% {q[0]:.3f}, median {q[1]:.3f}, 90% {q[2]:.3f}</p>")
+    else:
+        parts.append("<p>No results.</p>")
+
+    show = [c for c in ("query_id", "rank", "score", "name", "library_id", "inchikey", "smiles",
+                        "precursor_mz", "mass_difference", "quality", "formula") if c in cols]
+    parts.append("<h2>Top hits</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in show) + "</tr>")
+    for i in top_rows:
+        cells = []
+        for c in show:
+            v = data[c][i]
+            cls = " class='num'" if isinstance(v, (int, float)) else (" class='smiles'" if c == "smiles" else "")
+            cells.append(f"<td{cls}>{_fmt(v)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+
+    if "library_id" in cols:
+        plotted, missing = 0, 0
+        parts.append(f"<h2>Mirror plots (top hit, at most {max_plots})</h2>")
+        for i in top_rows:
+            if plotted >= max_plots:
+                break
+            q, h = queries.get(data["query_id"][i]), library.get(data["library_id"][i])
+            if q is None or h is None:
+                missing += 1
+                continue
+            name = data.get("name", [None] * n)[i] or data["library_id"][i]
+            caption = f"{q.spectrum_id} vs {name} — score {score[i]:.3f}"
+            if "mass_difference" in data and data["mass_difference"][i] is not None:
+                caption += f", Δm {data['mass_difference'][i]:+.4f}"
+            parts.append(f"<div class='plot'><img alt='mirror plot {html.escape(q.spectrum_id)}' "
+                         f"src='data:image/png;base64,{mirror_plot_png(q, h, title=caption)}'></div>")
+            plotted += 1
+        if missing:
+            parts.append(f"<p class='meta'>{missing} top hits not plotted: query or library spectrum not "
+                         f"found (give --queries and --library).</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results_path: str | Path, out: str | Path, *, queries: Sequence[str | Path] = (),
+                 library: Sequence[str | Path] = (), max_plots: int = 50) -> Path:
+    """Read ``results_path``, fetch the spectra to plot, and write the HTML page to ``out``."""
+    results = pq.read_table(str(results_path))
+    cols = results.column_names
+    data = results.select([c for c in ("query_id", "rank", "library_id") if c in cols]).to_pydict()
+    top = [i for i, r in enumerate(data.get("rank", [1] * results.num_rows)) if r == 1][:max_plots]
+    q_ids = {data["query_id"][i] for i in top} if "query_id" in data else set()
+    l_ids = {data["library_id"][i] for i in top} if "library_id" in data else set()
+    q_spectra = load_spectra(queries, q_ids) if queries else {}
+    l_spectra = load_spectra(library, l_ids) if library else {}
+    page = build_report(results, queries=q_spectra, library=l_spectra, max_plots=max_plots,
+                        title=f"Report: {Path(results_path).name}", source=str(results_path))
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(page, encoding="utf-8")
+    return out_path
