@@ -1,0 +1,220 @@
+"""FAISS indexes of one partition: the size rule, build (train on a sample, fill in batches), save, load.
+
+Size rule (after GLEAMS), applied per partition of ``n`` rows and dimension ``d``:
+
+* ``n <= flat_max_rows``: **exact** search (no FAISS index; the partition's vectors are scanned).
+* else **IVF-Flat** while ``n * d * 4`` bytes fit ``ivf_flat_max_bytes``, else **IVF-PQ** with
+  ``d / pq_dims_per_code`` sub-quantisers of 8 bits (``4 * d / ...`` times smaller than floats).
+* ``nlist = 2 ** floor(log2(n / rows_per_list))`` clamped to ``[min_nlist, max_nlist]``
+  (FAISS wants at least 39 training points per centroid, hence ``rows_per_list = 39``).
+* k-means is trained on a random sample of ``train_rows_per_list * nlist`` rows (at most
+  ``max_train_rows``); vectors are then added in batches of ``add_batch_rows``.
+* ``n_probe`` (default measured by ``benchmarks/index``) is clamped to ``[1, nlist]``.
+
+The metric is inner product on L2-normalised vectors, i.e. cosine. GPU FAISS is used for training,
+adding and unfiltered search when ``faiss.get_num_gpus() > 0``; results match the CPU path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+IndexKind = Literal["flat", "ivf_flat", "ivf_pq"]
+INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "ivf_flat", "ivf_pq")
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """Every knob of the size rule; ``None`` means "derive from the data" where allowed."""
+
+    flat_max_rows: int = 50_000
+    ivf_flat_max_bytes: int = 2 * 2**30
+    rows_per_list: int = 39
+    min_nlist: int = 16
+    max_nlist: int = 4096
+    n_probe: int = 32
+    pq_dims_per_code: int = 4
+    pq_nbits: int = 8
+    refine_factor: int = 4
+    train_rows_per_list: int = 64
+    max_train_rows: int = 300_000
+    add_batch_rows: int = 65_536
+    target_partition_rows: int = 2_000_000
+    drift_factor: float = 4.0
+    min_tail_rows: int = 20_000
+    force_kind: IndexKind | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flat_max_rows < 0 or self.min_nlist < 1 or self.max_nlist < self.min_nlist:
+            raise ValueError("need flat_max_rows >= 0 and 1 <= min_nlist <= max_nlist")
+        if self.n_probe < 1 or self.refine_factor < 1 or self.rows_per_list < 1:
+            raise ValueError("n_probe, refine_factor and rows_per_list must be >= 1")
+        if self.force_kind is not None and self.force_kind not in INDEX_KINDS:
+            raise ValueError(f"force_kind must be one of {INDEX_KINDS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexPolicy:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown index policy keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def kind_for(self, n_rows: int, dim: int) -> IndexKind:
+        """Index kind of a partition of ``n_rows`` vectors (see the module docstring)."""
+        if self.force_kind is not None:
+            return self.force_kind
+        if n_rows <= self.flat_max_rows:
+            return "flat"
+        return "ivf_flat" if n_rows * dim * 4 <= self.ivf_flat_max_bytes else "ivf_pq"
+
+    def nlist_for(self, n_rows: int) -> int:
+        """``2 ** floor(log2(n / rows_per_list))`` clamped to ``[min_nlist, max_nlist]``."""
+        raw = 2 ** int(math.floor(math.log2(max(n_rows / self.rows_per_list, 1.0))))
+        return int(min(max(raw, self.min_nlist), self.max_nlist))
+
+    def pq_m_for(self, dim: int) -> int:
+        """Number of PQ sub-quantisers: the largest divisor of ``dim`` <= ``dim / pq_dims_per_code``."""
+        m = max(1, dim // self.pq_dims_per_code)
+        while dim % m:
+            m -= 1
+        return m
+
+    def n_probe_for(self, nlist: int, n_probe: int | None = None) -> int:
+        return int(min(max(n_probe if n_probe is not None else self.n_probe, 1), nlist))
+
+
+def gpu_count() -> int:
+    """Number of GPUs FAISS can use (0 with faiss-cpu)."""
+    import faiss
+
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def _gpu_resources() -> Any:
+    import faiss
+
+    return faiss.StandardGpuResources()  # type: ignore[attr-defined]
+
+
+def new_index(kind: IndexKind, dim: int, *, nlist: int, pq_m: int = 0, pq_nbits: int = 8) -> Any:
+    """An empty, untrained FAISS index (inner-product metric) of ``kind`` (``flat`` gives IndexFlatIP)."""
+    import faiss
+
+    metric = faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "ivf_flat":
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, metric)
+    if kind == "ivf_pq":
+        return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_m, pq_nbits, metric)
+    raise ValueError(f"unknown index kind {kind!r}")
+
+
+def sample_rows(n_rows: int, n_sample: int, seed: int) -> npt.NDArray[np.int64]:
+    """Sorted random row positions (all rows when ``n_sample >= n_rows``)."""
+    if n_sample >= n_rows:
+        return np.arange(n_rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=n_sample, replace=False)).astype(np.int64)
+
+
+def build_ivf(vectors: npt.NDArray[np.float32], kind: IndexKind, policy: IndexPolicy, *,
+              use_gpu: bool | None = None, progress: Callable[[int], None] | None = None) -> Any:
+    """Train an IVF index on a sample of ``vectors`` (an array or memmap) and add all rows in order.
+
+    FAISS ids are row positions ``0..n-1``. ``progress`` is called with the number of rows added.
+    """
+    import faiss
+
+    if kind == "flat":
+        raise ValueError("flat partitions are searched exactly and have no FAISS index")
+    n, dim = vectors.shape
+    nlist = policy.nlist_for(n)
+    index = new_index(kind, dim, nlist=nlist, pq_m=policy.pq_m_for(dim), pq_nbits=policy.pq_nbits)
+    train_ids = sample_rows(n, min(policy.train_rows_per_list * nlist, policy.max_train_rows), policy.seed)
+    train = np.ascontiguousarray(vectors[train_ids], dtype=np.float32)
+    index.cp.seed = policy.seed
+    index.cp.max_points_per_centroid = max(policy.train_rows_per_list, 39)
+    use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
+    work = index
+    if use_gpu:
+        res = _gpu_resources()
+        work = faiss.index_cpu_to_gpu(res, 0, index)  # type: ignore[attr-defined]
+    work.train(train)
+    del train
+    for start in range(0, n, policy.add_batch_rows):
+        chunk = np.ascontiguousarray(vectors[start:start + policy.add_batch_rows], dtype=np.float32)
+        work.add(chunk)
+        if progress is not None:
+            progress(chunk.shape[0])
+    if use_gpu:
+        index = faiss.index_gpu_to_cpu(work)  # type: ignore[attr-defined]
+    return index
+
+
+def add_to_index(index: Any, vectors: npt.NDArray[np.float32], *, batch_rows: int = 65_536) -> None:
+    """Append ``vectors`` to a trained index (ids continue at ``index.ntotal``)."""
+    for start in range(0, vectors.shape[0], batch_rows):
+        index.add(np.ascontiguousarray(vectors[start:start + batch_rows], dtype=np.float32))
+
+
+def save_index(index: Any, path: str | Path) -> None:
+    """Write ``index`` atomically (temporary file + rename)."""
+    import faiss
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_index(path: str | Path, *, mmap: bool = True) -> Any:
+    """Read an index; with ``mmap`` the inverted lists stay on disk and pages load on demand (read-only)."""
+    import faiss
+
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    return faiss.read_index(str(path), flags)
+
+
+def index_nlist(index: Any) -> int:
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)
+
+
+def search_ivf(index: Any, queries: npt.NDArray[np.float32], top_k: int, *, n_probe: int,
+               selector: Any = None) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Top-k by inner product; ``selector`` (a ``faiss.IDSelector``) restricts the candidate ids."""
+    import faiss
+
+    params = faiss.SearchParametersIVF(nprobe=n_probe, sel=selector) if selector is not None \
+        else faiss.SearchParametersIVF(nprobe=n_probe)
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), top_k, params=params)
+    return scores, ids
+
+
+def to_gpu(index: Any) -> Any:
+    """A GPU copy of ``index`` for unfiltered batched search."""
+    import faiss
+
+    return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)  # type: ignore[attr-defined]
+
+
+def index_bytes(index: Any) -> int:
+    """Serialized size of ``index`` in bytes."""
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)

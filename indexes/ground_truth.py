@@ -1,0 +1,94 @@
+"""Exact k-nearest neighbours by inner product, block by block over the database, and recall@k.
+
+The database may be a memory-mapped array larger than RAM: it is read ``block_rows`` rows at a time
+and a running top-k is merged after each block (as ``faiss.contrib.exhaustive_search`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+
+def merge_topk(scores_a: npt.NDArray[np.float32], ids_a: npt.NDArray[np.int64],
+               scores_b: npt.NDArray[np.float32], ids_b: npt.NDArray[np.int64], top_k: int
+               ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Merge two per-query candidate lists (rows = queries) into the best ``top_k``, sorted descending.
+
+    Missing entries are ``-inf`` scores with id ``-1``.
+    """
+    scores = np.concatenate([scores_a, scores_b], axis=1)
+    ids = np.concatenate([ids_a, ids_b], axis=1)
+    return topk_rows(scores, ids, top_k)
+
+
+def topk_rows(scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64] | None, top_k: int
+              ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Best ``top_k`` of every row of ``scores`` (ties broken by lower id), padded with ``-inf``/``-1``."""
+    nq, m = scores.shape
+    if ids is None:
+        ids = np.broadcast_to(np.arange(m, dtype=np.int64), (nq, m))
+    if m > top_k:
+        part = np.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+        scores = np.take_along_axis(scores, part, axis=1)
+        ids = np.take_along_axis(ids, part, axis=1)
+    order = np.lexsort((ids, -scores), axis=1) if scores.shape[1] else np.zeros((nq, 0), np.int64)
+    scores = np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False)
+    ids = np.take_along_axis(ids, order, axis=1).astype(np.int64, copy=False)
+    ids = np.where(np.isfinite(scores), ids, -1)
+    if scores.shape[1] < top_k:
+        pad = top_k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    return scores, ids
+
+
+def exact_knn(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32], top_k: int, *,
+              block_rows: int = 262_144, mask: npt.NDArray[np.bool_] | None = None,
+              progress: Callable[[int], None] | None = None, use_gpu: bool | None = None
+              ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Exact top-k by inner product of every query over ``database`` rows (optionally only where ``mask``).
+
+    Returns ``(scores [nq, top_k], ids [nq, top_k])`` sorted by descending score; ids are row positions,
+    ``-1`` where fewer than ``top_k`` rows qualify.
+    """
+    import faiss
+
+    from indexes.faiss_ivf import gpu_count
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    nq = q.shape[0]
+    best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
+    best_i = np.full((nq, 0), -1, dtype=np.int64)
+    use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
+    res = faiss.StandardGpuResources() if use_gpu else None  # type: ignore[attr-defined]
+    for start in range(0, database.shape[0] if nq else 0, block_rows):
+        block = np.ascontiguousarray(database[start:start + block_rows], dtype=np.float32)
+        ids = np.arange(start, start + block.shape[0], dtype=np.int64)
+        if mask is not None:
+            keep = mask[start:start + block.shape[0]]
+            block, ids = block[keep], ids[keep]
+        if block.shape[0]:
+            kk = min(top_k, block.shape[0])
+            if res is not None:
+                s, i = faiss.knn_gpu(res, q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)  # type: ignore[attr-defined]
+            else:
+                s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            i = np.where(i >= 0, ids[np.maximum(i, 0)], -1)
+            best_s, best_i = merge_topk(best_s, best_i, s, i, top_k)
+        if progress is not None:
+            progress(min(block_rows, database.shape[0] - start))
+    return topk_rows(best_s, best_i, top_k)
+
+
+def recall_at_k(found_ids: npt.NDArray[np.int64], true_ids: npt.NDArray[np.int64], k: int) -> float:
+    """Mean over queries of ``|found[:k] ∩ true[:k]| / |true[:k]|`` (``-1`` entries ignored)."""
+    hits = 0
+    total = 0
+    for f, t in zip(found_ids[:, :k], true_ids[:, :k], strict=True):
+        truth = set(t[t >= 0].tolist())
+        total += len(truth)
+        hits += len(truth.intersection(f[f >= 0].tolist()))
+    return hits / total if total else 1.0
