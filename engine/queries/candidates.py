@@ -135,9 +135,9 @@ class MoleculeTable:
             if name not in db.list_tables().tables:
                 raise FileFormatError(f"LanceDB directory has no {name!r} table", path=str(p),
                                       reason="file_error")
-            lance = db.open_table(name).to_lance()
-            cols = [c for c in (*MOLECULE_COLUMNS, "name") if c in lance.schema.names]
-            return cls(lance.to_table(columns=cols), source=str(p))
+            lance_table = db.open_table(name)
+            cols = [c for c in (*MOLECULE_COLUMNS, "name") if c in lance_table.schema.names]
+            return cls(lance_table.search().select(cols).limit(None).to_arrow(), source=str(p))
         try:
             ds = pq.ParquetDataset(str(p))
             names = ds.schema.names
