@@ -1,0 +1,44 @@
+"""``engine train``: train the joint model from a TOML config (resumes an interrupted run)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from engine.commands.common import engine_errors
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Training TOML (see configs/); unknown keys are an error.")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False), default=None,
+              help="Also copy the trained model checkpoint to this path.")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads (default: config or torch's).")
+@engine_errors
+def train(config_path: str, export_path: str | None, threads: int | None) -> None:
+    """Train (or resume) a joint spectrum/molecule model; writes RUN_DIR/model.pt.
+
+    Data paths in the config point at the training data (MassBank and candidate Parquet files); they are
+    read only here, never when the model is used.
+    """
+    import dataclasses
+
+    from engine.training.config import load_train_config
+    from engine.training.loop import train as run_training
+
+    try:
+        config = load_train_config(config_path)
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"{config_path}: {exc}") from None
+    if threads is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, threads=threads))
+    for label, path in (("spectra", config.data.spectra), ("candidates", config.data.candidates)):
+        if not Path(path).exists():
+            raise click.ClickException(f"{config_path}: data.{label} file {path} does not exist")
+    result = run_training(config, log=click.echo)
+    if export_path and result.model_path.exists():
+        Path(export_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.model_path, export_path)
+        click.echo(f"exported {export_path}")
