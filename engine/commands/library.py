@@ -1,0 +1,94 @@
+"""``engine library``: build and inspect reference spectrum libraries (LanceDB table + FAISS index)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from engine.commands.common import engine_errors, ion_mode_option, on_invalid_option
+
+model_option = click.option(
+    "--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
+    help="Model checkpoint to embed with (default: the bundled default model).")
+fixed_option = click.option(
+    "--fixed-embedder", is_flag=True,
+    help="Embed with the deterministic training-free binned-peak embedder (tests, baselines).")
+
+
+def resolve_embedder(model_path: str | None, fixed: bool) -> Any:
+    """The embedder the options ask for: the fixed one, a checkpoint, or the bundled default model.
+
+    Without ``--model`` and without a bundled model, falls back to the fixed embedder with a note.
+    """
+    if fixed:
+        if model_path is not None:
+            raise click.UsageError("--model and --fixed-embedder exclude each other")
+        from engine.encoders.fixed import FixedSpectrumEmbedder
+
+        return FixedSpectrumEmbedder()
+    try:
+        from engine.model import DEFAULT_MODEL, load_model
+    except ImportError:
+        if model_path is not None:
+            raise click.ClickException("this installation has no trained model code (engine.model)") from None
+        DEFAULT_MODEL, load_model = None, None  # noqa: N806
+    if model_path is None and (DEFAULT_MODEL is None or not DEFAULT_MODEL.exists()):
+        from engine.encoders.fixed import FixedSpectrumEmbedder
+
+        click.echo("note: no bundled model found; embedding with the fixed binned-peak embedder", err=True)
+        return FixedSpectrumEmbedder()
+    assert load_model is not None
+    return load_model(model_path)
+
+
+@click.group()
+def library() -> None:
+    """Reference spectrum libraries: annotated spectra embedded into a LanceDB table and a FAISS index."""
+
+
+@library.command("build")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="LIBRARY",
+              help="Library directory (created, or extended when it exists).")
+@model_option
+@fixed_option
+@on_invalid_option
+@ion_mode_option
+@click.option("--batch-size", type=click.IntRange(1), default=4096, show_default=True,
+              help="Spectra embedded and appended per batch.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the skipped records (file, record, reason) to this Parquet file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@engine_errors
+def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embedder: bool, on_invalid: str,
+          ion_mode: str | None, batch_size: int, report_path: str | None, quiet: bool) -> None:
+    """Ingest, embed and index annotated reference spectra (MGF, MSP, mzML, mzXML, Parquet).
+
+    INPUT may be files, directories, globs or file lists. Running it again on the same LIBRARY adds
+    new files and spectra only (unchanged files and known spectrum ids are skipped).
+    """
+    from indexes.library import build_library
+
+    embedder = resolve_embedder(model_path, fixed_embedder)
+    result = build_library(list(inputs), out, embedder, on_invalid=on_invalid, default_ion_mode=ion_mode,
+                           batch_size=batch_size, progress=not quiet, report_path=report_path)
+    data = result.to_dict()
+    click.echo(f"library {out}: {data['rows']} spectra ({data['inserted']} new, {data['duplicates']} already "
+               f"present); read {data['spectra_read']}, skipped {data['skipped']} in {data['files']} files; "
+               f"{data['seconds']:.1f} s")
+    for reason, n in sorted(data["skipped_by_reason"].items()):
+        click.echo(f"  skipped {reason}: {n}")
+    for name, why in sorted(data["stale_partitions"].items()):
+        click.echo(f"  partition {name} is stale ({why}); run `engine index retrain {out}`")
+
+
+@library.command("info")
+@click.argument("library_path", metavar="LIBRARY", type=click.Path(exists=True, file_okay=False))
+@engine_errors
+def info(library_path: str) -> None:
+    """Print rows, encoder and index partitions of LIBRARY as JSON."""
+    from indexes.library import Library
+
+    click.echo(json.dumps(Library.open(library_path).info(), indent=1, default=str))
