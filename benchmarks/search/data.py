@@ -1,0 +1,88 @@
+"""Library and query sets of the search benchmark, built from the development data (val split).
+
+* **library**: every ``train`` spectrum (80k), plus for the identity task the val spectra that are not
+  queries.
+* **identity queries**: for each val structure (InChIKey first block) and ion mode with >= 2 spectra,
+  one spectrum drawn with a fixed seed; the structure's other spectra of that ion mode join the library.
+* **analogue queries**: val spectra against the train library, which never holds their structure
+  (scaffold-disjoint split).
+
+Structures are compared by InChIKey first block; Tanimoto on RDKit fingerprints (2048 bits), as in the
+model benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECTRA = ROOT.parent / "shared" / "data" / "massbank" / "spectra.parquet"
+COLUMNS = ["spectrum_id", "mz", "intensity", "precursor_mz", "charge", "ion_mode", "adduct", "smiles",
+           "inchikey", "inchikey14", "formula", "name", "instrument_type", "split"]
+
+
+@dataclass
+class SearchSets:
+    """Tables of the benchmark; ``*_lib_rows`` index into ``spectra``."""
+
+    spectra: pa.Table
+    train_rows: npt.NDArray[np.int64]
+    identity_queries: npt.NDArray[np.int64]
+    identity_library: npt.NDArray[np.int64]
+    analogue_queries: npt.NDArray[np.int64]
+
+
+def load_sets(path: Path = SPECTRA, *, seed: int = 0) -> SearchSets:
+    """Read the spectra and draw the query sets (deterministic for a seed)."""
+    table = pq.read_table(path, columns=COLUMNS)
+    table = table.filter(pc.and_(pc.is_valid(table.column("precursor_mz")),
+                                 pc.greater(pc.list_value_length(table.column("mz")), 0)))
+    split = np.asarray(table.column("split").to_pylist())
+    train = np.flatnonzero(split == "train")
+    val = np.flatnonzero(split == "val")
+    keys = np.asarray(table.column("inchikey14").to_pylist(), dtype=object)
+    modes = np.asarray(table.column("ion_mode").to_pylist(), dtype=object)
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in val:
+        groups.setdefault((keys[i], modes[i]), []).append(int(i))
+    queries = []
+    for key in sorted(groups):
+        members = groups[key]
+        if len(members) >= 2:
+            queries.append(int(rng.choice(members)))
+    q = np.asarray(sorted(queries), dtype=np.int64)
+    others = np.setdiff1d(val, q)
+    return SearchSets(spectra=table, train_rows=train, identity_queries=q,
+                      identity_library=np.concatenate([train, others]), analogue_queries=val.astype(np.int64))
+
+
+def fingerprints(smiles: list[str]) -> npt.NDArray[np.uint8]:
+    """RDKit fingerprints (2048 bits), packed, one row per SMILES (zeros where it does not parse)."""
+    from rdkit import Chem, DataStructs, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
+    out = np.zeros((len(smiles), 256), dtype=np.uint8)
+    for i, smi in enumerate(smiles):
+        mol = Chem.MolFromSmiles(smi) if smi else None
+        if mol is None:
+            continue
+        fp = Chem.RDKFingerprint(mol, fpSize=2048)
+        arr = np.zeros(2048, dtype=np.uint8)
+        DataStructs.ConvertToNumpyArray(fp, arr)
+        out[i] = np.packbits(arr)
+    return out
+
+
+def tanimoto(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """Row-wise Tanimoto of packed fingerprints."""
+    inter = np.unpackbits(a & b, axis=1).sum(axis=1)
+    union = np.unpackbits(a | b, axis=1).sum(axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
