@@ -73,7 +73,8 @@ def flash_search(spectra: pa.Table, library: npt.NDArray[np.int64], queries: npt
             for j in q_pos:
                 r = int(queries[j])
                 p = float(prec[r])
-                found = engine.search(precursor_mz=p, peaks=_peaks(peaks, r), ms1_tolerance_in_da=p * tolerance_ppm * 1e-6,
+                found = engine.search(precursor_mz=p, peaks=_peaks(peaks, r),
+                                      ms1_tolerance_in_da=p * tolerance_ppm * 1e-6,
                                       ms2_tolerance_in_da=ms2_tolerance_da, method=method)[f"{method}_search"]
                 if len(found) and float(np.max(found)) > 0:
                     best = int(np.argmax(found))
@@ -86,7 +87,8 @@ def flash_search(spectra: pa.Table, library: npt.NDArray[np.int64], queries: npt
 
 
 def window_pairs(prec: npt.NDArray[np.float64], modes: npt.NDArray[np.object_], library: npt.NDArray[np.int64],
-                 queries: npt.NDArray[np.int64], tolerance_ppm: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+                 queries: npt.NDArray[np.int64], tolerance_ppm: float
+                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(query position, library row) for library rows of the same ion mode inside the precursor window."""
     qpos: list[npt.NDArray[np.int64]] = []
     lrow: list[npt.NDArray[np.int64]] = []
