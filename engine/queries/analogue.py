@@ -1,0 +1,142 @@
+"""Analogue search: library spectra of structurally similar compounds, across all precursor masses.
+
+Candidates are the ``n_candidates`` nearest library spectra by embedding cosine (same ion mode by
+default; within ``max_mass_difference`` Da of the query precursor when given). Each candidate gets
+features in the spirit of MS2Query (de Jonge et al. 2023): the embedding cosine, the mean cosine over
+all retrieved spectra of the candidate's structure, the modified cosine, the precursor mass difference,
+and the query's embedding quality. A logistic model fitted on the calibration fold of ``train`` with the
+Tanimoto of (query, candidate) structures as soft label turns them into the **reliability**: a 0..1
+estimate of that Tanimoto, used as the score and to rank; it falls for low-quality query embeddings.
+Without a calibration for the model in use the reliability is ``max(cosine, 0) * quality``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from engine.encoders.base import SpectrumEmbedder
+from engine.queries.calibration import Calibration, load_calibration
+from engine.queries.hits import (
+    SearchableLibrary,
+    as_batch,
+    assemble,
+    query_columns,
+    search_schema,
+    top_per_query,
+)
+from engine.queries.references import References
+from engine.queries.similarity import PeakSet, cosine_greedy, modified_cosine
+from engine.records import Tolerance
+
+ANALOGUE_CALIBRATION = "analogue"
+
+
+@dataclass(frozen=True)
+class AnalogueSettings:
+    """Knobs of analogue search."""
+
+    top_k: int = 10
+    n_candidates: int = 100
+    max_mass_difference: float | None = None
+    same_ion_mode: bool = True
+    cosine_tolerance_da: float = 0.1
+    min_library_quality: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.n_candidates < 1:
+            raise ValueError("top_k and n_candidates must be >= 1")
+        if self.max_mass_difference is not None and self.max_mass_difference <= 0:
+            raise ValueError("max_mass_difference must be > 0 Da")
+
+
+def _group_mean(query_index: npt.NDArray[np.int64], key: npt.NDArray[np.object_],
+                values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per row: mean of ``values`` and count over rows with the same (query, key)."""
+    if query_index.shape[0] == 0:
+        return np.zeros(0), np.zeros(0)
+    _, key_code = np.unique(key.astype(str), return_inverse=True)
+    pair = query_index * (int(key_code.max()) + 1) + key_code
+    _, inverse = np.unique(pair, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    counts = np.bincount(inverse).astype(np.float64)
+    return (sums / counts)[inverse], counts[inverse]
+
+
+def analogue_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
+                      row_id: npt.NDArray[np.int64], embedding_cosine: npt.NDArray[np.float64],
+                      query_quality: npt.NDArray[np.float32], settings: AnalogueSettings
+                      ) -> dict[str, npt.NDArray[np.float64]]:
+    """Features of (query, candidate) pairs (see module docs)."""
+    unique_rows, lib_pos = np.unique(row_id, return_inverse=True)
+    lib_peaks = references.peaks(unique_rows)
+    meta = references.meta(unique_rows)
+    sqrt_q = PeakSet(query_peaks.mz, np.sqrt(query_peaks.intensity), query_peaks.offsets, query_peaks.precursor_mz)
+    sqrt_l = PeakSet(lib_peaks.mz, np.sqrt(lib_peaks.intensity), lib_peaks.offsets, lib_peaks.precursor_mz)
+    has_prec = np.isfinite(query_peaks.precursor_mz[query_index]) & np.isfinite(lib_peaks.precursor_mz[lib_pos])
+    mod_cos = np.zeros(query_index.shape[0])
+    if has_prec.any():
+        mod_cos[has_prec] = modified_cosine(sqrt_q, sqrt_l, query_index[has_prec], lib_pos[has_prec],
+                                            tolerance=settings.cosine_tolerance_da)[0]
+    if not has_prec.all():  # no precursor: the plain cosine
+        mod_cos[~has_prec] = cosine_greedy(sqrt_q, sqrt_l, query_index[~has_prec], lib_pos[~has_prec],
+                                           tolerance=settings.cosine_tolerance_da)[0]
+    keys = (meta.column("inchikey").to_pylist() if "inchikey" in meta.column_names
+            else meta.column("spectrum_id").to_pylist())
+    key14 = np.asarray([(k or "")[:14] or f"#{i}" for i, k in enumerate(keys)], dtype=object)[lib_pos]
+    struct_cos, n_struct = _group_mean(query_index, key14, embedding_cosine)
+    lib_quality = (np.nan_to_num(np.asarray(meta.column("quality").to_numpy(zero_copy_only=False), np.float64),
+                                 nan=1.0)
+                   if "quality" in meta.column_names else np.ones(unique_rows.shape[0]))
+    dm = np.abs(lib_peaks.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index])
+    return {"embedding_cosine": np.asarray(embedding_cosine, dtype=np.float64), "structure_cosine": struct_cos,
+            "log_structure_spectra": np.log(n_struct), "modified_cosine": mod_cos,
+            "log_mass_difference": np.log1p(np.nan_to_num(dm, nan=1000.0)),
+            "quality": np.asarray(query_quality, dtype=np.float64)[query_index],
+            "library_quality": lib_quality[lib_pos]}
+
+
+def analogue_score(features: dict[str, npt.NDArray[np.float64]], calibration: Calibration | None
+                   ) -> npt.NDArray[np.float64]:
+    """Reliability in 0..1 (calibrated), or ``max(cosine, 0) * quality`` without a calibration."""
+    if calibration is None:
+        return np.clip(features["embedding_cosine"], 0.0, 1.0) * features["quality"]
+    return calibration.predict(features)
+
+
+def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
+                    embedder: SpectrumEmbedder, *, settings: AnalogueSettings | None = None,
+                    calibration: Calibration | None = None,
+                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
+                    ) -> pa.Table:
+    """Top-k analogue hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`)."""
+    settings = settings or AnalogueSettings()
+    if calibration is None:
+        calibration = load_calibration(ANALOGUE_CALIBRATION, embedder.encoder_hash)
+    schema = search_schema("analogue", "modified_cosine")
+    if queries.num_rows == 0:
+        return schema.empty_table()
+    queries = as_batch(queries)
+    emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
+    cols = query_columns(queries)
+    window: dict[str, object] = {}
+    if settings.max_mass_difference is not None:
+        window = {"mass": cols["precursor_mz"], "tolerance": Tolerance(settings.max_mass_difference, "Da")}
+    hits = library.search(emb, top_k=settings.n_candidates,
+                          ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
+                          min_quality=settings.min_library_quality, **window)
+    if hits.num_rows == 0:
+        return schema.empty_table()
+    qi = hits.column("query_index").to_numpy().astype(np.int64)
+    rows = hits.column("row_id").to_numpy().astype(np.int64)
+    cos = hits.column("score").to_numpy().astype(np.float64)
+    feats = analogue_features(PeakSet.from_arrow(queries), references, qi, rows, cos, quality, settings)
+    score = analogue_score(feats, calibration)
+    keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=cos)
+    return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score[keep],
+                    meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
+                    quality=quality[qi[keep]], embedding_cosine=cos[keep],
+                    spectral=feats["modified_cosine"][keep], schema=schema)

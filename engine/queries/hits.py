@@ -1,0 +1,114 @@
+"""What identity and analogue search share: the results schema, per-query top-k, and assembling rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+
+_FIELDS: list[pa.Field] = [
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+    pa.field("library_id", pa.string(), nullable=False),
+    pa.field("inchikey", pa.string()),
+    pa.field("smiles", pa.string()),
+    pa.field("name", pa.string()),
+    pa.field("formula", pa.string()),
+    pa.field("adduct", pa.string()),
+    pa.field("precursor_mz", pa.float64()),
+    pa.field("mass_difference", pa.float64()),
+    pa.field("quality", pa.float32()),
+    pa.field("library_quality", pa.float32()),
+    pa.field("embedding_cosine", pa.float32()),
+    pa.field("spectral_similarity", pa.float32()),
+]
+
+
+def search_schema(mode: str = "identity", spectral_metric: str = "entropy") -> pa.Schema:
+    """Schema of ``engine search`` results.
+
+    ``score`` is the calibrated score (identity: probability that the hit is the query's structure;
+    analogue: predicted Tanimoto between hit and query structure, the reliability). ``quality`` is the
+    query embedding's quality, ``mass_difference`` = hit precursor m/z - query precursor m/z, and
+    ``spectral_similarity`` the exact similarity named in the schema metadata.
+    """
+    meta: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
+                                            b"engine.search_mode": mode.encode(),
+                                            b"engine.spectral_metric": spectral_metric.encode()}
+    return pa.schema(_FIELDS, metadata=meta)
+
+
+class SearchableLibrary(Protocol):
+    """What the queries need from a library: :func:`indexes.search.search` over its vectors."""
+
+    def search(self, queries: npt.NDArray[np.float32], **kwargs: Any) -> pa.Table: ...
+
+
+def top_per_query(query_index: npt.NDArray[np.int64], score: npt.NDArray[np.float64], k: int,
+                  tiebreak: npt.NDArray[np.float64] | None = None
+                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+    """Positions of the best ``k`` rows of each query (score descending) and their 1-based ranks."""
+    if query_index.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    keys = (-(tiebreak if tiebreak is not None else np.zeros_like(score)), -score, query_index)
+    order = np.lexsort(keys)
+    q = query_index[order]
+    start = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
+    counts = np.diff(np.r_[start, q.shape[0]])
+    rank = np.arange(q.shape[0]) - np.repeat(start, counts)
+    keep = rank < k
+    return order[keep], (rank[keep] + 1).astype(np.int32)
+
+
+def as_batch(queries: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    """One record batch holding all rows of ``queries``."""
+    if isinstance(queries, pa.RecordBatch):
+        return queries
+    batches = queries.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=queries.schema)
+
+
+def query_columns(batch: pa.RecordBatch | pa.Table) -> dict[str, Any]:
+    """Query ids, precursor m/z (NaN when missing) and ion modes of a spectrum batch."""
+    prec = batch.column("precursor_mz").to_numpy(zero_copy_only=False)
+    return {"query_id": np.asarray(batch.column("spectrum_id").to_pylist(), dtype=object),
+            "precursor_mz": np.asarray(prec, dtype=np.float64),
+            "ion_mode": list(batch.column("ion_mode").to_pylist())}
+
+
+def assemble(*, query_id: Sequence[str] | npt.NDArray[np.object_], rank: npt.NDArray[np.int32],
+             score: npt.NDArray[np.float64], meta: pa.Table, query_precursor: npt.NDArray[np.float64],
+             quality: npt.NDArray[np.float32], embedding_cosine: npt.NDArray[np.float64],
+             spectral: npt.NDArray[np.float64] | None, schema: pa.Schema) -> pa.Table:
+    """Result rows from per-hit arrays and the hits' library annotation (``meta`` from References)."""
+    n = rank.shape[0]
+
+    def col(name: str, typ: Any) -> pa.Array | pa.ChunkedArray:
+        return meta.column(name).cast(typ) if name in meta.column_names else pa.nulls(n, typ)
+
+    lib_prec = np.asarray(col("precursor_mz", pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    arrays = {
+        "query_id": pa.array(list(query_id), pa.string()),
+        "rank": pa.array(rank, pa.int32()),
+        "score": pa.array(np.asarray(score, dtype=np.float32)),
+        "library_id": col("spectrum_id", pa.string()),
+        "inchikey": col("inchikey", pa.string()),
+        "smiles": col("smiles", pa.string()),
+        "name": col("name", pa.string()),
+        "formula": col("formula", pa.string()),
+        "adduct": col("adduct", pa.string()),
+        "precursor_mz": pa.array(lib_prec),
+        "mass_difference": pa.array(lib_prec - query_precursor, pa.float64()),
+        "quality": pa.array(np.asarray(quality, dtype=np.float32)),
+        "library_quality": col("quality", pa.float32()),
+        "embedding_cosine": pa.array(np.asarray(embedding_cosine, dtype=np.float32)),
+        "spectral_similarity": (pa.array(np.asarray(spectral, dtype=np.float32)) if spectral is not None
+                                else pa.nulls(n, pa.float32())),
+    }
+    return pa.table(arrays, schema=schema)

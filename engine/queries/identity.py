@@ -1,0 +1,124 @@
+"""Identity search: which library spectrum is the query's compound?
+
+For each query, the library spectra of the same ion mode inside the precursor window (``tolerance_ppm``)
+are retrieved by embedding cosine (at most ``max_candidates``), re-scored with exact spectral similarity
+(entropy similarity at 0.02 Da and greedy cosine at 0.1 Da on square-root intensities, both
+vectorised over all pairs of a batch), and the features are combined by a logistic calibration fitted on
+the calibration fold of ``train`` (structures the model never saw): the score estimates the probability
+that the hit has the query's structure. Without a calibration for the model in use, the spectral-only
+calibration is used (and without that, the entropy similarity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from engine.encoders.base import SpectrumEmbedder
+from engine.queries.calibration import Calibration, load_calibration
+from engine.queries.hits import (
+    SearchableLibrary,
+    as_batch,
+    assemble,
+    query_columns,
+    search_schema,
+    top_per_query,
+)
+from engine.queries.references import References
+from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity, prepare_entropy
+from engine.records import Tolerance
+
+IDENTITY_CALIBRATION = "identity"
+IDENTITY_SPECTRAL_CALIBRATION = "identity_spectral"
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Knobs of identity search."""
+
+    top_k: int = 10
+    precursor_tolerance_ppm: float = 10.0
+    max_candidates: int = 256
+    entropy_tolerance_da: float = 0.02
+    cosine_tolerance_da: float = 0.1
+    min_library_quality: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.max_candidates < 1:
+            raise ValueError("top_k and max_candidates must be >= 1")
+        if self.precursor_tolerance_ppm <= 0:
+            raise ValueError("precursor_tolerance_ppm must be > 0")
+
+
+def identity_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
+                      row_id: npt.NDArray[np.int64], embedding_cosine: npt.NDArray[np.float64],
+                      settings: IdentitySettings) -> dict[str, npt.NDArray[np.float64]]:
+    """Features of (query, library row) pairs: embedding cosine, entropy, cosine, matches, precursor error."""
+    unique_rows, lib_pos = np.unique(row_id, return_inverse=True)
+    lib_peaks = references.peaks(unique_rows)
+    q_ent = prepare_entropy(query_peaks, tolerance_da=settings.entropy_tolerance_da)
+    l_ent = references.entropy_peaks(unique_rows)
+    if l_ent.tolerance_da != settings.entropy_tolerance_da:
+        l_ent = prepare_entropy(lib_peaks, tolerance_da=settings.entropy_tolerance_da)
+    entropy = entropy_similarity(q_ent, l_ent, query_index, lib_pos)
+    sqrt_q = PeakSet(query_peaks.mz, np.sqrt(query_peaks.intensity), query_peaks.offsets, query_peaks.precursor_mz)
+    sqrt_l = PeakSet(lib_peaks.mz, np.sqrt(lib_peaks.intensity), lib_peaks.offsets, lib_peaks.precursor_mz)
+    cosine, matches = cosine_greedy(sqrt_q, sqrt_l, query_index, lib_pos, tolerance=settings.cosine_tolerance_da)
+    q_prec = query_peaks.precursor_mz[query_index]
+    ppm = np.abs(lib_peaks.precursor_mz[lib_pos] - q_prec) / q_prec * 1e6
+    return {"embedding_cosine": np.asarray(embedding_cosine, dtype=np.float64), "entropy": entropy,
+            "cosine": cosine, "log_matches": np.log1p(matches.astype(np.float64)),
+            "precursor_error": ppm / settings.precursor_tolerance_ppm}
+
+
+def identity_score(features: dict[str, npt.NDArray[np.float64]], calibration: Calibration | None
+                   ) -> npt.NDArray[np.float64]:
+    """Calibrated score, or the entropy similarity when no calibration applies."""
+    if calibration is None:
+        return features["entropy"]
+    return calibration.predict(features)
+
+
+def default_identity_calibration(encoder_hash: str | None) -> Calibration | None:
+    """The stored calibration for this model, else the spectral-only one, else None."""
+    return (load_calibration(IDENTITY_CALIBRATION, encoder_hash)
+            or load_calibration(IDENTITY_SPECTRAL_CALIBRATION, None))
+
+
+def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
+                    embedder: SpectrumEmbedder, *, settings: IdentitySettings | None = None,
+                    calibration: Calibration | None = None,
+                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
+                    ) -> pa.Table:
+    """Top-k identity hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`).
+
+    ``embeddings`` (embedding, quality) may be given when the queries were embedded already;
+    ``calibration`` defaults to :func:`default_identity_calibration` for the embedder.
+    """
+    settings = settings or IdentitySettings()
+    if calibration is None:
+        calibration = default_identity_calibration(embedder.encoder_hash)
+    schema = search_schema("identity", "entropy")
+    if queries.num_rows == 0:
+        return schema.empty_table()
+    queries = as_batch(queries)
+    emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
+    cols = query_columns(queries)
+    hits = library.search(emb, top_k=settings.max_candidates, mass=cols["precursor_mz"],
+                          tolerance=Tolerance(settings.precursor_tolerance_ppm, "ppm"),
+                          ion_mode=cols["ion_mode"], min_quality=settings.min_library_quality)
+    if hits.num_rows == 0:
+        return schema.empty_table()
+    qi = hits.column("query_index").to_numpy().astype(np.int64)
+    rows = hits.column("row_id").to_numpy().astype(np.int64)
+    cos = hits.column("score").to_numpy().astype(np.float64)
+    feats = identity_features(PeakSet.from_arrow(queries), references, qi, rows, cos, settings)
+    score = identity_score(feats, calibration)
+    keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=feats["entropy"])
+    return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score[keep],
+                    meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
+                    quality=quality[qi[keep]], embedding_cosine=cos[keep], spectral=feats["entropy"][keep],
+                    schema=schema)

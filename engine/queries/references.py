@@ -1,0 +1,112 @@
+"""Library rows behind search hits: annotation columns and peaks, looked up by ``row_id``.
+
+Re-scoring needs the peaks of every candidate. For libraries up to ``preload_max_rows`` rows the
+annotation columns and peaks are read once (one scan, about 1 s per 100k spectra) and kept in flat
+arrays sorted by ``row_id``, so a batch lookup is a ``searchsorted``; larger libraries are read per batch
+of hits from LanceDB (``row_id IN (...)``, served by the scalar index).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from engine.queries.similarity import EntropyPeaks, PeakSet, prepare_entropy
+
+#: Annotation columns carried to the results (those present in the table).
+META_COLUMNS = ("spectrum_id", "name", "smiles", "inchikey", "formula", "adduct", "precursor_mz", "ion_mode",
+                "quality")
+PRELOAD_MAX_ROWS = 2_000_000
+
+
+class References:
+    """Annotation columns and peaks of library rows, by ``row_id``.
+
+    ``source`` is an opened :class:`indexes.library.Library` or, for tests and benchmarks, a table with
+    ``row_id``, ``mz``, ``intensity`` and the annotation columns.
+    """
+
+    def __init__(self, source: Any, *, preload: bool | None = None, entropy_tolerance_da: float = 0.02) -> None:
+        self.entropy_tolerance_da = entropy_tolerance_da
+        self._library = None
+        self._rows: npt.NDArray[np.int64] | None = None
+        self._meta: pa.Table | None = None
+        self._peaks: PeakSet | None = None
+        self._entropy: EntropyPeaks | None = None
+        if isinstance(source, pa.Table):
+            self._load(source)
+            return
+        self._library = source
+        n = source.table.count_rows()
+        if preload or (preload is None and n <= PRELOAD_MAX_ROWS):
+            names = source.table.schema.names
+            cols = ["row_id", "mz", "intensity", *(c for c in META_COLUMNS if c in names)]
+            batches = list(source.table.scan(cols))
+            self._load(pa.Table.from_batches(batches) if batches
+                       else source.table.schema.empty_table().select(cols))
+
+    def _load(self, table: pa.Table) -> None:
+        order = np.argsort(table.column("row_id").to_numpy(), kind="stable")
+        table = table.take(order)
+        self._rows = table.column("row_id").to_numpy().astype(np.int64)
+        self._peaks = PeakSet.from_arrow(table)
+        keep = [c for c in META_COLUMNS if c in table.column_names]
+        self._meta = table.select(["row_id", *keep]).combine_chunks()
+
+    @property
+    def preloaded(self) -> bool:
+        return self._rows is not None
+
+    def _positions(self, row_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        assert self._rows is not None
+        pos = np.searchsorted(self._rows, row_ids)
+        pos = np.minimum(pos, max(self._rows.shape[0] - 1, 0))
+        if self._rows.shape[0] == 0 or not np.array_equal(self._rows[pos], row_ids):
+            raise KeyError("row ids not in the library table (index and table out of sync?)")
+        return pos.astype(np.int64)
+
+    def _fetch(self, row_ids: npt.NDArray[np.int64]) -> tuple[pa.Table, PeakSet]:
+        """Rows from LanceDB, in the order of ``row_ids``."""
+        assert self._library is not None
+        names = self._library.table.schema.names
+        cols = ["row_id", "mz", "intensity", *(c for c in META_COLUMNS if c in names)]
+        unique = np.unique(row_ids)
+        found = self._library.table.take_row_ids(unique.tolist(), cols)
+        ids = found.column("row_id").to_numpy()
+        order = np.argsort(ids)
+        pos = np.searchsorted(ids[order], row_ids)
+        take = order[np.minimum(pos, max(len(order) - 1, 0))]
+        if len(ids) == 0 or not np.array_equal(ids[take], row_ids):
+            raise KeyError("row ids not in the library table (index and table out of sync?)")
+        table = found.take(take)
+        return table.select(["row_id", *(c for c in META_COLUMNS if c in cols)]), PeakSet.from_arrow(table)
+
+    def meta(self, row_ids: npt.ArrayLike) -> pa.Table:
+        """Annotation columns of ``row_ids`` (in that order)."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if self.preloaded:
+            assert self._meta is not None
+            return self._meta.take(self._positions(ids))
+        return self._fetch(ids)[0]
+
+    def peaks(self, row_ids: npt.ArrayLike) -> PeakSet:
+        """Raw peaks of ``row_ids`` (in that order)."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if self.preloaded:
+            assert self._peaks is not None
+            return self._peaks.subset(self._positions(ids))
+        return self._fetch(ids)[1]
+
+    def entropy_peaks(self, row_ids: npt.ArrayLike) -> EntropyPeaks:
+        """Cleaned, entropy-weighted peaks of ``row_ids`` (prepared once for a preloaded library)."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if self.preloaded:
+            if self._entropy is None:
+                assert self._peaks is not None
+                self._entropy = prepare_entropy(self._peaks, tolerance_da=self.entropy_tolerance_da)
+            sub = self._entropy.peaks.subset(self._positions(ids))
+            return EntropyPeaks(sub, self._entropy.tolerance_da)
+        return prepare_entropy(self._fetch(ids)[1], tolerance_da=self.entropy_tolerance_da)
