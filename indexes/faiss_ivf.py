@@ -44,6 +44,7 @@ class IndexPolicy:
     pq_dims_per_code: int = 4
     pq_nbits: int = 8
     refine_factor: int = 4
+    exact_window_rows: int = 4096
     train_rows_per_list: int = 64
     max_train_rows: int = 300_000
     add_batch_rows: int = 65_536
@@ -82,7 +83,7 @@ class IndexPolicy:
 
     def nlist_for(self, n_rows: int) -> int:
         """``2 ** floor(log2(n / rows_per_list))`` clamped to ``[min_nlist, max_nlist]``."""
-        raw = 2 ** int(math.floor(math.log2(max(n_rows / self.rows_per_list, 1.0))))
+        raw = 2 ** math.floor(math.log2(max(n_rows / self.rows_per_list, 1.0)))
         return int(min(max(raw, self.min_nlist), self.max_nlist))
 
     def pq_m_for(self, dim: int) -> int:
@@ -106,7 +107,7 @@ def gpu_count() -> int:
 def _gpu_resources() -> Any:
     import faiss
 
-    return faiss.StandardGpuResources()  # type: ignore[attr-defined]
+    return faiss.StandardGpuResources()
 
 
 def new_index(kind: IndexKind, dim: int, *, nlist: int, pq_m: int = 0, pq_nbits: int = 8) -> Any:
@@ -144,7 +145,10 @@ def build_ivf(vectors: npt.NDArray[np.float32], kind: IndexKind, policy: IndexPo
     n, dim = vectors.shape
     nlist = policy.nlist_for(n)
     index = new_index(kind, dim, nlist=nlist, pq_m=policy.pq_m_for(dim), pq_nbits=policy.pq_nbits)
-    train_ids = sample_rows(n, min(policy.train_rows_per_list * nlist, policy.max_train_rows), policy.seed)
+    n_train = min(policy.train_rows_per_list * nlist, policy.max_train_rows)
+    if kind == "ivf_pq":  # PQ codebooks want ~39 points per code too
+        n_train = max(n_train, 39 * 2**policy.pq_nbits)
+    train_ids = sample_rows(n, n_train, policy.seed)
     train = np.ascontiguousarray(vectors[train_ids], dtype=np.float32)
     index.cp.seed = policy.seed
     index.cp.max_points_per_centroid = max(policy.train_rows_per_list, 39)
@@ -152,7 +156,7 @@ def build_ivf(vectors: npt.NDArray[np.float32], kind: IndexKind, policy: IndexPo
     work = index
     if use_gpu:
         res = _gpu_resources()
-        work = faiss.index_cpu_to_gpu(res, 0, index)  # type: ignore[attr-defined]
+        work = faiss.index_cpu_to_gpu(res, 0, index)
     work.train(train)
     del train
     for start in range(0, n, policy.add_batch_rows):
@@ -161,7 +165,7 @@ def build_ivf(vectors: npt.NDArray[np.float32], kind: IndexKind, policy: IndexPo
         if progress is not None:
             progress(chunk.shape[0])
     if use_gpu:
-        index = faiss.index_gpu_to_cpu(work)  # type: ignore[attr-defined]
+        index = faiss.index_gpu_to_cpu(work)
     return index
 
 
@@ -200,8 +204,10 @@ def search_ivf(index: Any, queries: npt.NDArray[np.float32], top_k: int, *, n_pr
     """Top-k by inner product; ``selector`` (a ``faiss.IDSelector``) restricts the candidate ids."""
     import faiss
 
-    params = faiss.SearchParametersIVF(nprobe=n_probe, sel=selector) if selector is not None \
-        else faiss.SearchParametersIVF(nprobe=n_probe)
+    params = faiss.SearchParametersIVF()
+    params.nprobe = n_probe
+    if selector is not None:
+        params.sel = selector
     scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), top_k, params=params)
     return scores, ids
 
@@ -210,7 +216,7 @@ def to_gpu(index: Any) -> Any:
     """A GPU copy of ``index`` for unfiltered batched search."""
     import faiss
 
-    return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)  # type: ignore[attr-defined]
+    return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
 
 
 def index_bytes(index: Any) -> int:

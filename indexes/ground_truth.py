@@ -63,7 +63,7 @@ def exact_knn(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32
     best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
     best_i = np.full((nq, 0), -1, dtype=np.int64)
     use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
-    res = faiss.StandardGpuResources() if use_gpu else None  # type: ignore[attr-defined]
+    res = faiss.StandardGpuResources() if use_gpu else None
     for start in range(0, database.shape[0] if nq else 0, block_rows):
         block = np.ascontiguousarray(database[start:start + block_rows], dtype=np.float32)
         ids = np.arange(start, start + block.shape[0], dtype=np.int64)
@@ -73,7 +73,7 @@ def exact_knn(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32
         if block.shape[0]:
             kk = min(top_k, block.shape[0])
             if res is not None:
-                s, i = faiss.knn_gpu(res, q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)  # type: ignore[attr-defined]
+                s, i = faiss.knn_gpu(res, q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
             else:
                 s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
             i = np.where(i >= 0, ids[np.maximum(i, 0)], -1)

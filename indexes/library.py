@@ -23,6 +23,8 @@ import pyarrow as pa
 
 from engine.encoders.base import SpectrumEmbedder
 from engine.errors import IncompatibleArtifactError
+from engine.records import IonMode
+from engine.stream import OnInvalid
 from indexes.faiss_ivf import IndexPolicy
 from indexes.manifest import MANIFEST_NAME, IndexManifest
 from indexes.partition import NEUTRAL
@@ -87,7 +89,7 @@ def with_embeddings(batch: pa.RecordBatch | pa.Table, embeddings: npt.NDArray[np
     if emb.shape[0] != table.num_rows:
         raise ValueError(f"{emb.shape[0]} embeddings for {table.num_rows} rows")
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    emb = emb / np.where(norms > 0, norms, 1).astype(np.float32)
+    emb = np.asarray(emb / np.where(norms > 0, norms, 1), dtype=np.float32)
     col = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
     table = table.append_column("embedding", col)
     if quality is not None:
@@ -146,7 +148,7 @@ class Library:
         n = data.num_rows
         ion_mode = (data.column(lay.ion_mode_column) if lay.ion_mode_column
                     else pa.array([NEUTRAL] * n, pa.string()))
-        quality = (data.column(lay.quality_column).fill_null(1.0) if lay.quality_column
+        quality = (data.column(lay.quality_column).fill_null(pa.scalar(1.0, pa.float32())) if lay.quality_column
                    else pa.array(np.ones(n, np.float32)))
         arrays = [data.column(ROW_ID), data.column(lay.key_column), data.column(lay.mass_column), ion_mode,
                   quality]
@@ -190,7 +192,8 @@ class Library:
         emb = np.zeros((light.num_rows, manifest.dim), np.float32)
         for batch in self._embeddings(where):
             rows = [by_id[int(r)] for r in batch.column(ROW_ID).to_numpy()]
-            emb[rows] = batch.column("embedding").flatten().to_numpy().reshape(-1, manifest.dim)
+            col: Any = batch.column("embedding")
+            emb[rows] = col.flatten().to_numpy().reshape(-1, manifest.dim)
         return add_to_vector_index(self.index_dir, light, emb, table_rows=table_rows)
 
     def retrain(self, names: Sequence[str] | None = None, *, all_partitions: bool = False,
@@ -225,7 +228,8 @@ class Library:
                 "rows": man.n_rows, "table_rows_indexed": man.table_rows, "max_row_id": man.max_row_id,
                 "n_probe": man.policy.n_probe,
                 "partitions": [{"name": p.name, "ion_mode": p.ion_mode, "mass_lo": p.mass_lo,
-                                "mass_hi": None if p.mass_hi == float("inf") else p.mass_hi, "kind": p.kind, "rows": p.n_rows, "nlist": p.nlist,
+                                "mass_hi": None if p.mass_hi == float("inf") else p.mass_hi,
+                                "kind": p.kind, "rows": p.n_rows, "nlist": p.nlist,
                                 "pq_m": p.pq_m, "stale": stale.get(p.name)} for p in man.partitions],
             }
         return out
@@ -253,7 +257,8 @@ class BuildResult:
 
 
 def build_library(inputs: Sequence[str | Path], out: str | Path, embedder: SpectrumEmbedder, *,
-                  on_invalid: str = "error", default_ion_mode: str | None = None, dataset: str | None = None,
+                  on_invalid: OnInvalid = "error", default_ion_mode: IonMode | None = None,
+                  dataset: str | None = None,
                   batch_size: int = 4096, policy: IndexPolicy | None = None, progress: bool = True,
                   report_path: str | Path | None = None) -> BuildResult:
     """Ingest, embed and index spectrum files into the library at ``out`` (created or extended).
@@ -282,9 +287,8 @@ def build_library(inputs: Sequence[str | Path], out: str | Path, embedder: Spect
                 continue
             bar.set_postfix_str(path.name, refresh=False)
             kept, skipped = report.kept, report.n_skipped
-            items = read_indexed_spectra(path, on_invalid=on_invalid,  # type: ignore[arg-type]
-                                         dataset=dataset, default_ion_mode=default_ion_mode,  # type: ignore[arg-type]
-                                         report=report)
+            items = read_indexed_spectra(path, on_invalid=on_invalid, dataset=dataset,
+                                         default_ion_mode=default_ion_mode, report=report)
             for chunk in batched(items, batch_size):
                 batch = spectra_to_batch([s for _, s in chunk], file_sha256=sha,
                                          record_indices=[i for i, _ in chunk])

@@ -78,7 +78,7 @@ def read_structures(path: str | Path) -> Iterator[Row]:
     elif suffix == ".sdf":
         from rdkit import Chem, RDLogger
 
-        RDLogger.DisableLog("rdApp.*")
+        RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
         with open(path, "rb") as fh:
             for i, mol in enumerate(Chem.ForwardSDMolSupplier(fh)):
                 if mol is None:
@@ -103,7 +103,7 @@ def complete(row: Row, *, where: str, record: str) -> Row:
     from rdkit import Chem, RDLogger
     from rdkit.Chem import Descriptors, rdMolDescriptors
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     smiles = row.get("smiles")
     mol = Chem.MolFromSmiles(smiles) if smiles else None
     if mol is None:
@@ -113,9 +113,9 @@ def complete(row: Row, *, where: str, record: str) -> Row:
     if not inchikey:
         raise InvalidMoleculeError("no InChIKey for this structure", path=where, record=record,
                                    reason="invalid_smiles")
+    mass = float(Descriptors.ExactMolWt(mol))  # type: ignore[attr-defined]
     return {"smiles": Chem.MolToSmiles(mol), "inchikey": inchikey,
-            "formula": rdMolDescriptors.CalcMolFormula(mol),
-            "monoisotopic_mass": float(Descriptors.ExactMolWt(mol)), "name": row.get("name")}
+            "formula": rdMolDescriptors.CalcMolFormula(mol), "monoisotopic_mass": mass, "name": row.get("name")}
 
 
 def _embed(embedder: MoleculeEmbedder, rows: list[Row], *, on_invalid: str, report: Any, where: str

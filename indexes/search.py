@@ -9,10 +9,10 @@ How filters keep top-k correct:
 
 * **Ion mode** and the **mass window** first select the partitions that can hold a hit.
 * Inside a partition, rows are sorted by mass, so a window is a contiguous slice. When the slice is
-  small (at most ``max(4096, n * sqrt(n_probe / nlist))`` rows: the point where scanning the slice
-  costs about what an IVF probe does) it is searched **exactly** — queries sorted by mass share
-  blocks of vectors, so this is one matrix product per block. Windows of exact partitions are always
-  searched exactly.
+  small (at most ``max(exact_window_rows, n * sqrt(n_probe / nlist))`` rows, ``exact_window_rows`` =
+  4096 by default; beyond that an IVF probe costs less than the scan) it is searched **exactly**:
+  queries sorted by mass share blocks of vectors, so this is one matrix product per block. Windows of
+  exact partitions are always searched exactly.
 * Wider windows go through the IVF index restricted to the slice (``IDSelectorRange``), with
   ``n_probe`` raised by the inverse of the slice's share of the partition so that as many valid rows
   are scanned as an unfiltered search would scan.
@@ -36,7 +36,6 @@ from engine.records import Tolerance
 from indexes.ground_truth import exact_knn, merge_topk, topk_rows
 from indexes.vector_index import PartitionData, VectorIndex
 
-EXACT_MIN_ROWS = 4096
 BLOCK_MAX_QUERIES = 256
 BLOCK_MAX_SCORES = 1 << 22
 _POS_BITS = 40
@@ -47,7 +46,7 @@ Scored = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 
 def result_schema(key_column: str = "spectrum_id", mass_column: str = "precursor_mz") -> pa.Schema:
     """Schema of :func:`search` results."""
-    return pa.schema([
+    return pa.schema([  # type: ignore[arg-type]
         pa.field("query_index", pa.int32(), nullable=False), pa.field("rank", pa.int16(), nullable=False),
         pa.field("row_id", pa.int64(), nullable=False), pa.field(key_column, pa.string()),
         pa.field(mass_column, pa.float64()), pa.field("score", pa.float32(), nullable=False),
@@ -174,7 +173,7 @@ def _ivf(part: PartitionData, q: npt.NDArray[np.float32], k: int, n_probe: int, 
             from indexes.faiss_ivf import to_gpu
 
             part.gpu_index = to_gpu(part.index)
-        faiss.GpuParameterSpace().set_index_parameter(part.gpu_index, "nprobe", n_probe)  # type: ignore[attr-defined]
+        faiss.GpuParameterSpace().set_index_parameter(part.gpu_index, "nprobe", n_probe)
         s, ids = part.gpu_index.search(q, kk)
     else:
         s, ids = search_ivf(part.index, q, kk, n_probe=n_probe, selector=selector)
@@ -218,7 +217,7 @@ def _scaled_probe(probe: int, nlist: int, fraction: float) -> int:
 
 def _exact_limit(part: PartitionData, probe: int) -> int:
     entry = part.entry
-    return max(EXACT_MIN_ROWS, int(entry.n_rows * math.sqrt(probe / max(entry.nlist, 1))))
+    return max(part.exact_window_rows, int(entry.n_rows * math.sqrt(probe / max(entry.nlist, 1))))
 
 
 def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDArray[np.float64],
@@ -340,13 +339,13 @@ def _to_arrow(index: VectorIndex, scores: npt.NDArray[np.float32], handles: npt.
         part = index.partition(int(p))
         row_id[idx] = part.row_id[pos[idx]]
         mass[idx] = part.mass[pos[idx]]
-        key_chunks.append(part.meta.column("key").take(pa.array(pos[idx])).combine_chunks())
+        key_chunks.append(part.meta.column("key").take(pos[idx]).combine_chunks())
         key_where.append(idx)
     if key_chunks:
         keys = pa.concat_arrays(key_chunks)
         inverse = np.empty(n, dtype=np.int64)
         inverse[np.concatenate(key_where)] = np.arange(n)
-        keys = keys.take(pa.array(inverse))
+        keys = keys.take(inverse)
     else:
         keys = pa.array([], pa.string())
     return pa.Table.from_arrays([

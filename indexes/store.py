@@ -31,14 +31,14 @@ ENCODER_HASH_KEY = b"engine.encoder_hash"
 EMBEDDING_DIM_KEY = b"engine.embedding_dim"
 ROW_ID = "row_id"
 
-FILES_SCHEMA = pa.schema([
+FILES_SCHEMA = pa.schema([  # type: ignore[arg-type]
     pa.field("file_sha256", pa.string()), pa.field("path", pa.string()), pa.field("n_records", pa.int64()),
     pa.field("n_skipped", pa.int64()), pa.field("added_at", pa.string()),
 ], metadata={b"engine.schema_version": str(SCHEMA_VERSION).encode()})
 
 
 def _with_row_id(schema: pa.Schema, encoder_hash: str, dim: int) -> pa.Schema:
-    meta = dict(schema.metadata or {})
+    meta: dict[bytes | str, bytes | str] = {k: v for k, v in (schema.metadata or {}).items()}
     meta[ENCODER_HASH_KEY] = encoder_hash.encode()
     meta[EMBEDDING_DIM_KEY] = str(dim).encode()
     return pa.schema([*schema, pa.field(ROW_ID, pa.int64(), nullable=False)], metadata=meta)
@@ -96,7 +96,7 @@ class VectorTable:
 
     @property
     def schema(self) -> pa.Schema:
-        return self.table.schema  # type: ignore[no-any-return]
+        return self.table.schema
 
     @property
     def encoder_hash(self) -> str:
@@ -143,7 +143,7 @@ class VectorTable:
             raise ValueError(f"{self.where}: rows without {self.key_column}")
         first: dict[str, int] = {}
         for i, key in enumerate(keys.to_pylist()):
-            first.setdefault(key, i)
+            first.setdefault(str(key), i)
         if len(first) < table.num_rows:
             table = table.take(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         start = self.next_row_id()
@@ -172,7 +172,7 @@ class VectorTable:
         query = self.table.search().where(cond)
         if columns is not None:
             query = query.select(list(columns))
-        return query.limit(None).to_arrow()  # type: ignore[no-any-return]
+        return query.limit(None).to_arrow()
 
     def take_row_ids(self, row_ids: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
         """Rows with the given ``row_id`` values, in no particular order."""
@@ -182,7 +182,7 @@ class VectorTable:
         query = self.table.search().where(cond)
         if columns is not None:
             query = query.select(list(columns))
-        return query.limit(None).to_arrow()  # type: ignore[no-any-return]
+        return query.limit(None).to_arrow()
 
     def ensure_key_index(self) -> None:
         """A BTREE scalar index on the key and on ``row_id`` (lookups of hits and incremental scans)."""
@@ -206,7 +206,7 @@ class FileLedger:
             check_schema_version(self.table.schema, where=f"{db_path}/{FILES_TABLE}")
         else:
             self.table = db.create_table(FILES_TABLE, schema=FILES_SCHEMA)
-        self.done: set[str] = set(self.table.to_arrow().column("file_sha256").to_pylist())
+        self.done: set[str] = {str(s) for s in self.table.to_arrow().column("file_sha256").to_pylist()}
 
     def __contains__(self, sha256: object) -> bool:
         return sha256 in self.done

@@ -29,7 +29,7 @@ from indexes.faiss_ivf import IndexPolicy, add_to_index, build_ivf, gpu_count, i
 from indexes.manifest import MANIFEST_NAME, IndexManifest, PartitionEntry
 from indexes.partition import PartitionScheme
 
-META_SCHEMA = pa.schema([
+META_SCHEMA = pa.schema([  # type: ignore[arg-type]
     pa.field("row_id", pa.int64(), nullable=False), pa.field("key", pa.string()),
     pa.field("mass", pa.float64(), nullable=False), pa.field("quality", pa.float32(), nullable=False),
 ])
@@ -47,6 +47,7 @@ class PartitionData:
     index: Any = None
     n_probe: int = 32
     refine_factor: int = 4
+    exact_window_rows: int = 4096
     gpu_index: Any = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -54,19 +55,19 @@ class PartitionData:
     def mass(self) -> npt.NDArray[np.float64]:
         if "mass" not in self._cache:
             self._cache["mass"] = _column_numpy(self.meta, "mass")
-        return self._cache["mass"]  # type: ignore[no-any-return]
+        return self._cache["mass"]
 
     @property
     def quality(self) -> npt.NDArray[np.float32]:
         if "quality" not in self._cache:
             self._cache["quality"] = _column_numpy(self.meta, "quality")
-        return self._cache["quality"]  # type: ignore[no-any-return]
+        return self._cache["quality"]
 
     @property
     def row_id(self) -> npt.NDArray[np.int64]:
         if "row_id" not in self._cache:
             self._cache["row_id"] = _column_numpy(self.meta, "row_id")
-        return self._cache["row_id"]  # type: ignore[no-any-return]
+        return self._cache["row_id"]
 
 
 def _column_numpy(table: pa.Table, name: str) -> Any:
@@ -105,6 +106,7 @@ class VectorIndex:
             part = _load_partition(self.directory, entry, self.manifest.dim)
             part.n_probe = self.manifest.policy.n_probe
             part.refine_factor = self.manifest.policy.refine_factor
+            part.exact_window_rows = self.manifest.policy.exact_window_rows
             self._parts[ordinal] = part
         return self._parts[ordinal]
 
@@ -147,7 +149,7 @@ def _check_light(light: pa.Table) -> None:
 
 
 def _embeddings_of(batch: pa.RecordBatch | pa.Table, dim: int) -> npt.NDArray[np.float32]:
-    col = batch.column("embedding")
+    col: Any = batch.column("embedding")
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if col.null_count:
@@ -218,7 +220,7 @@ def build_vector_index(directory: str | Path, light: pa.Table,
                                            shape=(e.n_rows, dim)) for e in entries]
     for i, e in enumerate(entries):
         rows = order[starts[i]:starts[i] + counts[i]]
-        _write_meta(directory / e.file("meta.arrow"), light.take(pa.array(rows)))
+        _write_meta(directory / e.file("meta.arrow"), light.take(rows))
     # scatter the embeddings
     by_row = np.argsort(row_id)
     sorted_ids = row_id[by_row]
@@ -268,8 +270,8 @@ def _train_partition(directory: Path, entry: PartitionEntry, policy: IndexPolicy
     if entry.kind == "ivf_pq":
         import faiss
 
-        pq = faiss.extract_index_ivf(index)
-        entry.pq_m, entry.pq_nbits = int(pq.pq.M), int(pq.pq.nbits)
+        ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
+        entry.pq_m, entry.pq_nbits = int(ivf.pq.M), int(ivf.pq.nbits)
 
 
 # ----------------------------------------------------------------------------------------------- update
@@ -310,7 +312,7 @@ def add_to_vector_index(directory: str | Path, light: pa.Table, embeddings: npt.
     part = manifest.scheme.route(modes, mass)
     for p in np.unique(part):
         sel = np.flatnonzero(part == p)
-        _append_partition(directory, manifest.partitions[p], manifest.dim, light.take(pa.array(sel)),
+        _append_partition(directory, manifest.partitions[p], manifest.dim, light.take(sel),
                           embeddings[sel], generation, manifest.policy)
     row_id = light.column("row_id").to_numpy()
     if row_id.shape[0]:
@@ -341,8 +343,10 @@ def _append_partition(directory: Path, entry: PartitionEntry, dim: int, light: p
     entry.generation = generation
     out = np.lib.format.open_memmap(directory / entry.file("vectors.npy"), mode="w+", dtype=np.float32,
                                     shape=(n_old + n_new, dim))
-    for start in range(0, n_old, policy.add_batch_rows):
-        out[start:start + policy.add_batch_rows] = old.vectors[start:start + policy.add_batch_rows]
+    step = policy.add_batch_rows
+    for start in range(0, n_old, step):
+        stop = min(start + step, n_old)
+        out[start:stop] = old.vectors[start:stop]
     out[n_old:] = vectors
     out.flush()
     del out
@@ -376,7 +380,7 @@ def retrain_vector_index(directory: str | Path, names: Sequence[str] | None = No
             continue
         old = _load_partition(directory, entry, manifest.dim, with_index=False)
         order = np.lexsort((old.row_id, old.mass))
-        meta = old.meta.select(list(META_SCHEMA.names)).take(pa.array(order))
+        meta = old.meta.select(list(META_SCHEMA.names)).take(order)
         entry.generation = generation
         out = np.lib.format.open_memmap(directory / entry.file("vectors.npy"), mode="w+", dtype=np.float32,
                                         shape=(entry.n_rows, manifest.dim))

@@ -29,18 +29,17 @@ def resolve_embedder(model_path: str | None, fixed: bool) -> Any:
 
         return FixedSpectrumEmbedder()
     try:
-        from engine.model import DEFAULT_MODEL, load_model
+        import engine.model as model_module
     except ImportError:
+        model_module = None  # type: ignore[assignment]
+    if model_module is None or (model_path is None and not model_module.DEFAULT_MODEL.exists()):
         if model_path is not None:
-            raise click.ClickException("this installation has no trained model code (engine.model)") from None
-        DEFAULT_MODEL, load_model = None, None  # noqa: N806
-    if model_path is None and (DEFAULT_MODEL is None or not DEFAULT_MODEL.exists()):
+            raise click.ClickException("this installation has no trained model code (engine.model)")
         from engine.encoders.fixed import FixedSpectrumEmbedder
 
         click.echo("note: no bundled model found; embedding with the fixed binned-peak embedder", err=True)
         return FixedSpectrumEmbedder()
-    assert load_model is not None
-    return load_model(model_path)
+    return model_module.load_model(model_path)
 
 
 @click.group()
@@ -72,7 +71,8 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     from indexes.library import build_library
 
     embedder = resolve_embedder(model_path, fixed_embedder)
-    result = build_library(list(inputs), out, embedder, on_invalid=on_invalid, default_ion_mode=ion_mode,
+    result = build_library(list(inputs), out, embedder, on_invalid=on_invalid,  # type: ignore[arg-type]
+                           default_ion_mode=ion_mode,  # type: ignore[arg-type]
                            batch_size=batch_size, progress=not quiet, report_path=report_path)
     data = result.to_dict()
     click.echo(f"library {out}: {data['rows']} spectra ({data['inserted']} new, {data['duplicates']} already "

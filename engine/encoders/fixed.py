@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,7 +91,8 @@ class FixedSpectrumEmbedder:
         quals: list[npt.NDArray[np.float32]] = []
         for start in range(0, max(batch.num_rows, 1), batch_size):
             part = batch.slice(start, batch_size)
-            mz_col, in_col = part.column("mz"), part.column("intensity")
+            mz_col: Any = part.column("mz")
+            in_col: Any = part.column("intensity")
             offsets = mz_col.offsets.to_numpy().astype(np.int64)
             in_off = in_col.offsets.to_numpy().astype(np.int64)
             mz = mz_col.values.to_numpy(zero_copy_only=False)
@@ -131,7 +133,7 @@ class FixedMoleculeEmbedder:
         from rdkit import Chem, RDLogger
         from rdkit.Chem import rdFingerprintGenerator
 
-        RDLogger.DisableLog("rdApp.*")
+        RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
         gen = rdFingerprintGenerator.GetMorganGenerator(radius=self.radius, fpSize=self.n_bits)
         fps = np.zeros((len(smiles), self.n_bits), dtype=np.float32)
         for i, smi in enumerate(smiles):

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.encoders.fixed import FixedSpectrumEmbedder
+from engine.records import Tolerance
+from indexes.library import Library, build_library
+
+
+def write_mgf(path: Path, table: pa.Table) -> Path:
+    with open(path, "w") as fh:
+        for r in table.to_pylist():
+            fh.write(f"BEGIN IONS\nTITLE={r['spectrum_id']}\nPEPMASS={r['precursor_mz']}\nIONMODE={r['ion_mode']}\n"
+                     f"NAME={r['name']}\nSMILES={r['smiles']}\nINCHIKEY={r['inchikey']}\n")
+            fh.write("".join(f"{m} {i}\n" for m, i in zip(r["mz"], r["intensity"], strict=True)))
+            fh.write("END IONS\n\n")
+    return path
+
+
+@pytest.fixture()
+def mgfs(sample_table: pa.Table, tmp_path: Path) -> tuple[Path, Path]:
+    return (write_mgf(tmp_path / "a.mgf", sample_table.slice(0, 150)),
+            write_mgf(tmp_path / "b.mgf", sample_table.slice(100)))
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_library_build_cli_incremental_and_search(mgfs: tuple[Path, Path], sample_table: pa.Table,
+                                                  tmp_path: Path) -> None:
+    lib = str(tmp_path / "lib")
+    code, out = run("library", "build", str(mgfs[0]), "--out", lib, "--fixed-embedder", "--quiet")
+    assert code == 0, out
+    assert "150 spectra (150 new" in out
+    code, out = run("library", "build", str(mgfs[0]), "--out", lib, "--fixed-embedder", "--quiet")
+    assert code == 0 and "150 spectra (0 new" in out  # unchanged file skipped
+    code, out = run("library", "build", str(mgfs[1]), "--out", lib, "--fixed-embedder", "--quiet")
+    assert code == 0 and "214 spectra (64 new, 50 already present)" in out, out
+    code, out = run("index", "info", lib)
+    info = json.loads(out)
+    assert info["rows"] == 214 and info["index"]["rows"] == 214
+    assert {p["ion_mode"] for p in info["index"]["partitions"]} == {"positive", "negative"}
+    # a library spectrum finds itself first within 10 ppm of its precursor, with cosine 1
+    library = Library.open(lib)
+    rows = library.table.take_keys(sample_table.column("spectrum_id").to_pylist()[:5],
+                                   ["spectrum_id", "precursor_mz", "ion_mode", "embedding"])
+    q = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    hits = library.search(q, top_k=3, mass=rows.column("precursor_mz").to_numpy(),
+                          tolerance=Tolerance(10, "ppm"), ion_mode=rows.column("ion_mode").to_pylist())
+    top = hits.filter(pa.compute.equal(hits.column("rank"), 1))
+    assert top.column("spectrum_id").to_pylist() == rows.column("spectrum_id").to_pylist()
+    np.testing.assert_allclose(top.column("score").to_numpy(), 1.0, atol=1e-5)
+    code, out = run("index", "retrain", lib, "--all", "--quiet")
+    assert code == 0 and "rebuilt" in out
+    code, out = run("library", "info", lib)
+    assert json.loads(out)["index"]["rows"] == 214
+
+
+def test_library_refuses_another_model(mgfs: tuple[Path, Path], tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    build_library([mgfs[0]], lib, FixedSpectrumEmbedder(dim=16), progress=False)
+    code, out = run("library", "build", str(mgfs[1]), "--out", str(lib), "--fixed-embedder", "--quiet")
+    assert code == 1 and "16-dimensional" in out and "Traceback" not in out
+
+
+def test_library_build_strict_and_skip(sample_table: pa.Table, tmp_path: Path) -> None:
+    bad = write_mgf(tmp_path / "bad.mgf", sample_table.slice(0, 3))
+    text = bad.read_text().replace("PEPMASS=", "PEPMASS_X=", 1)
+    bad.write_text(text)
+    code, out = run("library", "build", str(bad), "--out", str(tmp_path / "l1"), "--fixed-embedder", "--quiet")
+    assert code == 1 and "bad.mgf" in out and "precursor" in out
+    code, out = run("library", "build", str(bad), "--out", str(tmp_path / "l2"), "--fixed-embedder", "--quiet",
+                    "--on-invalid", "skip")
+    assert code == 0 and "2 spectra" in out and "missing_precursor: 1" in out
+
+
+def test_molecules_build_cli(sample_table: pa.Table, tmp_path: Path) -> None:
+    smi = tmp_path / "m.smi"
+    rows = sample_table.select(["smiles", "name"]).to_pylist()
+    smi.write_text("".join(f"{r['smiles']} {r['name']}\n" for r in rows) + "C1CC(broken bad\n")
+    csv = tmp_path / "m.csv"
+    csv.write_text("smiles,name\nCCO,ethanol\nc1ccccc1O,phenol\n")
+    moldb = str(tmp_path / "mol")
+    code, out = run("molecules", "build", str(smi), "--out", moldb, "--fixed-embedder", "--quiet")
+    assert code == 1 and "m.smi" in out and "cannot be parsed" in out
+    code, out = run("molecules", "build", str(smi), str(csv), "--out", moldb, "--fixed-embedder", "--quiet",
+                    "--on-invalid", "skip")
+    n_struct = len(set(sample_table.column("inchikey").to_pylist()))
+    assert code == 0 and f"{n_struct + 2} structures" in out and "invalid_smiles: 1" in out, out
+    db = Library.open(moldb)
+    assert db.layout.key_column == "inchikey"
+    ethanol = db.table.take_keys(["LFQSCWFLJHTTHZ-UHFFFAOYSA-N"], ["inchikey", "monoisotopic_mass", "embedding"])
+    assert ethanol.num_rows == 1
+    mass = ethanol.column("monoisotopic_mass").to_numpy()
+    assert mass[0] == pytest.approx(46.0419, abs=1e-3)
+    q = np.stack(ethanol.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    hits = db.search(q, top_k=1, mass=mass, tolerance=Tolerance(5, "ppm"))
+    assert hits.column("inchikey").to_pylist() == ["LFQSCWFLJHTTHZ-UHFFFAOYSA-N"]
+
+
+def test_every_command_has_help() -> None:
+    for group in ("library", "molecules", "index"):
+        code, out = run(group, "--help")
+        assert code == 0 and "Usage" in out
+        cmd = main.get_command(None, group)  # type: ignore[arg-type]
+        for name, sub in cmd.commands.items():  # type: ignore[attr-defined]
+            assert sub.help, f"{group} {name} has no help"

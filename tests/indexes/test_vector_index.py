@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vs_helpers import DIM, Embedded, as_lists, assert_same_hits, brute_force
+
+from engine.errors import IncompatibleArtifactError
+from engine.records import Tolerance
+from indexes.faiss_ivf import IndexPolicy
+from indexes.manifest import IndexManifest
+from indexes.vector_index import VectorIndex, add_to_vector_index, build_vector_index, retrain_vector_index
+
+POLICY = IndexPolicy(flat_max_rows=300, min_nlist=4, max_nlist=8, n_probe=2, target_partition_rows=800)
+
+
+def build(emb: Embedded, out: Path, sel: slice | np.ndarray = slice(None), policy: IndexPolicy = POLICY,
+          table_rows: int | None = None) -> IndexManifest:
+    light = emb.light(sel)
+    return build_vector_index(out, light, emb.batches(sel), dim=DIM, encoder_hash="enc-a", table="spectra",
+                              key_column="spectrum_id", mass_column="precursor_mz",
+                              table_rows=light.num_rows if table_rows is None else table_rows, policy=policy)
+
+
+def test_build_partitions_and_manifest(embedded: Embedded, tmp_path: Path) -> None:
+    man = build(embedded, tmp_path)
+    assert man.n_rows == len(embedded) == 2140
+    kinds = {p.name: p.kind for p in man.partitions}
+    assert {p.ion_mode for p in man.partitions} == {"positive", "negative"}
+    assert all(p.n_rows <= 800 for p in man.partitions)
+    assert "ivf_flat" in kinds.values()
+    loaded = IndexManifest.load(tmp_path)
+    assert loaded.to_dict() == man.to_dict()
+    # every file named by the manifest exists, nothing else with a generation suffix
+    files = {f for p in man.partitions for f in p.files}
+    assert files == {p.name for p in tmp_path.iterdir() if ".g" in p.name}
+    index = VectorIndex.open(tmp_path, dim=DIM, encoder_hash="enc-a", table_rows=len(embedded))
+    part = index.partition(0)
+    assert isinstance(part.vectors, np.memmap)  # memory-mapped, not read
+    assert (np.diff(part.mass) >= 0).all()  # rows sorted by mass
+
+
+def test_manifest_mismatch_refused(embedded: Embedded, tmp_path: Path) -> None:
+    build(embedded, tmp_path)
+    with pytest.raises(IncompatibleArtifactError, match="dimension"):
+        VectorIndex.open(tmp_path, dim=DIM * 2)
+    with pytest.raises(IncompatibleArtifactError, match="encoder"):
+        VectorIndex.open(tmp_path, encoder_hash="enc-b")
+    with pytest.raises(IncompatibleArtifactError, match="table rows"):
+        VectorIndex.open(tmp_path, table_rows=len(embedded) + 1)
+    man = IndexManifest.load(tmp_path)
+    man.schema_version = 99
+    man.save(tmp_path)
+    with pytest.raises(IncompatibleArtifactError, match="schema version"):
+        VectorIndex.open(tmp_path)
+    with pytest.raises(IncompatibleArtifactError, match="manifest"):
+        VectorIndex.open(tmp_path / "nowhere")
+
+
+def test_flat_and_ivf_identical_at_full_probe(embedded: Embedded, tmp_path: Path) -> None:
+    build(embedded, tmp_path / "flat", policy=replace(POLICY, flat_max_rows=10**6))
+    build(embedded, tmp_path / "ivf", policy=replace(POLICY, flat_max_rows=0))
+    flat, ivf = VectorIndex.open(tmp_path / "flat"), VectorIndex.open(tmp_path / "ivf")
+    assert {p.kind for p in ivf.manifest.partitions} == {"ivf_flat"}
+    q = embedded.vectors[::41]
+    a = as_lists(flat.search(q, top_k=10), len(q))
+    b = as_lists(ivf.search(q, top_k=10, n_probe=8), len(q))
+    assert_same_hits(b, a)
+    assert_same_hits(a, brute_force(embedded, q, 10))
+
+
+def test_incremental_add_then_retrain(embedded: Embedded, tmp_path: Path) -> None:
+    n = len(embedded)
+    first = np.arange(n) < 1500
+    build(embedded, tmp_path, np.flatnonzero(first), policy=replace(POLICY, flat_max_rows=600))
+    before = IndexManifest.load(tmp_path)
+    rest = np.flatnonzero(~first)
+    man = add_to_vector_index(tmp_path, embedded.light(rest), embedded.vectors[rest], table_rows=n)
+    assert man.n_rows == n and man.max_row_id == int(embedded.row_id.max())
+    assert [p.trained_rows for p in man.partitions] == [p.trained_rows for p in before.partitions]
+    assert sum(p.n_rows - p.n_sorted for p in man.partitions) == len(rest)
+    index = VectorIndex.open(tmp_path, table_rows=n)
+    q = embedded.vectors[rest[::23]]
+    got = as_lists(index.search(q, top_k=5, exact=True), len(q))
+    assert_same_hits(got, brute_force(embedded, q, 5))
+    # windows over appended rows are found through the unsorted tail
+    mass = embedded.mass[rest[::23]]
+    got = as_lists(index.search(q, top_k=5, mass=mass, tolerance=_ppm(20)), len(q))
+    assert_same_hits(got, brute_force(embedded, q, 5, mass=mass, tol_ppm=20))
+    # a flat partition that crossed the threshold is stale; retrain makes it IVF and sorted
+    stale = man.stale()
+    assert len(stale) == len(man.partitions)
+    assert all("call for ivf_flat" in why for why in stale.values())
+    done = retrain_vector_index(tmp_path)
+    assert sorted(done) == sorted(stale)
+    after = IndexManifest.load(tmp_path)
+    assert after.stale() == {} and all(p.n_sorted == p.n_rows for p in after.partitions)
+    assert {p.kind for p in after.partitions} == {"ivf_flat"}
+    index = VectorIndex.open(tmp_path, table_rows=n)
+    got = as_lists(index.search(q, top_k=5, mass=mass, tolerance=_ppm(20)), len(q))
+    assert_same_hits(got, brute_force(embedded, q, 5, mass=mass, tol_ppm=20))
+
+
+def test_add_new_ion_mode(embedded: Embedded, tmp_path: Path) -> None:
+    pos = np.flatnonzero(embedded.ion_mode == "positive")
+    neg = np.flatnonzero(embedded.ion_mode == "negative")
+    build(embedded, tmp_path, pos, table_rows=len(pos))
+    man = add_to_vector_index(tmp_path, embedded.light(neg), embedded.vectors[neg], table_rows=len(embedded))
+    assert "negative" in man.scheme.edges
+    q = embedded.vectors[neg[::20]]
+    got = as_lists(VectorIndex.open(tmp_path).search(q, top_k=3, ion_mode="negative"), len(q))
+    assert_same_hits(got, brute_force(embedded, q, 3, ion_mode=["negative"] * len(q)))
+
+
+def _ppm(value: float) -> Tolerance:
+    return Tolerance(value, "ppm")
