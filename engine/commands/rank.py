@@ -1,0 +1,122 @@
+"""``engine rank``: rank candidate structures for query spectra."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.commands.common import engine_errors, ion_mode_option, on_invalid_option
+
+BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates" / "molecules.parquet"
+
+
+@click.command()
+@click.argument("queries", nargs=-1, required=True)
+@click.option("--candidates", "candidates_path", type=click.Path(exists=True), default=None, metavar="MOLECULES",
+              help="Molecule table: Parquet with smiles, inchikey, formula, monoisotopic_mass, or a molecule "
+                   "database directory (engine molecules build). Default: the bundled MassBank structures.")
+@click.option("--by", type=click.Choice(["formula", "mass"]), default="formula", show_default=True,
+              help="Select candidates by the query's FORMULA field or by neutral mass (precursor m/z and "
+                   "adduct, default [M+H]+ / [M-H]-).")
+@click.option("--tolerance-ppm", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Neutral-mass window for --by mass.")
+@click.option("--candidate-lists", "lists_path", type=click.Path(exists=True), default=None, metavar="LISTS",
+              help="Parquet with columns query_id, smiles: exactly these candidates per query.")
+@click.option("--pubchem", is_flag=True,
+              help="Candidates from PubChem (cached on disk); falls back to --candidates when offline.")
+@click.option("--pubchem-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite cache of PubChem answers [default: ~/.cache/ms-annotation-engine/pubchem.sqlite].")
+@click.option("--pubchem-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+              help="Seconds to wait for PubChem before treating it as unreachable.")
+@click.option("--top-k", type=click.IntRange(1), default=20, show_default=True, help="Candidates kept per query.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results Parquet file.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
+              help="Model checkpoint (default: the bundled model).")
+@on_invalid_option
+@ion_mode_option
+@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True,
+              help="Query spectra per batch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@engine_errors
+def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, tolerance_ppm: float,
+         lists_path: str | None, pubchem: bool, pubchem_cache: Path | None, pubchem_timeout: float, top_k: int,
+         out: Path, model_path: str | None, on_invalid: str, ion_mode: str | None, batch_size: int,
+         quiet: bool) -> None:
+    """Rank candidate structures for QUERIES (spectrum files, directories, globs).
+
+    Output: query_id, rank, score (spectrum-molecule cosine), smiles, inchikey, formula, plus
+    probability (softmax over the query's candidates), n_candidates and the query's quality.
+    """
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from engine.errors import OfflineError
+    from engine.inputs import expand_inputs
+    from engine.model import DEFAULT_MODEL, load_model
+    from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
+    from engine.queries.rank import RANK_SCHEMA, RankReport, rank_candidates
+    from engine.stream import ReadReport, iter_spectrum_batches
+
+    if lists_path is not None and (candidates_path is not None or pubchem):
+        raise click.UsageError("--candidate-lists excludes --candidates and --pubchem")
+    if model_path is None and not DEFAULT_MODEL.exists():
+        raise click.ClickException(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
+    model = load_model(model_path)
+    molecules: MoleculeTable | None = None
+    lists = read_candidate_lists(lists_path) if lists_path is not None else None
+    client = None
+    if pubchem:
+        from engine.queries.pubchem import PubChemClient
+
+        client = PubChemClient(cache_path=pubchem_cache, timeout_s=pubchem_timeout)
+    local_path = candidates_path or (None if (lists is not None or pubchem) else str(BUNDLED_CANDIDATES))
+    if candidates_path is None and local_path is not None:
+        click.echo(f"note: no --candidates given; using the bundled candidate set {BUNDLED_CANDIDATES}", err=True)
+
+    def local() -> MoleculeTable:
+        nonlocal molecules
+        if molecules is None:
+            assert local_path is not None
+            molecules = MoleculeTable.open(local_path)
+        return molecules
+
+    def candidates_for(batch: Any) -> Any:
+        nonlocal client
+        qs = [CandidateQuery(r["spectrum_id"], r["precursor_mz"], r["ion_mode"], r["adduct"], r["formula"])
+              for r in batch.select(["spectrum_id", "precursor_mz", "ion_mode", "adduct", "formula"]).to_pylist()]
+        if lists is not None:
+            return lists
+        if client is not None:
+            from engine.queries.pubchem import pubchem_candidates
+
+            try:
+                return pubchem_candidates(qs, client, by=by, tolerance_ppm=tolerance_ppm)  # type: ignore[arg-type]
+            except OfflineError as exc:
+                if candidates_path is None:
+                    raise
+                click.echo(f"{str(exc).split(';')[0]}; falling back to local candidates from {candidates_path}",
+                           err=True)
+                client = None
+        return select_candidates(qs, local(), by=by, tolerance_ppm=tolerance_ppm)  # type: ignore[arg-type]
+
+    read_report = ReadReport()
+    report = RankReport()
+    batches = iter_spectrum_batches(expand_inputs(queries), batch_size=batch_size,
+                                    on_invalid=on_invalid,  # type: ignore[arg-type]
+                                    default_ion_mode=ion_mode, report=read_report)  # type: ignore[arg-type]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with pq.ParquetWriter(str(out), RANK_SCHEMA) as writer, \
+            tqdm(unit=" spectra", disable=quiet, file=sys.stderr, mininterval=0.5) as bar:
+        for batch in batches:
+            table = rank_candidates(batch, candidates_for(batch), model, top_k=top_k, report=report)
+            writer.write_table(table)
+            rows += table.num_rows
+            bar.update(batch.num_rows)
+    info = report.to_dict()
+    click.echo(f"{read_report.kept} query spectra ({read_report.n_skipped} skipped); {info['candidates']} "
+               f"candidates scored, {info['queries_without_candidates']} queries without candidates, "
+               f"{info['invalid_smiles']} invalid SMILES skipped; {rows} rows written to {out}", err=True)

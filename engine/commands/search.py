@@ -1,0 +1,157 @@
+"""``engine search``: identity or analogue search of query spectra, or structure -> spectra lookup."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.commands.common import engine_errors, ion_mode_option, on_invalid_option
+
+
+def open_library_and_model(library_path: str, model_path: str | None, fixed: bool, *,
+                           need_molecules: bool = False) -> tuple[Any, Any]:
+    """Open LIBRARY and the model it was embedded with (``--model``, the bundled default, or the fixed
+    embedder when the library was built with it); refuses a mismatch with a message."""
+    from engine.encoders.fixed import FixedSpectrumEmbedder
+    from indexes.library import Library
+
+    lib = Library.open(library_path)
+    fixed_hash = FixedSpectrumEmbedder().encoder_hash
+    if fixed or (model_path is None and lib.table.encoder_hash == fixed_hash and not need_molecules):
+        model: Any = FixedSpectrumEmbedder()
+    else:
+        from engine.model import DEFAULT_MODEL, load_model
+
+        if model_path is None and not DEFAULT_MODEL.exists():
+            raise click.ClickException(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
+        model = load_model(model_path)
+    lib.table.check_encoder(dim=model.dim, encoder_hash=model.encoder_hash)
+    return lib, model
+
+
+def write_or_print(tables: Any, out: Path | None, *, columns: tuple[str, ...]) -> int:
+    """Stream result tables to Parquet at ``out`` (or print them as TSV); returns the row count."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer = None
+    try:
+        for table in tables:
+            rows += table.num_rows
+            if out is not None:
+                if writer is None:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    writer = pq.ParquetWriter(str(out), table.schema)
+                writer.write_table(table)
+            else:
+                cols = [c for c in columns if c in table.column_names]
+                if rows == table.num_rows:
+                    click.echo("\t".join(cols))
+                for rec in table.select(cols).to_pylist():
+                    click.echo("\t".join("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+                                         for v in rec.values()))
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+@click.command()
+@click.argument("queries", nargs=-1)
+@click.option("--library", "library_path", required=True, type=click.Path(exists=True, file_okay=False),
+              metavar="LIBRARY", help="Library directory (engine library build).")
+@click.option("--mode", type=click.Choice(["identity", "analogue"]), default="identity", show_default=True,
+              help="identity: same compound inside the precursor window; analogue: similar compounds at any "
+                   "precursor mass.")
+@click.option("--smiles", "smiles", multiple=True, metavar="SMILES",
+              help="Structure -> spectra: library spectra nearest to this molecule (repeatable; no QUERIES).")
+@click.option("--top-k", type=click.IntRange(1), default=10, show_default=True, help="Hits per query.")
+@click.option("--precursor-tolerance-ppm", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Identity precursor window (and --adduct window for --smiles).")
+@click.option("--max-mass-difference", type=click.FloatRange(min=0, min_open=True), default=None, metavar="DA",
+              help="Analogue: only hits whose precursor m/z is within DA of the query's.")
+@click.option("--min-library-quality", type=click.FloatRange(0, 1), default=None,
+              help="Ignore library spectra whose embedding quality is below this.")
+@click.option("--adduct", "adducts", multiple=True,
+              help="With --smiles: only spectra whose precursor matches this adduct of the molecule (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Results Parquet file (default: print a table).")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
+              help="Model checkpoint the library was built with (default: the bundled model).")
+@click.option("--fixed-embedder", is_flag=True, help="The library was built with --fixed-embedder.")
+@on_invalid_option
+@ion_mode_option
+@click.option("--batch-size", type=click.IntRange(1), default=2048, show_default=True,
+              help="Query spectra per batch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@engine_errors
+def search(queries: tuple[str, ...], library_path: str, mode: str, smiles: tuple[str, ...], top_k: int,
+           precursor_tolerance_ppm: float, max_mass_difference: float | None, min_library_quality: float | None,
+           adducts: tuple[str, ...], out: Path | None, model_path: str | None, fixed_embedder: bool,
+           on_invalid: str, ion_mode: str | None, batch_size: int, quiet: bool) -> None:
+    """Search QUERIES (spectrum files, directories, globs) against LIBRARY, or --smiles against it.
+
+    Results: one row per hit with query_id, rank, score, library_id, inchikey, smiles, name,
+    precursor_mz, mass_difference, quality (see the docs of engine.queries.hits).
+    """
+    from engine.queries.references import References
+
+    if smiles and queries:
+        raise click.UsageError("give QUERIES or --smiles, not both")
+    if not smiles and not queries:
+        raise click.UsageError("give query spectrum files (QUERIES) or --smiles")
+    lib, model = open_library_and_model(library_path, model_path, fixed_embedder, need_molecules=bool(smiles))
+    refs = References(lib)
+    if smiles:
+        from engine.queries.structure import StructureSettings, spectra_for_structures
+
+        settings = StructureSettings(top_k=top_k, ion_mode=ion_mode, adducts=adducts,
+                                     precursor_tolerance_ppm=precursor_tolerance_ppm,
+                                     min_library_quality=min_library_quality)
+        table = spectra_for_structures(list(smiles), lib, refs, model, settings=settings)
+        n = write_or_print([table], out, columns=("query_id", "rank", "score", "library_id", "name", "inchikey",
+                                                  "precursor_mz", "ion_mode", "adduct", "same_structure"))
+        if out is not None:
+            click.echo(f"{n} hits for {len(smiles)} structures written to {out}", err=True)
+        return
+    from tqdm import tqdm
+
+    from engine.inputs import expand_inputs
+    from engine.queries.analogue import AnalogueSettings, analogue_search
+    from engine.queries.identity import IdentitySettings, identity_search
+    from engine.stream import ReadReport, iter_spectrum_batches
+
+    report = ReadReport()
+    paths = expand_inputs(queries)
+    batches = iter_spectrum_batches(paths, batch_size=batch_size, on_invalid=on_invalid,  # type: ignore[arg-type]
+                                    default_ion_mode=ion_mode, report=report)  # type: ignore[arg-type]
+    bar = tqdm(unit=" spectra", disable=quiet or out is None, file=sys.stderr, mininterval=0.5)
+    id_settings = IdentitySettings(top_k=top_k, precursor_tolerance_ppm=precursor_tolerance_ppm,
+                                   min_library_quality=min_library_quality)
+    an_settings = AnalogueSettings(top_k=top_k, max_mass_difference=max_mass_difference,
+                                   min_library_quality=min_library_quality)
+
+    def results() -> Any:
+        for batch in batches:
+            if mode == "identity":
+                yield identity_search(batch, lib, refs, model, settings=id_settings)
+            else:
+                yield analogue_search(batch, lib, refs, model, settings=an_settings)
+            bar.update(batch.num_rows)
+
+    try:
+        n = write_or_print(results(), out, columns=("query_id", "rank", "score", "library_id", "name", "inchikey",
+                                                    "mass_difference", "quality"))
+    finally:
+        bar.close()
+    if out is not None and n == 0:
+        import pyarrow.parquet as pq
+
+        from engine.queries.hits import search_schema
+
+        pq.write_table(search_schema(mode).empty_table(), str(out))
+    click.echo(f"{report.kept} query spectra ({report.n_skipped} skipped), {n} hits"
+               + (f" written to {out}" if out is not None else ""), err=True)

@@ -1,0 +1,172 @@
+"""Candidate ranking: order each query's candidate structures by the cosine of spectrum and molecule embeddings.
+
+Candidates come as one long table (:data:`~engine.queries.candidates.CANDIDATE_SCHEMA`). Each distinct
+SMILES is embedded once per call (invalid SMILES are skipped and counted); missing InChIKeys and
+formulas are filled in with RDKit. ``score`` is the cosine; ``probability`` a softmax over the query's
+candidates at the model's contrastive temperature (when it has one), i.e. how the model would split its
+belief among them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from engine.encoders.base import MoleculeEmbedder, SpectrumEmbedder
+from engine.queries.hits import as_batch, top_per_query
+from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+
+_RANK_FIELDS: list[pa.Field] = [
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+    pa.field("smiles", pa.string(), nullable=False),
+    pa.field("inchikey", pa.string()),
+    pa.field("formula", pa.string()),
+    pa.field("probability", pa.float32()),
+    pa.field("n_candidates", pa.int32()),
+    pa.field("quality", pa.float32()),
+]
+RANK_SCHEMA = pa.schema(_RANK_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+
+
+@dataclass
+class RankReport:
+    """Counts of one ranking run."""
+
+    queries: int = 0
+    queries_without_candidates: int = 0
+    candidates: int = 0
+    invalid_smiles: int = 0
+    invalid_examples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"queries": self.queries, "queries_without_candidates": self.queries_without_candidates,
+                "candidates": self.candidates, "invalid_smiles": self.invalid_smiles,
+                "invalid_examples": self.invalid_examples[:10]}
+
+
+def fill_identifiers(smiles: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
+    """InChIKey and formula (RDKit) of each SMILES; None where it does not parse."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
+    keys: list[str | None] = []
+    formulas: list[str | None] = []
+    for smi in smiles:
+        mol = Chem.MolFromSmiles(smi) if smi else None
+        keys.append(Chem.MolToInchiKey(mol) or None if mol is not None else None)
+        formulas.append(CalcMolFormula(mol) if mol is not None else None)
+    return keys, formulas
+
+
+def _embed_unique(model: MoleculeEmbedder, smiles: list[str], report: RankReport
+                  ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Embeddings of ``smiles`` (rows of invalid ones are zero) and the validity mask."""
+    embed_molecules = getattr(model, "embed_molecules", None)
+    if embed_molecules is not None:
+        out = embed_molecules(smiles, on_invalid="skip")
+        emb = np.zeros((len(smiles), model.dim), dtype=np.float32)
+        emb[out.valid] = out.embeddings
+        valid = np.asarray(out.valid, dtype=bool)
+    else:  # a plain MoleculeEmbedder: embed one by one on failure
+        from engine.errors import InvalidMoleculeError
+
+        try:
+            emb = model.embed_smiles(smiles)
+            valid = np.ones(len(smiles), dtype=bool)
+        except InvalidMoleculeError:
+            emb = np.zeros((len(smiles), model.dim), dtype=np.float32)
+            valid = np.zeros(len(smiles), dtype=bool)
+            for i, smi in enumerate(smiles):
+                try:
+                    emb[i] = model.embed_smiles([smi])[0]
+                    valid[i] = True
+                except InvalidMoleculeError:
+                    pass
+    bad = [smiles[i] for i in np.flatnonzero(~valid)]
+    report.invalid_smiles += len(bad)
+    report.invalid_examples.extend(bad[: max(0, 10 - len(report.invalid_examples))])
+    return emb, valid
+
+
+def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, model: Any, *, top_k: int = 20,
+                    report: RankReport | None = None,
+                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
+                    ) -> pa.Table:
+    """Rank each query's candidates (rows of ``candidates`` with its ``query_id``); top ``top_k`` per query.
+
+    ``model`` embeds spectra and molecules into one space (:class:`~engine.model.JointModel`).
+    """
+    if top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    report = report if report is not None else RankReport()
+    batch = as_batch(queries)
+    report.queries += batch.num_rows
+    spectrum_model: SpectrumEmbedder = model
+    emb, quality = embeddings if embeddings is not None else spectrum_model.embed_spectra(batch)
+    qids = batch.column("spectrum_id").to_pylist()
+    position = {q: i for i, q in enumerate(qids)}
+    cand_q = candidates.column("query_id").to_pylist()
+    sel = np.asarray([q in position for q in cand_q], dtype=bool)
+    cand = candidates.filter(pa.array(sel)) if not sel.all() else candidates
+    qi = np.asarray([position[q] for q in cand.column("query_id").to_pylist()], dtype=np.int64)
+    report.queries_without_candidates += batch.num_rows - np.unique(qi).shape[0]
+    if cand.num_rows == 0:
+        return RANK_SCHEMA.empty_table()
+    smiles = cand.column("smiles").to_pylist()
+    uniq, inverse = np.unique(np.asarray(smiles, dtype=object).astype(str), return_inverse=True)
+    mol_emb, valid = _embed_unique(model, uniq.tolist(), report)
+    ok = valid[inverse]
+    qi, inverse = qi[ok], inverse[ok]
+    cand = cand.filter(pa.array(ok))
+    report.candidates += cand.num_rows
+    score = np.einsum("ij,ij->i", emb[qi].astype(np.float64), mol_emb[inverse].astype(np.float64))
+    scale = _logit_scale(model)
+    counts = np.bincount(qi, minlength=batch.num_rows)
+    prob = None
+    if scale is not None:
+        z = score * scale
+        zmax = np.full(batch.num_rows, -np.inf)
+        np.maximum.at(zmax, qi, z)
+        ez = np.exp(z - zmax[qi])
+        prob = ez / np.bincount(qi, weights=ez, minlength=batch.num_rows)[qi]
+    keep, rank = top_per_query(qi, score, top_k)
+    kept = cand.take(keep)
+    keys = kept.column("inchikey").to_pylist()
+    formulas = kept.column("formula").to_pylist()
+    missing = [i for i, (k, f) in enumerate(zip(keys, formulas, strict=True)) if not k or not f]
+    if missing:
+        fk, ff = fill_identifiers([kept.column("smiles")[i].as_py() for i in missing])
+        for j, i in enumerate(missing):
+            keys[i] = keys[i] or fk[j]
+            formulas[i] = formulas[i] or ff[j]
+    return pa.table({
+        "query_id": pa.array([qids[i] for i in qi[keep]], pa.string()),
+        "rank": pa.array(rank, pa.int32()),
+        "score": pa.array(score[keep].astype(np.float32)),
+        "smiles": kept.column("smiles").cast(pa.string()),
+        "inchikey": pa.array(keys, pa.string()),
+        "formula": pa.array(formulas, pa.string()),
+        "probability": (pa.array(prob[keep].astype(np.float32)) if prob is not None
+                        else pa.nulls(len(keep), pa.float32())),
+        "n_candidates": pa.array(counts[qi[keep]].astype(np.int32)),
+        "quality": pa.array(np.asarray(quality, dtype=np.float32)[qi[keep]]),
+    }, schema=RANK_SCHEMA)
+
+
+def _logit_scale(model: Any) -> float | None:
+    """exp(logit_scale) of a contrastively trained model, else None."""
+    scale = getattr(model, "logit_scale", None)
+    if scale is None:
+        return None
+    try:
+        return float(np.exp(float(scale.detach().cpu().item())))
+    except AttributeError:
+        return float(np.exp(float(scale)))
