@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from query_helpers import table_to_spectra
 
 from engine.records import Spectrum
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "queries"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -20,17 +19,21 @@ def massbank_sample() -> pa.Table:
     return pq.read_table(DATA / "massbank_sample.parquet")
 
 
-def table_to_spectra(table: pa.Table) -> list[Spectrum]:
-    out = []
-    for r in table.to_pylist():
-        out.append(Spectrum(spectrum_id=r["spectrum_id"], mz=np.asarray(r["mz"], dtype=np.float64),
-                            intensity=np.asarray(r["intensity"], dtype=np.float32),
-                            precursor_mz=r["precursor_mz"], charge=r["charge"], ion_mode=r["ion_mode"],
-                            adduct=r["adduct"], name=r["name"], smiles=r["smiles"], inchikey=r["inchikey"],
-                            formula=r["formula"]))
-    return out
-
-
 @pytest.fixture(scope="session")
 def sample_spectra(massbank_sample: pa.Table) -> list[Spectrum]:
     return table_to_spectra(massbank_sample)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> object:
+    """An untrained small joint model (deterministic): exercises every path that needs the real model."""
+    import torch
+
+    from engine.encoders.molecule import MoleculeEncoderConfig
+    from engine.encoders.spectrum import SpectrumEncoderConfig
+    from engine.model import JointModel, ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig(dim=32, spectrum=SpectrumEncoderConfig(bag_dim=32, hidden_dims=(32,)),
+                         molecule=MoleculeEncoderConfig(hidden_dim=32, n_layers=2, head_dim=32))
+    return JointModel(config).eval()

@@ -1,0 +1,79 @@
+"""Candidate ranking through the library API and the CLI (bundled candidates, lists, PubChem fallback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from query_helpers import write_mgf
+
+from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
+from engine.queries.rank import RANK_SCHEMA, RankReport, rank_candidates
+from engine.records import Spectrum
+from indexes.schema import spectra_to_batch
+
+BUNDLED = Path(__file__).resolve().parents[2] / "engine" / "data" / "candidates" / "molecules.parquet"
+
+
+def test_rank_candidate_lists(tmp_path: Path, tiny_model: object, sample_spectra: list[Spectrum]) -> None:
+    queries = sample_spectra[:3]
+    path = tmp_path / "lists.parquet"
+    smiles = ["CCO", "CCN", "c1ccccc1O", "not a smiles", "CC(=O)O"]
+    pq.write_table(pa.table({"query_id": [queries[0].spectrum_id] * 4 + [queries[1].spectrum_id],
+                             "smiles": smiles, "extra": [1, 2, 3, 4, 5]}), path)
+    report = RankReport()
+    result = rank_candidates(spectra_to_batch(queries), read_candidate_lists(path), tiny_model, top_k=2,
+                             report=report)
+    assert result.schema.equals(RANK_SCHEMA, check_metadata=False)
+    rows = result.to_pylist()
+    assert [r["rank"] for r in rows if r["query_id"] == queries[0].spectrum_id] == [1, 2]
+    assert {r["smiles"] for r in rows} <= set(smiles) - {"not a smiles"}
+    assert report.invalid_smiles == 1 and report.queries_without_candidates == 1
+    first = [r for r in rows if r["query_id"] == queries[0].spectrum_id]
+    assert first[0]["score"] >= first[1]["score"] and first[0]["n_candidates"] == 3
+    assert first[0]["inchikey"] and first[0]["formula"]  # filled in by RDKit
+    assert sum(r["probability"] for r in first) <= 1.0 + 1e-6
+    only = [r for r in rows if r["query_id"] == queries[1].spectrum_id]
+    assert len(only) == 1 and only[0]["probability"] == pytest.approx(1.0)
+
+
+def test_rank_bundled_candidates_by_formula(tiny_model: object, sample_spectra: list[Spectrum]) -> None:
+    queries = [s for s in sample_spectra if s.formula][:10]
+    molecules = MoleculeTable.open(BUNDLED)
+    cands = select_candidates([CandidateQuery.from_spectrum(s) for s in queries], molecules, by="formula")
+    result = rank_candidates(spectra_to_batch(queries), cands, tiny_model, top_k=5)
+    assert set(result.column("query_id").to_pylist()) <= {q.spectrum_id for q in queries}
+    by_q = {q.spectrum_id: q.formula for q in queries}
+    assert all(f == by_q[q] for q, f in zip(result.column("query_id").to_pylist(),
+                                            result.column("formula").to_pylist(), strict=True))
+    score = result.column("score").to_numpy()
+    assert np.all(np.abs(score) <= 1.0 + 1e-5)
+
+
+def test_rank_command(tmp_path: Path, tiny_model: object, sample_spectra: list[Spectrum]) -> None:
+    from engine.commands.rank import rank
+
+    model_path = tmp_path / "model.pt"
+    tiny_model.save(model_path)  # type: ignore[attr-defined]
+    mgf = write_mgf(sample_spectra[:6], tmp_path / "q.mgf")
+    out = tmp_path / "ranked.parquet"
+    runner = CliRunner()
+    res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--candidates", str(BUNDLED), "--by", "mass",
+                               "--tolerance-ppm", "20", "--top-k", "3", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out)
+    assert {"query_id", "rank", "score", "smiles", "inchikey", "formula"} <= set(table.column_names)
+    assert max(table.column("rank").to_pylist()) <= 3
+    # PubChem offline (or any answer): with --candidates as fallback the command still succeeds
+    res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--pubchem", "--pubchem-timeout", "3",
+                               "--pubchem-cache", str(tmp_path / "pc.sqlite"), "--candidates", str(BUNDLED),
+                               "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(out).num_rows > 0
+    res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--candidate-lists", str(out), "--pubchem",
+                               "--out", str(out)])
+    assert res.exit_code != 0 and "excludes" in res.output
