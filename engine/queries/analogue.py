@@ -21,6 +21,7 @@ import pyarrow as pa
 from engine.encoders.base import SpectrumEmbedder
 from engine.queries.calibration import Calibration, load_calibration
 from engine.queries.hits import (
+    Candidates,
     SearchableLibrary,
     as_batch,
     assemble,
@@ -107,6 +108,27 @@ def analogue_score(features: dict[str, npt.NDArray[np.float64]], calibration: Ca
     return calibration.predict(features)
 
 
+def analogue_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
+                        embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+                        settings: AnalogueSettings) -> Candidates:
+    """The ``n_candidates`` nearest library spectra of each query, with their features."""
+    emb, quality = embeddings
+    cols = query_columns(queries)
+    window: dict[str, object] = {}
+    if settings.max_mass_difference is not None:
+        window = {"mass": cols["precursor_mz"], "tolerance": Tolerance(settings.max_mass_difference, "Da")}
+    hits = library.search(emb, top_k=settings.n_candidates,
+                          ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
+                          min_quality=settings.min_library_quality, **window)
+    qi = hits.column("query_index").to_numpy().astype(np.int64)
+    rows = hits.column("row_id").to_numpy().astype(np.int64)
+    cos = hits.column("score").to_numpy().astype(np.float64)
+    if qi.shape[0] == 0:
+        return Candidates(qi, rows, {})
+    return Candidates(qi, rows, analogue_features(PeakSet.from_arrow(queries), references, qi, rows, cos,
+                                                  quality, settings))
+
+
 def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
                     embedder: SpectrumEmbedder, *, settings: AnalogueSettings | None = None,
                     calibration: Calibration | None = None,
@@ -121,22 +143,14 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
         return schema.empty_table()
     queries = as_batch(queries)
     emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
-    cols = query_columns(queries)
-    window: dict[str, object] = {}
-    if settings.max_mass_difference is not None:
-        window = {"mass": cols["precursor_mz"], "tolerance": Tolerance(settings.max_mass_difference, "Da")}
-    hits = library.search(emb, top_k=settings.n_candidates,
-                          ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
-                          min_quality=settings.min_library_quality, **window)
-    if hits.num_rows == 0:
+    cand = analogue_candidates(queries, library, references, (emb, quality), settings)
+    if cand.query_index.shape[0] == 0:
         return schema.empty_table()
-    qi = hits.column("query_index").to_numpy().astype(np.int64)
-    rows = hits.column("row_id").to_numpy().astype(np.int64)
-    cos = hits.column("score").to_numpy().astype(np.float64)
-    feats = analogue_features(PeakSet.from_arrow(queries), references, qi, rows, cos, quality, settings)
+    qi, rows, feats = cand.query_index, cand.row_id, cand.features
     score = analogue_score(feats, calibration)
-    keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=cos)
+    keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=feats["embedding_cosine"])
+    cols = query_columns(queries)
     return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score[keep],
                     meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
-                    quality=quality[qi[keep]], embedding_cosine=cos[keep],
+                    quality=quality[qi[keep]], embedding_cosine=feats["embedding_cosine"][keep],
                     spectral=feats["modified_cosine"][keep], schema=schema)

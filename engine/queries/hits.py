@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,6 +43,15 @@ def search_schema(mode: str = "identity", spectral_metric: str = "entropy") -> p
                                             b"engine.search_mode": mode.encode(),
                                             b"engine.spectral_metric": spectral_metric.encode()}
     return pa.schema(_FIELDS, metadata=meta)
+
+
+@dataclass
+class Candidates:
+    """Scored (query, library row) pairs of one batch, before calibration and top-k."""
+
+    query_index: npt.NDArray[np.int64]
+    row_id: npt.NDArray[np.int64]
+    features: dict[str, npt.NDArray[np.float64]]
 
 
 class SearchableLibrary(Protocol):

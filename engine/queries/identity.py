@@ -20,6 +20,7 @@ import pyarrow as pa
 from engine.encoders.base import SpectrumEmbedder
 from engine.queries.calibration import Calibration, load_calibration
 from engine.queries.hits import (
+    Candidates,
     SearchableLibrary,
     as_batch,
     assemble,
@@ -88,6 +89,24 @@ def default_identity_calibration(encoder_hash: str | None) -> Calibration | None
             or load_calibration(IDENTITY_SPECTRAL_CALIBRATION, None))
 
 
+def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
+                        embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+                        settings: IdentitySettings) -> Candidates:
+    """Every library spectrum in each query's window (up to ``max_candidates``), with its features."""
+    emb, _ = embeddings
+    cols = query_columns(queries)
+    hits = library.search(emb, top_k=settings.max_candidates, mass=cols["precursor_mz"],
+                          tolerance=Tolerance(settings.precursor_tolerance_ppm, "ppm"),
+                          ion_mode=cols["ion_mode"], min_quality=settings.min_library_quality)
+    qi = hits.column("query_index").to_numpy().astype(np.int64)
+    rows = hits.column("row_id").to_numpy().astype(np.int64)
+    cos = hits.column("score").to_numpy().astype(np.float64)
+    if qi.shape[0] == 0:
+        return Candidates(qi, rows, {})
+    return Candidates(qi, rows, identity_features(PeakSet.from_arrow(queries), references, qi, rows, cos,
+                                                  settings))
+
+
 def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
                     embedder: SpectrumEmbedder, *, settings: IdentitySettings | None = None,
                     calibration: Calibration | None = None,
@@ -106,19 +125,14 @@ def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
         return schema.empty_table()
     queries = as_batch(queries)
     emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
-    cols = query_columns(queries)
-    hits = library.search(emb, top_k=settings.max_candidates, mass=cols["precursor_mz"],
-                          tolerance=Tolerance(settings.precursor_tolerance_ppm, "ppm"),
-                          ion_mode=cols["ion_mode"], min_quality=settings.min_library_quality)
-    if hits.num_rows == 0:
+    cand = identity_candidates(queries, library, references, (emb, quality), settings)
+    if cand.query_index.shape[0] == 0:
         return schema.empty_table()
-    qi = hits.column("query_index").to_numpy().astype(np.int64)
-    rows = hits.column("row_id").to_numpy().astype(np.int64)
-    cos = hits.column("score").to_numpy().astype(np.float64)
-    feats = identity_features(PeakSet.from_arrow(queries), references, qi, rows, cos, settings)
+    qi, rows, feats = cand.query_index, cand.row_id, cand.features
     score = identity_score(feats, calibration)
     keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=feats["entropy"])
+    cols = query_columns(queries)
     return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score[keep],
                     meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
-                    quality=quality[qi[keep]], embedding_cosine=cos[keep], spectral=feats["entropy"][keep],
-                    schema=schema)
+                    quality=quality[qi[keep]], embedding_cosine=feats["embedding_cosine"][keep],
+                    spectral=feats["entropy"][keep], schema=schema)
