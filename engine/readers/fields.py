@@ -35,6 +35,17 @@ def parse_ion_mode(text: str) -> str | None:
     return None if mode is None else str(mode).strip()
 
 
+#: Placeholders that tools (GNPS: ``INCHI=N/A``) write for "no value" in structure and adduct fields.
+NULL_TOKENS = frozenset({"", "n/a", "na", "none", "null", "nan"})
+
+
+def optional_text(value: str | None) -> str | None:
+    """None for a missing value or a placeholder such as ``N/A``; the text otherwise."""
+    if value is None or value.strip().lower() in NULL_TOKENS:
+        return None
+    return value
+
+
 def parse_float(text: str) -> float | None:
     """A float, or None for an empty value; raises ``ValueError`` on other text."""
     value = text.strip()

@@ -19,6 +19,8 @@ with :func:`engine.writers.mgf.write_mgf` loses nothing. Specifics:
   ``dataset`` a USI, and the title is kept in metadata as ``TITLE``.
 - ``KEY=value`` lines before the first ``BEGIN IONS`` are global defaults for every record.
 - Peak lines are ``mz intensity`` separated by spaces or a tab; a third column is ignored.
+- ``N/A``, ``NA``, ``None``, ``null`` in ``SMILES``/``INCHI``/``INCHIKEY``/``FORMULA``/``ADDUCT``
+  (GNPS writes ``INCHI=N/A``) mean no value.
 
 Bytes that are not UTF-8 make the record that holds them an ``InvalidRecordError`` naming the line and
 byte (there is no silent latin-1 fallback: a wrong guess would corrupt names and structures).
@@ -45,10 +47,10 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers.fields import parse_charge, parse_int, parse_ion_mode
+from engine.readers.fields import optional_text, parse_charge, parse_int, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
-from engine.readers.textio import TextChunk, iter_text_chunks, undecodable
+from engine.readers.textio import CHUNK_BYTES, TextChunk, iter_text_chunks, undecodable
 from engine.records import Spectrum
 
 ReadItem = Spectrum | InvalidRecordError
@@ -178,18 +180,23 @@ def _spectrum(f: dict[str, str], keys: dict[str, str], meta: dict[str, str], fea
                                       index=index)
     return Spectrum(spectrum_id, mz, intensity, precursor_mz, charge, ion_mode, path,  # type: ignore[arg-type]
                     native_id, scan, ms_level, retention_time, f.get("collision_energy") or None,
-                    f.get("adduct") or None, f.get("name") or None, f.get("smiles") or None,
-                    f.get("inchi") or None, f.get("inchikey") or None, f.get("formula") or None, meta)
+                    optional_text(f.get("adduct")), f.get("name") or None, optional_text(f.get("smiles")),
+                    optional_text(f.get("inchi")), optional_text(f.get("inchikey")), optional_text(f.get("formula")),
+                    meta)
 
 
-def read_mgf(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadItem]:
-    """Stream the MS2 records of an MGF file (see the module docstring for the dialect rules)."""
+def read_mgf(path: str | Path, *, dataset: str | None = None,
+             chunk_bytes: int = CHUNK_BYTES) -> Iterator[ReadItem]:
+    """Stream the MS2 records of an MGF file (see the module docstring for the dialect rules).
+
+    ``chunk_bytes`` is the size of the reads (memory use is a few times that).
+    """
     if dataset is not None:
         check_dataset(dataset)
     path_str = str(path)
     careful = _CarefulParser(path_str, dataset)
     plans: dict[tuple[str, ...], _Plan] = {}
-    for chunk in iter_text_chunks(path, boundary=b"END IONS"):
+    for chunk in iter_text_chunks(path, chunk_bytes=chunk_bytes, boundary=b"END IONS"):
         fast = None
         if careful.rec is None and not careful.globals and not chunk.dirty:
             fast = _fast_chunk(chunk.text, path_str, dataset, careful.n_records, plans)
@@ -362,7 +369,7 @@ class _CarefulParser:
                     if rec is not None:
                         rec.fail(f"line {line_no}: {problem}")
                     else:
-                        done.append(InvalidRecordError(f"line {line_no}: {problem}", path=self.path,
+                        done.append(InvalidRecordError(problem, path=self.path,
                                                        record=f"line {line_no}", reason="parse_error"))
                     continue
             if rec is not None:
@@ -456,5 +463,5 @@ class _CarefulParser:
 
 def _stray(path: str, first: int, last: int | None) -> InvalidRecordError:
     where = f"lines {first}-{last}" if last is not None and last > first else f"line {first}"
-    return InvalidRecordError(f"{where}: text outside BEGIN IONS ... END IONS (a missing BEGIN IONS?)",
+    return InvalidRecordError("text outside BEGIN IONS ... END IONS (a missing BEGIN IONS?)",
                               path=path, record=where, reason="parse_error")

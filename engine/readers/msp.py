@@ -12,6 +12,7 @@ Peak lines hold ``mz intensity`` separated by spaces or a tab, or several pairs 
 truncated record). Specifics:
 
 - ``Ion_mode`` ``P``/``N``/``Positive``/``Negative`` is normalised; other text is kept for validation.
+- ``N/A`` and similar placeholders in structure and adduct fields mean no value.
 - ``RETENTIONTIME`` is in minutes (MS-DIAL's convention) and converted to seconds; ``RTINSECONDS`` is
   seconds. A value that is not a number stays in metadata.
 - ``Spectrum_type: MS1`` (or any MS level other than 2) records are skipped silently.
@@ -30,10 +31,10 @@ from itertools import chain
 from pathlib import Path
 
 from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers.fields import parse_charge, parse_ion_mode
+from engine.readers.fields import optional_text, parse_charge, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
-from engine.readers.textio import iter_text_chunks, undecodable
+from engine.readers.textio import CHUNK_BYTES, iter_text_chunks, undecodable
 from engine.records import Spectrum
 
 ReadItem = Spectrum | InvalidRecordError
@@ -125,15 +126,19 @@ class _Record:
         return f"lines {self.line}-{self.end_line or '?'}"
 
 
-def read_msp(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadItem]:
-    """Stream the MS2 records of an MSP file (see the module docstring for the rules)."""
+def read_msp(path: str | Path, *, dataset: str | None = None,
+             chunk_bytes: int = CHUNK_BYTES) -> Iterator[ReadItem]:
+    """Stream the MS2 records of an MSP file (see the module docstring for the rules).
+
+    ``chunk_bytes`` is the size of the reads (memory use is a few times that).
+    """
     if dataset is not None:
         check_dataset(dataset)
     path_str = str(path)
     rec: _Record | None = None
     n_records = 0
     line_no = 0
-    for chunk in iter_text_chunks(path):
+    for chunk in iter_text_chunks(path, chunk_bytes=chunk_bytes):
         done: list[_Record | InvalidRecordError] = []
         dirty = chunk.dirty
         line_no = chunk.first_line - 1
@@ -288,11 +293,11 @@ def _spectrum(rec: _Record, mz: object, intensity: object, path: str,
         ms_level=ms_level,
         retention_time=retention_time,
         collision_energy=f.get("collision_energy") or None,
-        adduct=f.get("adduct") or None,
+        adduct=optional_text(f.get("adduct")),
         name=f.get("name") or None,
-        smiles=f.get("smiles") or None,
-        inchi=f.get("inchi") or None,
-        inchikey=f.get("inchikey") or None,
-        formula=f.get("formula") or None,
+        smiles=optional_text(f.get("smiles")),
+        inchi=optional_text(f.get("inchi")),
+        inchikey=optional_text(f.get("inchikey")),
+        formula=optional_text(f.get("formula")),
         metadata=meta,
     )

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FileFormatError, InvalidRecordError
+from engine.readers.fields import optional_text, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.records import Spectrum
 
@@ -167,12 +168,12 @@ def _foreign_batch(batch: Any, mapping: dict[str, str], path: str, dataset: str 
                 ms_level=2,
                 retention_time=None if retention is None or math.isnan(retention) else float(retention),
                 collision_energy=_opt_str(fields.get("collision_energy", none)[i]),
-                adduct=_opt_str(fields.get("adduct", none)[i]),
+                adduct=optional_text(_opt_str(fields.get("adduct", none)[i])),
                 name=_opt_str(fields.get("name", none)[i]),
-                smiles=_opt_str(fields.get("smiles", none)[i]),
-                inchi=_opt_str(fields.get("inchi", none)[i]),
-                inchikey=_opt_str(fields.get("inchikey", none)[i]),
-                formula=_opt_str(fields.get("formula", none)[i]),
+                smiles=optional_text(_opt_str(fields.get("smiles", none)[i])),
+                inchi=optional_text(_opt_str(fields.get("inchi", none)[i])),
+                inchikey=optional_text(_opt_str(fields.get("inchikey", none)[i])),
+                formula=optional_text(_opt_str(fields.get("formula", none)[i])),
                 metadata=meta,
             )
         except (TypeError, ValueError) as exc:
@@ -187,6 +188,4 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _ion_mode(value: Any) -> str | None:
-    from engine.readers.fields import parse_ion_mode
-
     return None if value is None else parse_ion_mode(str(value))
