@@ -1,8 +1,10 @@
 """Model checkpoints: one ``torch.save`` payload of tensors and plain data, loaded with ``weights_only``.
 
 A checkpoint carries its format and schema versions, the model config, the preprocessing pipeline, the
-weights (float16 or float32) and a content hash over all of them; loading refuses another format or
-schema version, a corrupt file and a hash mismatch (a tampered file).
+weights (float16 or float32), a content hash over all of these (the model's ``encoder_hash``) and
+``extra`` notes (training data, timings, quality report) that the hash leaves out so that the same model
+trained twice has the same hash. Loading refuses another format or schema version, a corrupt file and a
+hash mismatch (a tampered file).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def content_hash(state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
     return h.hexdigest()[:32]
 
 
-def _meta(config: Mapping[str, Any], pipeline: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _meta(config: Mapping[str, Any], pipeline: Mapping[str, Any]) -> dict[str, Any]:
+    """What the content hash covers besides the weights (not ``extra``: training notes, timings)."""
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
-            "config": dict(config), "pipeline": dict(pipeline), "extra": dict(extra)}
+            "config": dict(config), "pipeline": dict(pipeline)}
 
 
 def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], *, config: Mapping[str, Any],
@@ -44,9 +47,9 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], *,
     """Write a checkpoint (floating weights as float16 when ``half``) and return its content hash."""
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).clone()
              for k, v in state_dict.items()}
-    meta = _meta(config, pipeline, extra or {})
+    meta = _meta(config, pipeline)
     digest = content_hash(state, meta)
-    payload = {**meta, "state_dict": state, "content_hash": digest}
+    payload = {**meta, "extra": dict(extra or {}), "state_dict": state, "content_hash": digest}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -75,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise IncompatibleArtifactError(f"{path}: checkpoint made for spectrum schema version "
                                         f"{payload.get('schema_version')} but this engine uses version "
                                         f"{SCHEMA_VERSION}; retrain or use a matching engine")
-    meta = _meta(payload.get("config", {}), payload.get("pipeline", {}), payload.get("extra", {}))
+    meta = _meta(payload.get("config", {}), payload.get("pipeline", {}))
     digest = content_hash(payload["state_dict"], meta)
     if digest != payload.get("content_hash"):
         raise IncompatibleArtifactError(f"{path}: content hash mismatch (stored {payload.get('content_hash')}, "

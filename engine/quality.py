@@ -14,6 +14,7 @@ and the kNN similarity, as MS2DeepScore 2's embedding evaluator).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -51,6 +52,12 @@ def n_features(dim: int, n_side: int) -> int:
 
 class QualityHead(nn.Module):
     """Scores spectra and maps the score to an expected Tanimoto RMSE (see module docs)."""
+
+    reference: torch.Tensor
+    knots_x: torch.Tensor
+    knots_y: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
 
     def __init__(self, config: QualityConfig, dim: int, n_side: int) -> None:
         super().__init__()
@@ -111,8 +118,8 @@ def isotonic(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], *, increasi
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], y[order]
     edges = np.linspace(0, xs.shape[0], N_KNOTS + 1).astype(int)
-    bx = np.array([xs[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
-    by = np.array([ys[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    bx = np.array([xs[a:b].mean() for a, b in pairwise(edges)])
+    by = np.array([ys[a:b].mean() for a, b in pairwise(edges)])
     sign = 1.0 if increasing else -1.0
     vals, weights = [], []
     for v in sign * by:

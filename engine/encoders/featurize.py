@@ -75,7 +75,7 @@ def mol_from_smiles(smiles: str) -> Any:
     """Parse ``smiles`` with RDKit or raise :class:`InvalidMoleculeError` naming it."""
     from rdkit import Chem, RDLogger
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) and smiles.strip() else None
     if mol is None or mol.GetNumAtoms() == 0:
         raise InvalidMoleculeError(f"invalid SMILES {smiles!r}: RDKit cannot parse it",

@@ -51,11 +51,11 @@ class SpectrumEncoderConfig:
 
     @property
     def n_bins(self) -> int:
-        return int(math.ceil(round((self.mz_to - self.mz_from) / self.bin_width, 6)))
+        return math.ceil(round((self.mz_to - self.mz_from) / self.bin_width, 6))
 
     @property
     def n_loss_bins(self) -> int:
-        return int(math.ceil(round(self.neutral_loss_max / self.bin_width, 6)))
+        return math.ceil(round(self.neutral_loss_max / self.bin_width, 6))
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ class FlatPeaks:
 
 def flat_from_batch(batch: pa.RecordBatch | pa.Table) -> FlatPeaks:
     """Flat peak arrays of a record batch of the spectrum schema (works on sliced batches too)."""
-    mz_col = batch.column("mz")
-    in_col = batch.column("intensity")
+    mz_col: Any = batch.column("mz")
+    in_col: Any = batch.column("intensity")
     if isinstance(mz_col, pa.ChunkedArray):
         mz_col = mz_col.combine_chunks()
         in_col = in_col.combine_chunks()
@@ -87,7 +87,7 @@ def flat_from_batch(batch: pa.RecordBatch | pa.Table) -> FlatPeaks:
     lengths = lengths.astype(np.int64)
     mz = mz_col.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     inten = in_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    prec_col = batch.column("precursor_mz")
+    prec_col: Any = batch.column("precursor_mz")
     prec = np.asarray(prec_col.to_numpy(zero_copy_only=False), dtype=np.float64)
     seg = np.repeat(np.arange(n, dtype=np.int64), lengths)
     return FlatPeaks(seg, mz, inten, np.nan_to_num(prec, nan=0.0), n)
@@ -203,11 +203,11 @@ def encoder_inputs(peaks: FlatPeaks, ion_positive: npt.NDArray[np.bool_],
 
 def ion_positive_from_batch(batch: pa.RecordBatch | pa.Table) -> npt.NDArray[np.bool_]:
     """``True`` for positive-mode rows; rows without ion mode take the charge's sign, else positive."""
-    modes = batch.column("ion_mode")
-    positive = pc.starts_with(pc.utf8_lower(modes), "pos")
+    modes: Any = batch.column("ion_mode")
+    positive: Any = pc.starts_with(pc.utf8_lower(modes), "pos")
     if "charge" in batch.schema.names:
-        charge = batch.column("charge")
-        positive = pc.if_else(pc.is_null(positive), pc.greater_equal(charge, 0), positive)
+        charge: Any = batch.column("charge")
+        positive = pc.if_else(pc.is_null(positive), pc.greater_equal(charge, pa.scalar(0, pa.int8())), positive)
     return np.asarray(positive.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,18 +25,19 @@ class CandidateTable:
     mass: npt.NDArray[np.float64]
     _formula_index: dict[str, npt.NDArray[np.int64]]
     _mass_order: npt.NDArray[np.int64]
+    _sorted_mass: npt.NDArray[np.float64]
 
     @classmethod
     def load(cls, path: str | Path) -> CandidateTable:
         table = pq.read_table(path, columns=["smiles", "inchikey14", "formula", "monoisotopic_mass"])
         # one row per 2D structure: keep the first occurrence of every inchikey14
-        ik = table.column("inchikey14").combine_chunks()
+        ik: Any = table.column("inchikey14").combine_chunks()
         ik_np = np.asarray(ik.to_numpy(zero_copy_only=False)).astype(str)
         _, first = np.unique(ik_np, return_index=True)
         first.sort()
-        table = table.take(pa.array(first))
+        table = table.take(first.astype(np.int64))
         ik_np = ik_np[first]
-        formula = pc.dictionary_encode(table.column("formula").combine_chunks())
+        formula: Any = pc.dictionary_encode(table.column("formula").combine_chunks())
         codes = np.asarray(formula.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         formulas = formula.dictionary.to_pylist()
         order = np.argsort(codes, kind="stable")
@@ -43,8 +45,9 @@ class CandidateTable:
         groups = np.split(order, bounds)
         index = {formulas[int(codes[g[0]])]: g for g in groups if g.shape[0]}
         mass = np.asarray(table.column("monoisotopic_mass").to_numpy(), dtype=np.float64)
-        return cls(table.column("smiles").combine_chunks(), ik_np, codes, formulas, mass, index,
-                   np.argsort(mass, kind="stable"))
+        order = np.argsort(mass, kind="stable")
+        return cls(table.column("smiles").combine_chunks(), ik_np, codes, formulas, mass, index, order,
+                   mass[order])
 
     def __len__(self) -> int:
         return int(self.mass.shape[0])
@@ -55,8 +58,7 @@ class CandidateTable:
 
     def nearest_mass(self, mass: float, k: int) -> npt.NDArray[np.int64]:
         """The ``k`` rows nearest in monoisotopic mass to ``mass`` (closest first)."""
-        sorted_mass = self.mass[self._mass_order]
-        i = int(np.searchsorted(sorted_mass, mass))
+        i = int(np.searchsorted(self._sorted_mass, mass))
         lo, hi = max(0, i - k), min(len(self), i + k)
         window = self._mass_order[lo:hi]
         return window[np.argsort(np.abs(self.mass[window] - mass), kind="stable")[:k]]
@@ -66,4 +68,4 @@ class CandidateTable:
         return np.isin(self.inchikey14, np.array(list(inchikey14), dtype=str))
 
     def smiles_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
-        return self.smiles.take(pa.array(rows, pa.int64())).to_pylist()
+        return [str(s) for s in self.smiles.take(pa.array(rows, pa.int64())).to_pylist()]

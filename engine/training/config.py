@@ -49,6 +49,8 @@ class TrainSettings:
     epochs: int = 60
     batch_structures: int = 128
     hard_negatives: int = 7
+    #: Tanimoto-binned partner spectra per anchor spectrum (spectrum pairs are cheap; molecules are not)
+    partners_per_anchor: int = 4
     lr: float = 1e-3
     weight_decay: float = 1e-5
     warmup_epochs: int = 2
@@ -63,8 +65,10 @@ class TrainSettings:
     threads: int = 0   # 0: torch default
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_structures < 2 or self.hard_negatives < 0:
-            raise ValueError("epochs >= 1, batch_structures >= 2 and hard_negatives >= 0 required")
+        if (self.epochs < 1 or self.batch_structures < 2 or self.hard_negatives < 0
+                or self.partners_per_anchor < 1):
+            raise ValueError("epochs >= 1, batch_structures >= 2, hard_negatives >= 0 and "
+                             "partners_per_anchor >= 1 required")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from tqdm import tqdm
 from engine.config import to_dict
 from engine.encoders.featurize import GraphStore, concat_ranges, featurize
 from engine.encoders.spectrum import FlatPeaks, preprocess_flat
-
 from engine.preprocess import Pipeline
 from engine.training.config import DataConfig
 
@@ -131,7 +130,7 @@ def _in_calibration(key: str, fraction: float) -> bool:
 def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: Any = print) -> PreparedData:
     """Filter, preprocess and featurise (see module docs). Deterministic for a given ``seed``."""
     rng = np.random.default_rng(seed)
-    table = pq.read_table(config.spectra)
+    table: Any = pq.read_table(config.spectra)
     table = table.filter(pc.is_in(table.column("split"), pa.array(["train", "val"])))
     table = table.filter(pc.and_(pc.is_valid(table.column("precursor_mz")),
                                  pc.is_valid(table.column("ion_mode"))))
@@ -148,8 +147,8 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
     for name, limit in (("train", config.max_train_structures), ("val", config.max_val_structures)):
         if limit:
             uniq = np.unique(ik14[split == name])
-            chosen = set(rng.choice(uniq, size=min(limit, uniq.shape[0]), replace=False).tolist())
-            keep = (split != name) | np.isin(ik14, list(chosen))
+            picked = set(rng.choice(uniq, size=min(limit, uniq.shape[0]), replace=False).tolist())
+            keep = (split != name) | np.isin(ik14, list(picked))
             table, split, ik14 = table.filter(pa.array(keep)), split[keep], ik14[keep]
 
     # --- preprocess peaks and the clean flag
@@ -162,7 +161,7 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
                      in_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32), prec, n)
     flat = preprocess_flat(flat, pipeline)
     n_peaks = flat.counts()
-    instrument = np.asarray(table.column("instrument_type").fill_null("").to_pylist(), dtype=str)
+    instrument = [s or "" for s in table.column("instrument_type").to_pylist()]
     hires = (np.array([bool(re.search(config.instrument_pattern, s)) for s in instrument])
              if config.instrument_pattern else np.ones(n, bool))
     ppm = np.asarray(table.column("precursor_ppm_error").to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -234,18 +233,20 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
 
         log("data: loading candidates")
         cands = CandidateTable.load(config.candidates)
-        library = set(np.unique(np.asarray(pq.read_table(config.spectra, columns=["inchikey14"])
-                                           .column("inchikey14").to_pylist(), dtype=str)).tolist())
+        library = {str(k) for k in pq.read_table(config.spectra, columns=["inchikey14"])
+                   .column("inchikey14").to_pylist()}
         excluded = cands.rows_of(library)
         n_formula = round(config.negative_pool * config.formula_share)
         for s in tqdm(np.flatnonzero(struct_split == TRAIN), desc="negative pools", mininterval=10):
             same = cands.same_formula(str(struct_formula[s]))
             same = same[~excluded[same]]
-            chosen = rng.choice(same, size=min(n_formula, same.shape[0]), replace=False) if same.shape[0] else same
+            chosen = (rng.choice(same, size=min(n_formula, same.shape[0]), replace=False) if same.shape[0]
+                      else same)
             near = cands.nearest_mass(float(struct_mass[s]), config.mass_neighbours)
             near = near[~excluded[near] & ~np.isin(near, chosen)]
             n_near = config.negative_pool - chosen.shape[0]
-            near = rng.choice(near, size=min(n_near, near.shape[0]), replace=False) if near.shape[0] else near
+            if near.shape[0]:
+                near = rng.choice(near, size=min(n_near, near.shape[0]), replace=False)
             pools[s] = np.concatenate([chosen, near]).astype(np.int64)
         uniq_rows = np.unique(np.concatenate(pools)) if s_count else np.zeros(0, np.int64)
         smiles_rows = cands.smiles_of(uniq_rows)

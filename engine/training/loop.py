@@ -139,7 +139,8 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     model = JointModel(config.model, model_pipeline())
     sampler_tani = _train_tanimoto(data)
     sampler = Sampler(data, sampler_tani, batch_structures=config.train.batch_structures,
-                      hard_negatives=config.train.hard_negatives, n_bins=config.train.tanimoto_bins)
+                      hard_negatives=config.train.hard_negatives, n_bins=config.train.tanimoto_bins,
+                      partners_per_anchor=config.train.partners_per_anchor)
     if len(sampler) == 0:
         raise ValueError(f"only {sampler.train_structs.shape[0]} training structures; batch_structures is "
                          f"{config.train.batch_structures}")
@@ -161,8 +162,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     steps = len(sampler)
     log(f"train: {sampler.train_structs.shape[0]} structures, {sampler.spec_rows.shape[0]} spectra, "
         f"{steps} steps/epoch, {config.train.epochs} epochs")
-    done_here = 0
-    for epoch in range(start_epoch, config.train.epochs):
+    for done_here, epoch in enumerate(range(start_epoch, config.train.epochs)):
         if stop_after_epochs is not None and done_here >= stop_after_epochs:
             break
         t0 = time.time()
@@ -190,7 +190,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         record: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
                                   "lr": learning_rate((epoch + 1) * steps - 1, steps, config),
-                                  "logit_scale": float(model.logit_scale.exp())}
+                                  "logit_scale": float(model.logit_scale.detach().exp())}
         record.update(validator(model))
         record["seconds"] = round(time.time() - t0, 1)
         history.append(record)
@@ -201,7 +201,6 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
                    run_dir / "last.pt.tmp")
         (run_dir / "last.pt.tmp").replace(last)
         (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-        done_here += 1
     model_path = run_dir / "model.pt"
     if len(history) < config.train.epochs:
         log(f"train: stopped after epoch {len(history)} of {config.train.epochs}; run again to resume")
@@ -248,6 +247,7 @@ def _step_losses(model: JointModel, data: PreparedData, graphs: Any, batch: Any,
     tani = torch.from_numpy(sampler.tanimoto[np.ix_(batch.anchors, batch.anchors)].astype(np.float32))
     return {
         "contrastive": info_nce(spec, mol, scale),
-        "tanimoto": tanimoto_regression(spec, partner, torch.from_numpy(batch.pair_tanimoto)),
+        "tanimoto": tanimoto_regression(spec.repeat_interleave(settings.partners_per_anchor, dim=0), partner,
+                                        torch.from_numpy(batch.pair_tanimoto)),
         "molecule_tanimoto": pairwise_tanimoto_regression(mol[:n], tani),
     }

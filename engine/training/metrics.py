@@ -28,12 +28,12 @@ def binned_rmse(pred: npt.NDArray[np.float32], true: npt.NDArray[np.float32], *,
     """RMSE overall, per ``1/n_bins``-wide bin of the true Tanimoto, and their unweighted mean."""
     err = (pred - true) ** 2
     bins = np.minimum((true * n_bins).astype(np.int64), n_bins - 1)
-    per_bin = []
+    per_bin: list[dict[str, Any]] = []
     for b in range(n_bins):
         sel = bins == b
         per_bin.append({"bin": f"{b / n_bins:.1f}-{(b + 1) / n_bins:.1f}", "pairs": int(sel.sum()),
                         "rmse": float(np.sqrt(err[sel].mean())) if sel.any() else float("nan")})
-    finite = [r["rmse"] for r in per_bin if np.isfinite(r["rmse"])]
+    finite = [float(r["rmse"]) for r in per_bin if np.isfinite(float(r["rmse"]))]
     return {"rmse": float(np.sqrt(err.mean())) if err.size else float("nan"),
             "rmse_bin_mean": float(np.mean(finite)) if finite else float("nan"),
             "pairs": int(err.size), "per_bin": per_bin}

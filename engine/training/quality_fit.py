@@ -20,7 +20,7 @@ import torch
 
 from engine.encoders.spectrum import encoder_inputs
 from engine.model import JointModel
-from engine.quality import isotonic
+from engine.quality import QualityMethod, isotonic
 from engine.training.config import TrainConfig
 from engine.training.data import CALIB, TRAIN, PreparedData, tanimoto_matrix
 
@@ -144,7 +144,7 @@ def fit_quality(model: JointModel, data: PreparedData, config: TrainConfig, *,
                                    "kept_rmse": kept_rmse, "flagged_rmse": flagged_rmse,
                                    "all_rmse": float(np.sqrt(b_err.mean()))}
         log(f"quality: {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["methods"][name].items()))
-    shippable = ("peaks", "knn", "mlp")
+    shippable: tuple[QualityMethod, ...] = ("peaks", "knn", "mlp")
     chosen = min(shippable, key=lambda m: report["methods"][m]["kept_rmse"])
     report["method"] = chosen
 

@@ -19,8 +19,8 @@ class Batch:
 
     anchors: npt.NDArray[np.int64]           # structure rows (positions in ``train_structs``)
     spectra: npt.NDArray[np.int64]           # spectrum rows, one per anchor
-    partners: npt.NDArray[np.int64]          # partner structure positions
-    partner_spectra: npt.NDArray[np.int64]
+    partners: npt.NDArray[np.int64]          # partner structure positions, ``partners_per_anchor`` per anchor
+    partner_spectra: npt.NDArray[np.int64]   # (anchor-major: anchor 0's partners first)
     pair_tanimoto: npt.NDArray[np.float32]   # Tanimoto(anchor, partner)
     molecules: npt.NDArray[np.int64]         # graph rows: the anchors' structures, then hard negatives
 
@@ -29,12 +29,13 @@ class Sampler:
     """Samples :class:`Batch` es over the clean training spectra of ``data``."""
 
     def __init__(self, data: PreparedData, tanimoto: npt.NDArray[np.float16], *, batch_structures: int,
-                 hard_negatives: int, n_bins: int = 10) -> None:
+                 hard_negatives: int, n_bins: int = 10, partners_per_anchor: int = 1) -> None:
         self.data = data
         self.tanimoto = tanimoto       # [T, T] between train_structs
         self.batch_structures = batch_structures
         self.hard_negatives = hard_negatives
         self.n_bins = n_bins
+        self.partners_per_anchor = partners_per_anchor
         usable = (data.spec_split == TRAIN) & data.spec_clean
         rows = np.flatnonzero(usable)
         structs = data.spec_struct[rows]
@@ -58,11 +59,11 @@ class Sampler:
         sims = self.tanimoto[anchors].astype(np.float32)
         bins = np.minimum((sims * self.n_bins).astype(np.int64), self.n_bins - 1)
         counts = np.stack([(bins == b).sum(1) for b in range(self.n_bins)], axis=1)
-        target = rng.integers(0, self.n_bins, anchors.shape[0])
+        target: npt.NDArray[np.int64] = rng.integers(0, self.n_bins, size=int(anchors.shape[0]))
         distance = np.abs(np.arange(self.n_bins)[None, :] - target[:, None]).astype(np.float64)
         distance[counts == 0] = np.inf
         distance += rng.random(distance.shape) * 0.1     # break ties at random
-        chosen_bin = distance.argmin(1)
+        chosen_bin: npt.NDArray[np.int64] = distance.argmin(axis=1)
         keys = rng.random(sims.shape) * (bins == chosen_bin[:, None])
         partner = keys.argmax(1).astype(np.int64)
         return partner, sims[np.arange(anchors.shape[0]), partner]
@@ -72,7 +73,7 @@ class Sampler:
         b = self.batch_structures
         for start in range(0, len(self) * b, b):
             anchors = order[start:start + b].astype(np.int64)
-            partners, sims = self.partners(anchors, rng)
+            partners, sims = self.partners(np.repeat(anchors, self.partners_per_anchor), rng)
             negatives = []
             for a in self.train_structs[anchors]:
                 pool = self.data.neg_rows[self.data.neg_ptr[a]:self.data.neg_ptr[a + 1]]

@@ -1,0 +1,80 @@
+"""Training on the tiny fixture: data preparation, losses, resume after interruption, model export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.model import load_model, model_pipeline
+from engine.training.data import TRAIN, VAL, prepare_data
+from engine.training.loop import learning_rate, train
+from engine.training.metrics import binned_rmse, hit_rates, rank_of_true
+from engine.training.sampling import Sampler
+from tests.training.conftest import tiny_config
+
+
+def test_prepared_data(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    data = prepare_data(config.data, model_pipeline(), log=lambda _: None)
+    assert data.n_structures == 16
+    assert set(np.unique(data.struct_split).tolist()) == {TRAIN, VAL}
+    assert data.fingerprint_bits().shape == (16, 2048)
+    assert len(data.graphs()) > data.n_structures                  # structures + hard negatives
+    train_rows = np.flatnonzero(data.struct_split == TRAIN)
+    pools = [data.neg_rows[data.neg_ptr[s]:data.neg_ptr[s + 1]] for s in train_rows]
+    assert all(p.shape[0] > 0 for p in pools) and all((p >= data.n_structures).all() for p in pools)
+    # the cache is reused
+    again = prepare_data(config.data, model_pipeline(), log=lambda _: None)
+    np.testing.assert_array_equal(again.spec_ptr, data.spec_ptr)
+
+
+def test_sampler_balances_pairs(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    data = prepare_data(config.data, model_pipeline(), log=lambda _: None)
+    from engine.training.loop import _train_tanimoto
+
+    tani = _train_tanimoto(data)
+    sampler = Sampler(data, tani, batch_structures=4, hard_negatives=2)
+    batches = list(sampler.epoch(np.random.default_rng(0)))
+    assert len(batches) == len(sampler) == 3
+    b = batches[0]
+    assert b.molecules.shape[0] == 4 + 8
+    np.testing.assert_allclose(b.pair_tanimoto, tani[b.anchors, b.partners].astype(np.float32))
+    assert (data.spec_struct[b.spectra] == sampler.train_structs[b.anchors]).all()
+
+
+def test_resume_gives_the_same_model(tmp_path: Path) -> None:
+    full = train(tiny_config(tmp_path, name="full"), log=lambda _: None, progress=False)
+    part = train(tiny_config(tmp_path, name="part"), log=lambda _: None, progress=False, stop_after_epochs=1)
+    assert len(part.history) == 1 and not part.model_path.exists()
+    resumed = train(tiny_config(tmp_path, name="part"), log=lambda _: None, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert load_model(full.model_path).encoder_hash == load_model(resumed.model_path).encoder_hash
+
+
+def test_trained_model_exports(trained_tiny) -> None:  # type: ignore[no-untyped-def]
+    assert trained_tiny.model_path.exists()
+    model = load_model(trained_tiny.model_path)
+    assert model.dim == 16
+    assert model.extra["training"]["epochs"] == 2
+    assert set(trained_tiny.history[-1]) >= {"contrastive", "tanimoto", "val_hit_rate@1", "val_tanimoto_rmse"}
+
+
+def test_learning_rate_schedule() -> None:
+    config = tiny_config(Path("."), epochs=10)
+    rates = [learning_rate(s, 10, config) for s in range(100)]
+    assert rates[9] == config.train.lr and max(rates) <= config.train.lr
+    assert rates[-1] < 0.1 * config.train.lr
+
+
+def test_metrics() -> None:
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8]], np.float32)
+    ranks = rank_of_true(scores, np.array([0, 1]))
+    assert ranks.tolist() == [1, 2]
+    assert hit_rates(ranks, (1, 2)) == {"hit_rate@1": 0.5, "hit_rate@2": 1.0}
+    out = binned_rmse(np.array([0.1, 0.5], np.float32), np.array([0.0, 0.95], np.float32))
+    assert out["per_bin"][0]["pairs"] == 1 and abs(out["per_bin"][9]["rmse"] - 0.45) < 1e-6
