@@ -1,7 +1,8 @@
 """Identity search: which library spectrum is the query's compound?
 
-For each query, the library spectra of the same ion mode inside the precursor window (``tolerance_ppm``)
-are retrieved by embedding cosine (at most ``max_candidates``), re-scored with exact spectral similarity
+For each query, all library spectra of the same ion mode inside the precursor window (``tolerance_ppm``)
+are taken with their exact embedding cosine (:mod:`engine.queries.windows`; the ``max_candidates``
+nearest by cosine where a window holds more), re-scored with exact spectral similarity
 (entropy similarity at 0.02 Da and greedy cosine at 0.1 Da on square-root intensities, both
 vectorised over all pairs of a batch), and the features are combined by a logistic calibration fitted on
 the calibration fold of ``train`` (structures the model never saw): the score estimates the probability
@@ -30,6 +31,7 @@ from engine.queries.hits import (
 )
 from engine.queries.references import References
 from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity, prepare_entropy
+from engine.queries.windows import as_vector_index, window_pairs
 from engine.records import Tolerance
 
 IDENTITY_CALIBRATION = "identity"
@@ -57,7 +59,8 @@ class IdentitySettings:
 def identity_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
                       row_id: npt.NDArray[np.int64], embedding_cosine: npt.NDArray[np.float64],
                       settings: IdentitySettings) -> dict[str, npt.NDArray[np.float64]]:
-    """Features of (query, library row) pairs: embedding cosine, entropy, cosine, matches, precursor error."""
+    """Features of (query, library row) pairs: embedding cosine, entropy similarity, cosine, matched peaks,
+    precursor error, and each similarity's gap to the best candidate of the same query (0 for the best)."""
     unique_rows, lib_pos = np.unique(row_id, return_inverse=True)
     lib_peaks = references.peaks(unique_rows)
     q_ent = prepare_entropy(query_peaks, tolerance_da=settings.entropy_tolerance_da)
@@ -70,9 +73,21 @@ def identity_features(query_peaks: PeakSet, references: References, query_index:
     cosine, matches = cosine_greedy(sqrt_q, sqrt_l, query_index, lib_pos, tolerance=settings.cosine_tolerance_da)
     q_prec = query_peaks.precursor_mz[query_index]
     ppm = np.abs(lib_peaks.precursor_mz[lib_pos] - q_prec) / q_prec * 1e6
-    return {"embedding_cosine": np.asarray(embedding_cosine, dtype=np.float64), "entropy": entropy,
-            "cosine": cosine, "log_matches": np.log1p(matches.astype(np.float64)),
-            "precursor_error": ppm / settings.precursor_tolerance_ppm}
+    emb_cos = np.asarray(embedding_cosine, dtype=np.float64)
+    return {"embedding_cosine": emb_cos, "entropy": entropy, "cosine": cosine,
+            "log_matches": np.log1p(matches.astype(np.float64)),
+            "precursor_error": ppm / settings.precursor_tolerance_ppm,
+            "entropy_gap": entropy - _group_max(query_index, entropy),
+            "embedding_gap": emb_cos - _group_max(query_index, emb_cos)}
+
+
+def _group_max(group: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Per row: the maximum of ``values`` over the rows of its group (query)."""
+    if group.shape[0] == 0:
+        return values
+    top = np.full(int(group.max()) + 1, -np.inf)
+    np.maximum.at(top, group, values)
+    return top[group]
 
 
 def identity_score(features: dict[str, npt.NDArray[np.float64]], calibration: Calibration | None
@@ -92,17 +107,19 @@ def default_identity_calibration(encoder_hash: str | None) -> Calibration | None
 def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
                         embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
                         settings: IdentitySettings) -> Candidates:
-    """Every library spectrum in each query's window (up to ``max_candidates``), with its features."""
+    """Every library spectrum in each query's window (the ``max_candidates`` nearest by embedding cosine
+    where a window holds more), with its features."""
     emb, _ = embeddings
     cols = query_columns(queries)
-    hits = library.search(emb, top_k=settings.max_candidates, mass=cols["precursor_mz"],
-                          tolerance=Tolerance(settings.precursor_tolerance_ppm, "ppm"),
-                          ion_mode=cols["ion_mode"], min_quality=settings.min_library_quality)
-    qi = hits.column("query_index").to_numpy().astype(np.int64)
-    rows = hits.column("row_id").to_numpy().astype(np.int64)
-    cos = hits.column("score").to_numpy().astype(np.float64)
+    qi, rows, cos = window_pairs(as_vector_index(library), emb, cols["precursor_mz"], cols["ion_mode"],
+                                 Tolerance(settings.precursor_tolerance_ppm, "ppm"),
+                                 min_quality=settings.min_library_quality)
     if qi.shape[0] == 0:
         return Candidates(qi, rows, {})
+    if np.bincount(qi).max() > settings.max_candidates:
+        keep, _ = top_per_query(qi, cos, settings.max_candidates)
+        keep = np.sort(keep)
+        qi, rows, cos = qi[keep], rows[keep], cos[keep]
     return Candidates(qi, rows, identity_features(PeakSet.from_arrow(queries), references, qi, rows, cos,
                                                   settings))
 
