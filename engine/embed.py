@@ -213,6 +213,7 @@ def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: Jo
     out = Path(out_parquet)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
     rows, skipped = 0, []
     try:
         for table in molecule_chunks(input):
@@ -228,19 +229,19 @@ def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: Jo
             kept = kept.append_column(pa.field("embedding", pa.list_(pa.float32(), model.dim)),
                                       embedding_array(result.embeddings) if kept.num_rows else
                                       pa.array([], pa.list_(pa.float32(), model.dim)))
-            if writer is None:
+            if writer is None or schema is None:
                 schema = kept.schema.with_metadata({**(kept.schema.metadata or {}), **_meta(model, "molecule")})
                 writer = pq.ParquetWriter(out, schema)
-            writer.write_table(kept.cast(writer.schema.to_arrow_schema()))
+            writer.write_table(kept.cast(schema))
             rows += kept.num_rows
     finally:
         if writer is not None:
             writer.close()
     if writer is None:
-        schema = pa.schema([pa.field("smiles", pa.string()),
-                            pa.field("embedding", pa.list_(pa.float32(), model.dim))],
-                           metadata=_meta(model, "molecule"))
-        pq.write_table(schema.empty_table(), out)
+        empty = pa.schema([pa.field("smiles", pa.string()),
+                           pa.field("embedding", pa.list_(pa.float32(), model.dim))],
+                          metadata=_meta(model, "molecule"))
+        pq.write_table(empty.empty_table(), out)
     return EmbedResult(out, rows, time.perf_counter() - t0,
                        {"molecules_read": rows + len(skipped), "kept": rows, "skipped": len(skipped),
                         "skipped_records": skipped})

@@ -290,3 +290,20 @@ def tanimoto_matrix(bits_a: npt.NDArray[np.uint8], bits_b: npt.NDArray[np.uint8]
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter)).numpy()
+
+
+def massbank_batch(table: Any) -> pa.RecordBatch:
+    """Rows of the MassBank development Parquet as a record batch of the engine's spectrum schema."""
+    from engine.records import Spectrum
+    from indexes.schema import spectra_to_batch
+
+    cols = {c: table.column(c).to_pylist() for c in ("spectrum_id", "precursor_mz", "charge", "ion_mode",
+                                                      "adduct", "smiles", "inchikey", "formula", "name")}
+    mz, inten = table.column("mz").to_pylist(), table.column("intensity").to_pylist()
+    spectra = [Spectrum(spectrum_id=cols["spectrum_id"][i], mz=np.asarray(mz[i], np.float64),
+                        intensity=np.asarray(inten[i], np.float32), precursor_mz=cols["precursor_mz"][i],
+                        charge=cols["charge"][i], ion_mode=cols["ion_mode"][i], adduct=cols["adduct"][i],
+                        smiles=cols["smiles"][i], inchikey=cols["inchikey"][i], formula=cols["formula"][i],
+                        name=cols["name"][i], source_file="massbank")
+               for i in range(table.num_rows)]
+    return spectra_to_batch(spectra)
