@@ -1,9 +1,10 @@
 """Streaming MGF reader for the GNPS, matchms, MassSpecGym, MZmine and SIRIUS dialects.
 
-Keys are case-insensitive. Each field of :class:`~engine.records.Spectrum` is read from the first of its
-aliases present in a record (:data:`ALIASES`, highest priority first); the other aliases and every
-unknown key go to ``Spectrum.metadata`` under their key as written, so that writing the spectrum back
-with :func:`engine.writers.mgf.write_mgf` loses nothing. Specifics:
+Keys are case-insensitive (and surrounding spaces are ignored when matching them). Each field of
+:class:`~engine.records.Spectrum` is read from the first of its aliases present in a record
+(:data:`ALIASES`, highest priority first), its value stripped of surrounding spaces; the other aliases
+and every unknown key go to ``Spectrum.metadata`` with key and value exactly as written, so that
+writing the spectrum back with :func:`engine.writers.mgf.write_mgf` loses nothing. Specifics:
 
 - ``PEPMASS`` may carry an intensity (``PEPMASS=301.1 1.2E5``); it is kept as metadata
   ``precursor_intensity``.
@@ -80,14 +81,12 @@ _KEY_SET = frozenset(_KEYS)
 PRECURSOR_INTENSITY_KEY = "precursor_intensity"
 _COMMENT = ("#", ";", "!", "/")
 _SPLIT_EQ: Callable[[str], list[str]] = methodcaller("split", "=", 1)
-# Substrings that send a chunk's headers through the stripping path.
-_HEADER_SPACE = (" =", "= ", " \n", "\t")
 _MAX_PLANS = 4096
 _Plan = tuple[tuple[tuple[str, str], ...], dict[str, str], str | None]
 
 
 def _plan(layout: tuple[str, ...]) -> _Plan:
-    """How to split headers with these keys (stripped, in this order) into fields and metadata.
+    """How to split headers with these keys (as written, in this order) into fields and metadata.
 
     Returns ``(field <- key pairs, field -> key map, the FEATURE_ID key or None)``; keys that lose to a
     higher-priority alias of the same field stay in metadata.
@@ -95,7 +94,7 @@ def _plan(layout: tuple[str, ...]) -> _Plan:
     chosen: dict[str, tuple[int, str]] = {}
     feature_key = None
     for key in layout:
-        upper = key.upper()
+        upper = key.strip().upper()
         if upper == "FEATURE_ID":
             feature_key = key
         spec = _KEYS.get(upper)
@@ -167,7 +166,7 @@ def _spectrum(f: dict[str, str], keys: dict[str, str], meta: dict[str, str], fea
         except ValueError:
             meta[keys["retention_time"]] = text
         else:
-            if keys["retention_time"].upper() == "RTINMINUTES":
+            if keys["retention_time"].strip().upper() == "RTINMINUTES":
                 retention_time *= 60.0
     title = f.get("title") or None
     native_id = f.get("native_id") or None
@@ -243,8 +242,6 @@ def _fast_chunk(text: str, path: str, dataset: str | None, first_index: int,
                 meta = dict(map(split_eq, head.splitlines()))
             except ValueError:
                 return None  # a line without "=" among the headers
-            if " =" in head or "= " in head or " \n" in head or "\t" in head:
-                meta = {k.strip(): v.strip() for k, v in meta.items()}
             layout = tuple(meta)
             plan = plans.get(layout)
             if plan is None:
@@ -252,7 +249,7 @@ def _fast_chunk(text: str, path: str, dataset: str | None, first_index: int,
                     plans.clear()
                 plan = plans[layout] = _plan(layout)
             pop = meta.pop
-            fields = {fname: pop(key) for fname, key in plan[0]}
+            fields = {fname: pop(key).strip() for fname, key in plan[0]}
             keys = plan[1]
             feature_id = meta[plan[2]] if plan[2] is not None else None
         staged.append((fields, keys, meta, feature_id))
@@ -280,13 +277,15 @@ def _fast_chunk(text: str, path: str, dataset: str | None, first_index: int,
 class _Record:
     """One record of the careful parser: headers resolved to fields, metadata and peak lines."""
 
-    __slots__ = ("end_line", "error", "feature_id", "fields", "index", "keys", "line", "meta", "mixed", "peaks")
+    __slots__ = ("end_line", "error", "feature_id", "fields", "index", "keys", "line", "meta", "mixed", "peaks",
+                 "raw")
 
     def __init__(self, index: int, line: int) -> None:
         self.index = index
         self.line = line
         self.end_line = 0
-        self.fields: dict[str, str] = {}  # field -> value
+        self.fields: dict[str, str] = {}  # field -> value, stripped
+        self.raw: dict[str, str] = {}  # field -> value as written
         self.keys: dict[str, str] = {}  # field -> key as written
         self.meta: dict[str, str] = {}
         self.peaks: list[str] = []
@@ -298,9 +297,7 @@ class _Record:
         """Add one ``KEY=value`` line."""
         if self.peaks:
             self.mixed = True
-        key = key.strip()
-        value = value.strip()
-        upper = key.upper()
+        upper = key.strip().upper()
         spec = _KEYS.get(upper)
         if spec is None:
             self.meta[key] = value
@@ -309,11 +306,12 @@ class _Record:
             return
         fname, prio = spec
         current = self.keys.get(fname)
-        current_prio = _KEYS[current.upper()][1] if current is not None else prio
+        current_prio = _KEYS[current.strip().upper()][1] if current is not None else prio
         if current is None or prio <= current_prio:
             if current is not None and prio < current_prio:
-                self.meta[current] = self.fields[fname]
-            self.fields[fname] = value
+                self.meta[current] = self.raw[fname]
+            self.fields[fname] = value.strip()
+            self.raw[fname] = value
             self.keys[fname] = key
         else:
             self.meta[key] = value

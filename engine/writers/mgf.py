@@ -73,8 +73,8 @@ def format_spectrum(spectrum: Spectrum) -> str:
     for key, value in meta.items():
         if key == PRECURSOR_INTENSITY_KEY and "PEPMASS" in emitted:
             continue
-        key = _clean(key).replace("=", "_").strip()
-        if key.upper() in emitted or not key:
+        key = _clean(key).replace("=", "_")
+        if not key.strip() or key.strip().upper() in emitted:
             continue
         lines.append(f"{key}={_clean(value)}")
     mz = np.asarray(spectrum.mz, dtype=np.float64).tolist()

@@ -74,7 +74,7 @@ def test_gnps_dialect() -> None:
     assert [s.ion_mode for s in spectra] == ["positive", "positive", "negative"]
     assert spectra[2].charge == -1
     assert spectra[0].inchi is None  # INCHI=N/A
-    assert spectra[0].metadata["SOURCE_INSTRUMENT"] == spectra[0].metadata["SOURCE_INSTRUMENT"].strip()
+    assert spectra[0].metadata["SOURCE_INSTRUMENT"].startswith(" ")  # metadata values are kept as written
     assert spectra[0].metadata["TAGS"] == ""
     assert spectra[0].n_peaks > 4  # tab-separated peaks
 
@@ -145,6 +145,13 @@ def test_keys_are_case_insensitive_and_aliases_rank(tmp_path: Path) -> None:
     assert s.inchi == "InChI=1S/C2H6O/c1-2-3/h3H,2H2,1H3"  # value with "=" kept whole
     assert s.collision_energy == "20 eV"
     assert s.metadata == {"precursortype": "[M-H]-", "custom key": "custom = value", "precursor_intensity": "1234.5"}
+
+
+def test_spaces_around_keys_and_values(tmp_path: Path) -> None:
+    (s,) = read_mgf(_write(tmp_path, _record(" TITLE = spaced ", "PEPMASS= 100.5 ", "SCANS = 7", "NOTE = kept ")))
+    assert isinstance(s, Spectrum)
+    assert (s.spectrum_id, s.precursor_mz, s.scan) == ("spaced", 100.5, 7)  # fields are stripped
+    assert s.metadata == {"NOTE ": " kept "}  # metadata exactly as written
 
 
 def test_unknown_ion_mode_is_kept_for_validation(tmp_path: Path) -> None:
