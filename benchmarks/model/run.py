@@ -1,0 +1,398 @@
+"""Benchmark of the joint model on the MassBank ``val`` split (reads ../shared/data; never run by pytest).
+
+1. Candidate ranking, hit@1/5/20, under two protocols drawing candidates from candidates.parquet with
+   the true structure always included: ``formula`` (all molecules with the query's formula, at most
+   256, random beyond) and ``mass256`` (the 256 molecules nearest in monoisotopic mass to the true
+   neutral mass). Mean candidate count and the random baseline are reported beside each.
+2. Tanimoto-prediction RMSE (cosine of two spectrum embeddings vs RDKit-fingerprint Tanimoto) over all
+   val spectrum pairs, per 0.1 Tanimoto bin and overall, for positive, negative and cross-mode pairs,
+   and again for the pairs the quality estimate keeps.
+3. CPU embedding throughput at batch 1024 (spectra/s, molecules/s).
+
+Usage: ``python benchmarks/model/run.py [--model PATH] [--data ../shared/data] [--history RUN/history.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._results import markdown_table, write_results  # noqa: E402
+from engine.model import JointModel, load_model  # noqa: E402
+from engine.training.candidates import CandidateTable  # noqa: E402
+from engine.training.data import FP_BITS, massbank_batch, tanimoto_matrix  # noqa: E402
+from engine.training.metrics import hit_rates  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ANCHORS = {"JESTR": (15.1, 36.8, 60.3), "MIST": (14.6, 34.9, 59.2), "random": (0.37, 2.0, 8.2)}
+KS = (1, 5, 20)
+MAX_CANDIDATES = 256
+
+
+def clean_mask(table: Any, model: JointModel) -> npt.NDArray[np.bool_]:
+    """The training filters: high-resolution instrument, >= 5 peaks after preprocessing, sane precursor."""
+    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
+
+    flat = preprocess_flat(flat_from_batch(table.combine_chunks()), model.pipeline)
+    n_peaks = flat.counts()
+    hires = np.asarray(pc.match_substring_regex(table.column("instrument_type").fill_null(""), "TOF|FT")
+                       .to_numpy(zero_copy_only=False))
+    ppm = np.asarray(table.column("precursor_ppm_error").to_numpy(zero_copy_only=False), dtype=np.float64)
+    black = np.asarray(table.column("legacy_blacklisted").fill_null(False).to_numpy(zero_copy_only=False))
+    return hires & (n_peaks >= 5) & (np.abs(np.nan_to_num(ppm, nan=np.inf)) <= 20) & ~black.astype(bool)
+
+
+def fingerprints(smiles: list[str]) -> npt.NDArray[np.uint8]:
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
+    gen = rdFingerprintGenerator.GetRDKitFPGenerator(fpSize=FP_BITS)
+    return np.stack([gen.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.uint8) for s in smiles])
+
+
+def candidate_sets(cands: CandidateTable, ik14: list[str], smiles: list[str], formula: list[str],
+                   mass: list[float], rng: np.random.Generator) -> dict[str, list[npt.NDArray[np.int64]]]:
+    """Per structure, the rows of ``cands`` competing with the true structure (which is added to every
+    set separately, so a set of ``n`` rows means ``n + 1`` candidates)."""
+    out: dict[str, list[npt.NDArray[np.int64]]] = {"formula": [], "mass256": []}
+    for k, key in enumerate(ik14):
+        same = cands.same_formula(formula[k])
+        same = same[cands.inchikey14[same] != key]
+        if same.shape[0] > MAX_CANDIDATES - 1:
+            same = rng.choice(same, MAX_CANDIDATES - 1, replace=False)
+        out["formula"].append(np.sort(same).astype(np.int64))
+        near = cands.nearest_mass(mass[k], MAX_CANDIDATES + 1)
+        out["mass256"].append(near[cands.inchikey14[near] != key][:MAX_CANDIDATES - 1].astype(np.int64))
+    return out
+
+
+def rank_queries(spec_emb: npt.NDArray[np.float32], spec_struct: npt.NDArray[np.int64],
+                 sets: list[npt.NDArray[np.int64]], cand_emb: dict[int, int], cand_matrix: npt.NDArray[np.float32],
+                 true_emb: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Rank of the true structure among it and its set for every spectrum, and the candidate counts."""
+    ranks = np.empty(spec_emb.shape[0], np.int64)
+    sizes = np.empty(spec_emb.shape[0], np.int64)
+    for s, rows in enumerate(sets):
+        queries = np.flatnonzero(spec_struct == s)
+        if not queries.shape[0]:
+            continue
+        others = cand_matrix[np.array([cand_emb[int(r)] for r in rows], np.int64)]
+        q = spec_emb[queries]
+        true = q @ true_emb[s]
+        ranks[queries] = 1 + (q @ others.T >= true[:, None]).sum(1)
+        sizes[queries] = rows.shape[0] + 1
+    return ranks, sizes
+
+
+def random_hit(sizes: npt.NDArray[np.int64], k: int) -> float:
+    return float(np.mean(np.minimum(k, sizes) / sizes))
+
+
+def pair_rmse(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani: npt.NDArray[np.float32],
+              positive: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_] | None = None,
+              block: int = 2048) -> dict[str, Any]:
+    """RMSE over all distinct spectrum pairs, by mode combination, optionally only pairs of kept spectra."""
+    sums = {m: np.zeros(10) for m in ("positive", "negative", "cross", "all")}
+    counts = {m: np.zeros(10, np.int64) for m in sums}
+    n = emb.shape[0]
+    for start in range(0, n, block):
+        rows = np.arange(start, min(start + block, n))
+        pred = emb[rows] @ emb.T
+        true = tani[struct[rows]][:, struct]
+        valid = np.arange(n)[None, :] > rows[:, None]          # each unordered pair once
+        if keep is not None:
+            valid &= keep[rows][:, None] & keep[None, :]
+        err = (pred - true) ** 2
+        bins = np.minimum((true * 10).astype(np.int64), 9)
+        pa_, pb = positive[rows][:, None], positive[None, :]
+        masks = {"positive": pa_ & pb, "negative": ~pa_ & ~pb, "cross": pa_ != pb}
+        for name, mask in masks.items():
+            sel = valid & mask
+            sums[name] += np.bincount(bins[sel], weights=err[sel], minlength=10)
+            counts[name] += np.bincount(bins[sel], minlength=10)
+        sums["all"] += np.bincount(bins[valid], weights=err[valid], minlength=10)
+        counts["all"] += np.bincount(bins[valid], minlength=10)
+    out: dict[str, Any] = {}
+    for name in sums:
+        per_bin = [float(np.sqrt(sums[name][b] / counts[name][b])) if counts[name][b] else float("nan")
+                   for b in range(10)]
+        finite = [v for v in per_bin if np.isfinite(v)]
+        total = counts[name].sum()
+        out[name] = {"pairs": int(total), "rmse": float(np.sqrt(sums[name].sum() / total)) if total else float("nan"),
+                     "rmse_bin_mean": float(np.mean(finite)) if finite else float("nan"),
+                     "per_bin_rmse": per_bin, "per_bin_pairs": counts[name].tolist()}
+    return out
+
+
+def throughput(model: JointModel, batch: pa.RecordBatch, smiles: list[str]) -> dict[str, float]:
+    reps = max(1, 20_000 // batch.num_rows)
+    table = pa.Table.from_batches([batch] * reps).combine_chunks().to_batches()[0]
+    model.embed_spectra(table.slice(0, 2048), batch_size=1024)      # warm-up
+    t0 = time.perf_counter()
+    model.embed_spectra(table, batch_size=1024)
+    spectra_s = table.num_rows / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    model.embed_smiles(smiles, batch_size=1024)
+    mol_s = len(smiles) / (time.perf_counter() - t0)
+    from engine.encoders.featurize import GraphStore, featurize
+
+    store = GraphStore.from_graphs([featurize(s) for s in smiles])
+    t0 = time.perf_counter()
+    model.embed_graphs(store, batch_size=1024)
+    gnn_s = len(smiles) / (time.perf_counter() - t0)
+    return {"spectra_per_s": spectra_s, "molecules_per_s": mol_s, "molecules_per_s_gnn_only": gnn_s,
+            "spectra_timed": table.num_rows, "molecules_timed": len(smiles)}
+
+
+def figures(out_dir: Path, pred: npt.NDArray[np.float32], true: npt.NDArray[np.float32],
+            quality: npt.NDArray[np.float32], threshold: float, history: list[dict[str, Any]] | None,
+            rmse_bins: dict[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    fig, ax = plt.subplots(figsize=(4, 3.4), dpi=100)
+    ax.hexbin(true, pred, gridsize=40, bins="log", cmap="viridis", extent=(0, 1, -0.4, 1))
+    ax.plot([0, 1], [0, 1], "w--", lw=1)
+    ax.set_xlabel("true Tanimoto (RDKit fp)")
+    ax.set_ylabel("predicted (cosine)")
+    ax.set_title("val spectrum pairs (sample)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "tanimoto_pred_vs_true.png")
+    names.append("tanimoto_pred_vs_true.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.hist(quality, bins=40, color="tab:blue")
+    ax.axvline(threshold, color="tab:red", ls="--", label=f"threshold {threshold}")
+    ax.set_xlabel("quality")
+    ax.set_ylabel("val spectra")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "quality_histogram.png")
+    names.append("quality_histogram.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    x = np.arange(10)
+    for i, (label, key) in enumerate((("all pairs", "all"), ("quality-kept", "kept"))):
+        ax.bar(x + (i - 0.5) * 0.4, rmse_bins[key], width=0.4, label=label)
+    ax.set_xticks(x, [f"{b / 10:.1f}" for b in range(10)], fontsize=7)
+    ax.set_xlabel("true Tanimoto bin (lower edge)")
+    ax.set_ylabel("RMSE")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "rmse_per_bin.png")
+    names.append("rmse_per_bin.png")
+    plt.close(fig)
+
+    if history:
+        fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), dpi=100)
+        ep = [h["epoch"] for h in history]
+        axes[0].plot(ep, [h["contrastive"] for h in history], label="contrastive (InfoNCE)")
+        axes[0].plot(ep, [10 * h["tanimoto"] for h in history], label="10 x Tanimoto MSE")
+        axes[0].set_xlabel("epoch")
+        axes[0].legend(fontsize=7)
+        axes[0].set_title("training losses", fontsize=9)
+        axes[1].plot(ep, [h.get("val_hit_rate@1") for h in history], label="val hit@1 (val structures)")
+        axes[1].plot(ep, [h.get("val_hit_rate@20") for h in history], label="val hit@20")
+        axes[1].plot(ep, [h.get("val_tanimoto_rmse") for h in history], label="val Tanimoto RMSE")
+        axes[1].set_xlabel("epoch")
+        axes[1].legend(fontsize=7)
+        axes[1].set_title("validation", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out_dir / "training_curves.png")
+        names.append("training_curves.png")
+        plt.close(fig)
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--history", default=None, help="history.json of the training run, for the curves")
+    parser.add_argument("--figures", default=str(HERE / "figures"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    data = Path(args.data)
+    model = load_model(args.model)
+    t_start = time.time()
+
+    table: Any = pq.read_table(data / "massbank" / "spectra.parquet")
+    table = table.filter(pc.equal(table.column("split"), "val"))
+    table = table.filter(pc.is_valid(table.column("precursor_mz")))
+    batch = massbank_batch(table)
+    clean = clean_mask(table, model)
+    emb, quality = model.embed_spectra(batch, batch_size=1024)
+    print(f"val spectra: {table.num_rows} ({int(clean.sum())} clean); embedded", flush=True)
+
+    ik14_all = table.column("inchikey14").to_pylist()
+    structs, struct_of = np.unique(np.asarray(ik14_all, dtype=str), return_inverse=True)
+    first = {k: i for i, k in reversed(list(enumerate(ik14_all)))}
+    s_smiles = [table.column("smiles")[first[k]].as_py() for k in structs]
+    s_formula = [table.column("formula")[first[k]].as_py() for k in structs]
+    s_mass = [table.column("exact_mass")[first[k]].as_py() for k in structs]
+
+    # --- candidate ranking
+    cands = CandidateTable.load(data / "molecules" / "candidates.parquet")
+    sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)
+    rows = np.unique(np.concatenate([np.concatenate(v) for v in sets.values()]))
+    print(f"embedding {rows.shape[0]} candidate molecules", flush=True)
+    t0 = time.time()
+    cand_matrix = model.embed_molecules(cands.smiles_of(rows), on_invalid="skip")
+    if cand_matrix.skipped:
+        print(f"  {len(cand_matrix.skipped)} candidates could not be parsed and are left out")
+    valid_rows = rows[cand_matrix.valid]
+    cand_index = {int(r): i for i, r in enumerate(valid_rows)}
+    sets = {name: [r[np.isin(r, valid_rows)] for r in v] for name, v in sets.items()}
+    mol_seconds = time.time() - t0
+    true_emb = model.embed_smiles(s_smiles)
+    ranking: dict[str, Any] = {}
+    md_rank = []
+    for subset_name, subset in (("clean", clean), ("all", np.ones_like(clean))):
+        for name, v in sets.items():
+            ranks, sizes = rank_queries(emb, struct_of, v, cand_index, cand_matrix.embeddings, true_emb)
+            r, z = ranks[subset], sizes[subset]
+            res = {**hit_rates(r, KS), "queries": int(subset.sum()), "mean_candidates": float(z.mean()),
+                   **{f"random_hit_rate@{k}": random_hit(z, k) for k in KS}}
+            ranking[f"{subset_name}/{name}"] = res
+            md_rank.append({"val spectra": subset_name, "protocol": name, "queries": res["queries"],
+                            "mean candidates": round(res["mean_candidates"], 1),
+                            **{f"hit@{k} %": round(100 * res[f"hit_rate@{k}"], 2) for k in KS},
+                            **{f"random@{k} %": round(100 * res[f"random_hit_rate@{k}"], 2) for k in KS}})
+            print(subset_name, name, {k: round(v, 4) for k, v in res.items()}, flush=True)
+
+    # --- Tanimoto RMSE over all pairs (clean val spectra, then all val spectra with the quality filter)
+    fps = fingerprints(s_smiles)
+    tani = tanimoto_matrix(fps, fps)
+    positive = np.asarray(table.column("ion_mode").to_pylist()) == "positive"
+    threshold = model.config.quality.threshold
+    kept = quality >= threshold
+    c = np.flatnonzero(clean)
+    rmse = {
+        "clean": pair_rmse(emb[c], struct_of[c], tani, positive[c]),
+        "all": pair_rmse(emb, struct_of, tani, positive),
+        "all_quality_kept": pair_rmse(emb, struct_of, tani, positive, keep=kept),
+        "clean_quality_kept": pair_rmse(emb[c], struct_of[c], tani, positive[c], keep=kept[c]),
+    }
+    flagged_pairs: dict[str, dict[str, Any]] = {}
+    for name in ("all", "clean"):
+        base, kept_ = rmse[name]["all"], rmse[f"{name}_quality_kept"]["all"]
+        # squared-error sums recovered from RMSE x pairs give the flagged pairs' RMSE
+        sse_base = np.nan_to_num(np.array(base["per_bin_rmse"])) ** 2 * np.array(base["per_bin_pairs"])
+        sse_kept = np.nan_to_num(np.array(kept_["per_bin_rmse"])) ** 2 * np.array(kept_["per_bin_pairs"])
+        n_flag = np.array(base["per_bin_pairs"]) - np.array(kept_["per_bin_pairs"])
+        per_bin = [float(np.sqrt((sse_base[b] - sse_kept[b]) / n_flag[b])) if n_flag[b] else float("nan")
+                   for b in range(10)]
+        finite = [v for v in per_bin if np.isfinite(v)]
+        flagged_pairs[name] = {"pairs": int(n_flag.sum()),
+                               "rmse": float(np.sqrt((sse_base.sum() - sse_kept.sum()) / max(1, n_flag.sum()))),
+                               "rmse_bin_mean": float(np.mean(finite)) if finite else float("nan"),
+                               "per_bin_rmse": per_bin}
+    quality_summary: dict[str, Any] = {"threshold": threshold, "method": model.config.quality.method,
+                       "flagged_share_all": float((~kept).mean()), "flagged_share_clean": float((~kept[c]).mean()),
+                       "flagged_share_unclean": float((~kept[~clean]).mean()) if (~clean).any() else float("nan"),
+                       "flagged_pairs": flagged_pairs}
+    md_rmse = []
+    for name, label in (("clean", "clean val"), ("clean_quality_kept", "clean val, quality-kept"),
+                        ("all", "all val"), ("all_quality_kept", "all val, quality-kept")):
+        for mode in ("all", "positive", "negative", "cross"):
+            r_ = rmse[name][mode]
+            md_rmse.append({"spectra": label, "pairs": mode, "n pairs": r_["pairs"],
+                            "RMSE (all pairs)": round(r_["rmse"], 4),
+                            "RMSE (mean of bins)": round(r_["rmse_bin_mean"], 4),
+                            **{f"{b / 10:.1f}": round(r_["per_bin_rmse"][b], 3) for b in range(10)}})
+    for name in ("all", "clean"):
+        fp_ = flagged_pairs[name]
+        md_rmse.append({"spectra": f"{name} val, quality-flagged", "pairs": "all", "n pairs": fp_["pairs"],
+                        "RMSE (all pairs)": round(fp_["rmse"], 4),
+                        "RMSE (mean of bins)": round(fp_["rmse_bin_mean"], 4),
+                        **{f"{b / 10:.1f}": round(fp_["per_bin_rmse"][b], 3) for b in range(10)}})
+
+    # --- throughput
+    speed = throughput(model, batch, cands.smiles_of(rng.choice(len(cands), 10_000, replace=False)))
+    print("throughput", speed, flush=True)
+
+    # --- figures
+    sample_i = rng.integers(0, c.shape[0], 60_000)
+    sample_j = rng.integers(0, c.shape[0], 60_000)
+    pred = (emb[c[sample_i]] * emb[c[sample_j]]).sum(1)
+    true = tani[struct_of[c[sample_i]], struct_of[c[sample_j]]]
+    history = json.loads(Path(args.history).read_text()) if args.history else None
+    figs = figures(Path(args.figures), pred, true, quality, threshold, history,
+                   {"all": rmse["all"]["all"]["per_bin_rmse"], "kept": rmse["all_quality_kept"]["all"]["per_bin_rmse"]})
+
+    targets = {
+        "mass256 hit@1 >= 15%": ranking["clean/mass256"]["hit_rate@1"] >= 0.15,
+        "mass256 hit@20 >= 60%": ranking["clean/mass256"]["hit_rate@20"] >= 0.60,
+        "formula hit@1 >= 2x random": ranking["clean/formula"]["hit_rate@1"]
+        >= 2 * ranking["clean/formula"]["random_hit_rate@1"],
+        "Tanimoto RMSE (mean of bins, clean val) <= 0.20": rmse["clean"]["all"]["rmse_bin_mean"] <= 0.20,
+        "spectra/s >= 10,000": speed["spectra_per_s"] >= 10_000,
+    }
+    extra = getattr(model, "extra", {})
+    body = [
+        f"Model `{args.model or 'engine/data/model/default.pt'}` (hash `{model.encoder_hash}`, dim {model.dim}); "
+        f"MassBank `val` split: {table.num_rows} spectra of {structs.shape[0]} structures, of which "
+        f"{int(clean.sum())} pass the training filters (\"clean\": high-resolution, >= 5 peaks, |ppm| <= 20).",
+        "",
+        "### Candidate ranking (hit rate of the true structure, %)",
+        "",
+        "Candidates from `candidates.parquet` (one per 2D structure), true structure always included. "
+        "Anchors (MassSpecGym, PubChem candidates, other data; similar set size to mass256): "
+        + "; ".join(f"{k} {a[0]}/{a[1]}/{a[2]}" for k, a in ANCHORS.items()) + " (hit@1/5/20 %).",
+        "",
+        markdown_table(md_rank),
+        "",
+        "### Tanimoto-prediction RMSE (cosine of two spectrum embeddings vs RDKit-fingerprint Tanimoto)",
+        "",
+        "Every distinct pair of val spectra (self-pairs excluded). `RMSE (all pairs)` weights bins by their "
+        "pair counts (most pairs have low Tanimoto); `RMSE (mean of bins)` is the unweighted mean over the "
+        "ten 0.1-wide bins (MS2DeepScore's view). Anchor: MS2DeepScore about 0.15. Quality-kept pairs: both "
+        f"spectra have quality >= {threshold} (method `{model.config.quality.method}`); flagged pairs: at least one "
+        "spectrum below it.",
+        "",
+        markdown_table(md_rmse),
+        "",
+        f"Quality flags {100 * quality_summary['flagged_share_all']:.1f}% of all val spectra "
+        f"({100 * quality_summary['flagged_share_clean']:.1f}% of clean ones, "
+        f"{100 * quality_summary['flagged_share_unclean']:.1f}% of those failing the training filters).",
+        "",
+        "### CPU throughput (batch 1024)",
+        "",
+        markdown_table([{"spectra/s": round(speed["spectra_per_s"]), "molecules/s (SMILES in)": round(
+            speed["molecules_per_s"]), "molecules/s (GNN only)": round(speed["molecules_per_s_gnn_only"])}]),
+        "",
+        "### Targets",
+        "",
+        markdown_table([{"target": k, "met": "yes" if v else "no"} for k, v in targets.items()]),
+    ]
+    write_results("model", "Joint model (issue 3)", "\n".join(body),
+                  {"model": args.model or "default", "encoder_hash": model.encoder_hash, "ranking": ranking,
+                   "tanimoto_rmse": rmse, "quality": quality_summary, "throughput": speed, "targets": targets,
+                   "anchors": ANCHORS, "training": extra.get("training"), "figures": figs,
+                   "seconds": round(time.time() - t_start, 1), "candidate_embedding_seconds": round(mol_seconds, 1)},
+                  HERE / "results.json")
+    print(f"done in {time.time() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
