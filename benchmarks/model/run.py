@@ -237,7 +237,7 @@ def main() -> None:
     t_start = time.time()
 
     table: Any = pq.read_table(data / "massbank" / "spectra.parquet")
-    table = table.filter(pc.equal(table.column("split"), "val"))
+    table = table.filter(pc.equal(table.column("split"), pa.scalar("val")))
     table = table.filter(pc.is_valid(table.column("precursor_mz")))
     batch = massbank_batch(table)
     clean = clean_mask(table, model)
