@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers.fields import optional_text, parse_charge, parse_int, parse_ion_mode
+from engine.readers.fields import NULL_TOKENS, parse_charge, parse_int, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
 from engine.readers.textio import CHUNK_BYTES, TextChunk, iter_text_chunks, undecodable
@@ -82,6 +82,7 @@ PRECURSOR_INTENSITY_KEY = "precursor_intensity"
 _COMMENT = ("#", ";", "!", "/")
 _SPLIT_EQ: Callable[[str], list[str]] = methodcaller("split", "=", 1)
 _MAX_PLANS = 4096
+_TEXT_FIELDS = ("adduct", "smiles", "inchi", "inchikey", "formula")  # where N/A means no value
 _Plan = tuple[tuple[tuple[str, str], ...], dict[str, str], str | None]
 
 
@@ -175,13 +176,19 @@ def _spectrum(f: dict[str, str], keys: dict[str, str], meta: dict[str, str], fea
     id_title = title
     if id_title is None and native_id is None and scan is None and feature_id:
         id_title = f"{Path(path).name}:feature_id={feature_id}"
-    spectrum_id = spectrum_identifier(path, dataset=dataset, title=id_title, native_id=native_id, scan=scan,
-                                      index=index)
+    if id_title is not None and dataset is None:
+        spectrum_id = id_title  # the common case of spectrum_identifier, without the call
+    else:
+        spectrum_id = spectrum_identifier(path, dataset=dataset, title=id_title, native_id=native_id, scan=scan,
+                                          index=index)
+    text_fields = [f.get(name) for name in _TEXT_FIELDS]
+    for i, text in enumerate(text_fields):
+        if text is not None and (not text or (text[0] in "nN" and text.lower() in NULL_TOKENS)):
+            text_fields[i] = None
+    adduct, smiles, inchi, inchikey, formula = text_fields
     return Spectrum(spectrum_id, mz, intensity, precursor_mz, charge, ion_mode, path,  # type: ignore[arg-type]
                     native_id, scan, ms_level, retention_time, f.get("collision_energy") or None,
-                    optional_text(f.get("adduct")), f.get("name") or None, optional_text(f.get("smiles")),
-                    optional_text(f.get("inchi")), optional_text(f.get("inchikey")), optional_text(f.get("formula")),
-                    meta)
+                    adduct, f.get("name") or None, smiles, inchi, inchikey, formula, meta)
 
 
 def read_mgf(path: str | Path, *, dataset: str | None = None,
