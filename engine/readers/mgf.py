@@ -48,13 +48,12 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.errors import FileFormatError, InvalidRecordError
+from engine.readers import ReadItem
 from engine.readers.fields import NULL_TOKENS, parse_charge, parse_int, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
 from engine.readers.textio import CHUNK_BYTES, TextChunk, iter_text_chunks, undecodable
 from engine.records import Spectrum
-
-ReadItem = Spectrum | InvalidRecordError
 
 #: Spectrum field <- MGF keys (upper case), highest priority first.
 ALIASES: dict[str, tuple[str, ...]] = {

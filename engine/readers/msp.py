@@ -31,13 +31,12 @@ from itertools import chain
 from pathlib import Path
 
 from engine.errors import FileFormatError, InvalidRecordError
+from engine.readers import ReadItem
 from engine.readers.fields import optional_text, parse_charge, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
 from engine.readers.textio import CHUNK_BYTES, iter_text_chunks, undecodable
 from engine.records import Spectrum
-
-ReadItem = Spectrum | InvalidRecordError
 
 #: Spectrum field <- MSP keys (upper case), highest priority first.
 ALIASES: dict[str, tuple[str, ...]] = {

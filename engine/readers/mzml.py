@@ -31,11 +31,10 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FileFormatError, InvalidRecordError
+from engine.readers import ReadItem
 from engine.readers.centroid import centroid_profile
 from engine.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
 from engine.records import IonMode, Spectrum
-
-ReadItem = Spectrum | InvalidRecordError
 
 _TIME_FACTORS = {"second": 1.0, "s": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0, "h": 3600.0,
                  "millisecond": 0.001, "ms": 0.001}

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FileFormatError, InvalidRecordError
+from engine.readers import ReadItem
 from engine.readers.fields import optional_text, parse_ion_mode
 from engine.readers.identifiers import check_dataset, spectrum_identifier
 from engine.records import Spectrum
-
-ReadItem = Spectrum | InvalidRecordError
 
 #: Spectrum field <- column names of foreign tables (lower case), highest priority first.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
