@@ -40,8 +40,9 @@ peak list of a record that the batch parser refuses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from operator import methodcaller
+from operator import itemgetter, methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -80,31 +81,55 @@ _KEY_SET = frozenset(_KEYS)
 PRECURSOR_INTENSITY_KEY = "precursor_intensity"
 _COMMENT = ("#", ";", "!", "/")
 _SPLIT_EQ: Callable[[str], list[str]] = methodcaller("split", "=", 1)
-_MAX_PLANS = 4096
+_MAX_LAYOUTS = 4096
 _TEXT_FIELDS = ("adduct", "smiles", "inchi", "inchikey", "formula")  # where N/A means no value
-_Plan = tuple[tuple[tuple[str, str], ...], dict[str, str], str | None]
 
 
-def _plan(layout: tuple[str, ...]) -> _Plan:
-    """How to split headers with these keys (as written, in this order) into fields and metadata.
+def _getter(indices: list[int]) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    """``itemgetter`` that always returns a tuple."""
+    if not indices:
+        return lambda values: ()
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda values: (values[only],)
+    return itemgetter(*indices)
 
-    Returns ``(field <- key pairs, field -> key map, the FEATURE_ID key or None)``; keys that lose to a
-    higher-priority alias of the same field stay in metadata.
+
+class _Layout:
+    """How to read records whose header keys are ``keys`` (as written, in this order, no repeats).
+
+    Built once per layout: which key fills which field (the highest-priority alias; the others stay in
+    metadata), and a regular expression matching the whole header block, whose groups are the values.
+    Matching it is about twice as fast as splitting the lines, and the keys are not created again.
     """
-    chosen: dict[str, tuple[int, str]] = {}
-    feature_key = None
-    for key in layout:
-        upper = key.strip().upper()
-        if upper == "FEATURE_ID":
-            feature_key = key
-        spec = _KEYS.get(upper)
-        if spec is None:
-            continue
-        fname, prio = spec
-        if fname not in chosen or prio <= chosen[fname][0]:
-            chosen[fname] = (prio, key)
-    pairs = tuple((fname, key) for fname, (_, key) in chosen.items())
-    return pairs, dict(pairs), feature_key
+
+    __slots__ = ("feature_index", "field_keys", "field_names", "fields_of", "meta_keys", "meta_of", "regex")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        chosen: dict[str, tuple[int, int]] = {}  # field -> (priority, index)
+        self.feature_index: int | None = None
+        for i, key in enumerate(keys):
+            upper = key.strip().upper()
+            if upper == "FEATURE_ID":
+                self.feature_index = i
+            spec = _KEYS.get(upper)
+            if spec is not None and (spec[0] not in chosen or spec[1] <= chosen[spec[0]][0]):
+                chosen[spec[0]] = (spec[1], i)
+        field_index = {i: fname for fname, (_, i) in chosen.items()}
+        self.field_names = tuple(field_index.values())
+        self.fields_of = _getter(list(field_index))
+        self.field_keys = {fname: keys[i] for i, fname in field_index.items()}
+        meta_index = [i for i in range(len(keys)) if i not in field_index]
+        self.meta_keys = tuple(keys[i] for i in meta_index)
+        self.meta_of = _getter(meta_index)
+        self.regex = re.compile("".join(re.escape(key) + "=(.*)\n" for key in keys))
+
+    def split(self, values: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str], str | None]:
+        """``(fields (stripped), metadata (as written), FEATURE_ID)`` from the values in key order."""
+        fields = dict(zip(self.field_names, map(str.strip, self.fields_of(values)), strict=True))
+        meta = dict(zip(self.meta_keys, self.meta_of(values), strict=True))
+        feature_id = values[self.feature_index] if self.feature_index is not None else None
+        return fields, meta, feature_id
 
 
 class _HeaderError(ValueError):
@@ -200,11 +225,11 @@ def read_mgf(path: str | Path, *, dataset: str | None = None,
         check_dataset(dataset)
     path_str = str(path)
     careful = _CarefulParser(path_str, dataset)
-    plans: dict[tuple[str, ...], _Plan] = {}
+    layouts: dict[tuple[str, ...], _Layout] = {}
     for chunk in iter_text_chunks(path, chunk_bytes=chunk_bytes, boundary=b"END IONS"):
         fast = None
         if careful.rec is None and not careful.globals and not chunk.dirty:
-            fast = _fast_chunk(chunk.text, path_str, dataset, careful.n_records, plans)
+            fast = _fast_chunk(chunk.text, path_str, dataset, careful.n_records, layouts)
         if fast is not None:
             spectra, n_records = fast
             careful.n_records += n_records
@@ -216,16 +241,18 @@ def read_mgf(path: str | Path, *, dataset: str | None = None,
 
 
 def _fast_chunk(text: str, path: str, dataset: str | None, first_index: int,
-                plans: dict[tuple[str, ...], _Plan]) -> tuple[list[Spectrum], int] | None:
+                layouts: dict[tuple[str, ...], _Layout]) -> tuple[list[Spectrum], int] | None:
     """Parse a chunk of plain records, or return None (having yielded nothing) when it is not plain.
 
-    ``plans`` caches, per layout of header keys, which key fills which field (see :func:`_plan`).
+    ``layouts`` caches a :class:`_Layout` per sequence of header keys; each record is first matched
+    against the layout of the record before it (files repeat the same keys in the same order).
     Returns the spectra and the number of records seen (MS1 records included).
     """
     parts = text.split("BEGIN IONS\n")
     if parts[0].strip():
         return None
     staged: list[tuple[dict[str, str], dict[str, str], dict[str, str], str | None]] = []
+    layout: _Layout | None = None
     peak_texts: list[str] = []
     counts: list[int] = []
     split_eq = _SPLIT_EQ
@@ -242,22 +269,26 @@ def _fast_chunk(text: str, path: str, dataset: str | None, first_index: int,
             peak_text = body
         else:
             newline = body.find("\n", cut)
-            head = body if newline == -1 else body[:newline + 1]
-            peak_text = "" if newline == -1 else body[newline + 1:]
-            try:
-                meta = dict(map(split_eq, head.splitlines()))
-            except ValueError:
-                return None  # a line without "=" among the headers
-            layout = tuple(meta)
-            plan = plans.get(layout)
-            if plan is None:
-                if len(plans) > _MAX_PLANS:
-                    plans.clear()
-                plan = plans[layout] = _plan(layout)
-            pop = meta.pop
-            fields = {fname: pop(key).strip() for fname, key in plan[0]}
-            keys = plan[1]
-            feature_id = meta[plan[2]] if plan[2] is not None else None
+            if newline == -1:
+                head, peak_text = body + "\n", ""
+            else:
+                head, peak_text = body[:newline + 1], body[newline + 1:]
+            match = layout.regex.fullmatch(head) if layout is not None else None
+            if layout is None or match is None:
+                try:
+                    values = dict(map(split_eq, head[:-1].split("\n")))
+                except ValueError:
+                    return None  # a line without "=" among the headers
+                key_order = tuple(values)
+                layout = layouts.get(key_order)
+                if layout is None:
+                    if len(layouts) > _MAX_LAYOUTS:
+                        layouts.clear()
+                    layout = layouts[key_order] = _Layout(key_order)
+                fields, meta, feature_id = layout.split(tuple(values.values()))
+            else:
+                fields, meta, feature_id = layout.split(match.groups())
+            keys = layout.field_keys
         staged.append((fields, keys, meta, feature_id))
         if peak_text:
             peak_texts.append(peak_text)
