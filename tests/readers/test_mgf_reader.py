@@ -271,3 +271,14 @@ def test_records_before_a_failure_stay_yielded(tmp_path: Path) -> None:
     reader = read_mgf(path)
     assert isinstance(next(reader), Spectrum)
     assert list(reader) == []
+
+
+def test_repeated_keys_and_changing_layouts(tmp_path: Path) -> None:
+    text = (_record("TITLE=a", "PEPMASS=100", "X=1", "X=2") + _record("PEPMASS=200", "TITLE=b")
+            + _record("PEPMASS=300", "TITLE=c") + _record("TITLE=d", "PEPMASS=400", "X=3"))
+    path = _write(tmp_path, text)
+    for chunk_bytes in (1 << 20, 40):
+        spectra, errors = spectra_and_errors(read_mgf(path, chunk_bytes=chunk_bytes))
+        assert not errors
+        assert [(s.spectrum_id, s.precursor_mz, s.metadata) for s in spectra] == [
+            ("a", 100.0, {"X": "2"}), ("b", 200.0, {}), ("c", 300.0, {}), ("d", 400.0, {"X": "3"})]
