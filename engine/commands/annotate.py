@@ -1,0 +1,75 @@
+"""``engine annotate``: the repository-scale annotation job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.commands.common import dataset_option, engine_errors, ion_mode_option
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: partitioned Parquet results, summary.json, skipped.parquet. "
+                   "Rerunning with the same --out resumes.")
+@click.option("--library", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Spectral library (engine library build) [default: the bundled MassBank library].")
+@click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Model checkpoint [default: the bundled model].")
+@click.option("--candidates", default=None, type=click.Path(exists=True),
+              help="Molecule table (Parquet / LanceDB) to rank candidate structures from.")
+@click.option("--candidates-by", type=click.Choice(["mass", "formula"]), default="mass", show_default=True)
+@click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float)
+@click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
+@click.option("--chunk-size", default=4096, show_default=True, help="Spectra per unit of work and of resumption.")
+@click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="skip", show_default=True,
+              help="skip: bad records are counted and listed in skipped.parquet; error: a bad record fails "
+                   "its file (recorded in the summary; the other files go on).")
+@dataset_option
+@ion_mode_option
+@click.option("--workers", default=0, show_default=True,
+              help="Run on Ray Data with N embedding and N search actors (0: in this process).")
+@click.option("--ray-address", default=None, help="Ray cluster address (e.g. ray://head:10001); implies Ray.")
+@click.option("--dry-run", is_flag=True, help="List the files and what would be done, then stop.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@engine_errors
+def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str | None, candidates: str | None,
+             candidates_by: str, precursor_tolerance_ppm: float, max_mass_difference: float | None,
+             chunk_size: int, on_invalid: str, dataset: str | None, ion_mode: str | None, workers: int,
+             ray_address: str | None, dry_run: bool, quiet: bool) -> None:
+    """Annotate every MS2 spectrum of INPUTS (mzML, mzXML, MGF, MSP files, directories, globs, @lists):
+    library match, analogue and (with --candidates) candidate ranking."""
+    from engine.jobs.annotate import JobOptions
+    from engine.jobs.annotate import annotate as run
+    from engine.jobs.annotate import dry_run as plan
+    from engine.jobs.annotator import AnnotateSettings, AnnotatorSpec
+
+    if dry_run:
+        rows = plan(inputs, out)
+        for r in rows:
+            click.echo(f"{r['action']:9s} {r['file']} ({r['size_mb']} MB, {r['chunks_written']} chunks written)")
+        todo = sum(r["action"] != "done" for r in rows)
+        click.echo(f"{len(rows)} files, {todo} to annotate; results -> {out}/results, summary -> {out}/summary.json")
+        return
+    try:
+        settings = AnnotateSettings(precursor_tolerance_ppm=precursor_tolerance_ppm,
+                                    max_mass_difference=max_mass_difference,
+                                    candidates_by=candidates_by,  # type: ignore[arg-type]
+                                    chunk_size=chunk_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    spec = AnnotatorSpec(library=library, model=model, candidates=candidates, settings=settings)
+    options = JobOptions(on_invalid=on_invalid, dataset=dataset,  # type: ignore[arg-type]
+                         default_ion_mode=ion_mode)  # type: ignore[arg-type]
+    summary = run(inputs, out, spec=spec, options=options, workers=workers, ray_address=ray_address,
+                  progress=not quiet)
+    if summary.invalidated:
+        click.echo(f"note: earlier results in {out} were made with another {summary.invalidated}; "
+                   f"they were removed and recomputed", err=True)
+    click.echo(summary.text())
+    click.echo(f"results: {out}/results (Parquet, one row per spectrum); summary: {out}/summary.json")
+    if summary.to_dict()["skipped"]:
+        click.echo(f"skipped records: {out}/skipped.parquet")
+

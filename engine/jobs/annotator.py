@@ -1,0 +1,228 @@
+"""Annotate one chunk of spectra: embed once, then library match, analogue search and candidate ranking.
+
+The result has one row per query spectrum (``query_id`` = its spectrum id) with the top identity hit,
+the top analogue (with the mass difference), the top candidate structure when candidates are given, the
+embedding quality and a ``low_quality`` flag. An :class:`Annotator` is built from paths
+(:class:`AnnotatorSpec`) so that Ray workers can rebuild it where they run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DEFAULT_LIBRARY = DATA_DIR / "library"
+
+_FIELDS: list[pa.Field] = [
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("source_file", pa.string()),
+    pa.field("record_index", pa.int64()),
+    pa.field("precursor_mz", pa.float64()),
+    pa.field("ion_mode", pa.string()),
+    pa.field("retention_time", pa.float64()),
+    pa.field("n_peaks", pa.int32()),
+    pa.field("quality", pa.float32()),
+    pa.field("low_quality", pa.bool_()),
+    pa.field("identity_score", pa.float32()),
+    pa.field("identity_library_id", pa.string()),
+    pa.field("identity_name", pa.string()),
+    pa.field("identity_smiles", pa.string()),
+    pa.field("identity_inchikey", pa.string()),
+    pa.field("identity_spectral_similarity", pa.float32()),
+    pa.field("analogue_score", pa.float32()),
+    pa.field("analogue_library_id", pa.string()),
+    pa.field("analogue_name", pa.string()),
+    pa.field("analogue_smiles", pa.string()),
+    pa.field("analogue_inchikey", pa.string()),
+    pa.field("analogue_mass_difference", pa.float64()),
+    pa.field("candidate_score", pa.float32()),
+    pa.field("candidate_smiles", pa.string()),
+    pa.field("candidate_inchikey", pa.string()),
+    pa.field("candidate_formula", pa.string()),
+    pa.field("n_candidates", pa.int32()),
+]
+ANNOTATION_SCHEMA = pa.schema(_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+QUERY_COLUMNS = ("spectrum_id", "source_file", "record_index", "precursor_mz", "ion_mode", "retention_time",
+                 "n_peaks")
+
+
+@dataclass(frozen=True)
+class AnnotateSettings:
+    """Knobs of an annotation job; all of them are part of the job fingerprint."""
+
+    precursor_tolerance_ppm: float = 10.0
+    max_mass_difference: float | None = None
+    candidates_by: Literal["formula", "mass"] = "mass"
+    candidate_tolerance_ppm: float = 10.0
+    chunk_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1 or self.precursor_tolerance_ppm <= 0:
+            raise ValueError("chunk_size and precursor_tolerance_ppm must be positive")
+
+
+@dataclass(frozen=True)
+class AnnotatorSpec:
+    """Where the model, library and candidates come from (picklable, for Ray workers)."""
+
+    library: str | None = None
+    model: str | None = None
+    candidates: str | None = None
+    settings: AnnotateSettings = field(default_factory=AnnotateSettings)
+
+    def resolved_library(self) -> Path:
+        return Path(self.library) if self.library else DEFAULT_LIBRARY
+
+
+def _digest_files(paths: list[Path]) -> str:
+    """Cheap content digest of artefacts: names, sizes and modification times of their files."""
+    h = hashlib.sha256()
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for p in files:
+            st = p.stat()
+            h.update(f"{p.relative_to(root.parent)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class Annotator:
+    """Holds the model, the opened library and the candidate table; annotates chunks."""
+
+    def __init__(self, spec: AnnotatorSpec) -> None:
+        from engine.commands.search import open_library_and_model
+        from engine.queries.references import References
+
+        self.spec = spec
+        self.settings = spec.settings
+        library_path = spec.resolved_library()
+        if not library_path.exists():
+            from engine.errors import EngineError
+
+            raise EngineError(f"library not found: {library_path} (give --library LIBRARY; build one with "
+                              f"'engine library build')")
+        self.library, self.model = open_library_and_model(str(library_path), spec.model, False)
+        self.references = References(self.library)
+        self.quality_threshold = float(getattr(getattr(self.model, "quality_model", None), "threshold", 0.5))
+        self.molecules: Any = None
+        if spec.candidates:
+            from engine.queries.candidates import MoleculeTable
+
+            self.molecules = MoleculeTable.open(spec.candidates)
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the results depend on; a change invalidates earlier results of a job."""
+        lib = self.spec.resolved_library()
+        return {
+            "engine_schema_version": SCHEMA_VERSION,
+            "encoder_hash": self.model.encoder_hash,
+            "library": str(lib.resolve()),
+            "library_digest": _digest_files([lib]),
+            "candidates": _digest_files([Path(self.spec.candidates)]) if self.spec.candidates else None,
+            "settings": asdict(self.settings),
+        }
+
+    def embed(self, batch: pa.RecordBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        t = time.perf_counter()
+        if batch.num_rows == 0:
+            out = (np.zeros((0, self.model.dim), np.float32), np.zeros(0, np.float32))
+        else:
+            out = self.model.embed_spectra(batch)
+        self.seconds["embed"] += time.perf_counter() - t
+        return out
+
+    def search(self, batch: pa.RecordBatch, emb: npt.NDArray[np.float32],
+               quality: npt.NDArray[np.float32]) -> pa.Table:
+        """One annotation row per spectrum of ``batch`` given its embeddings."""
+        from engine.queries.analogue import AnalogueSettings, analogue_search
+        from engine.queries.identity import IdentitySettings, identity_search
+
+        if batch.num_rows == 0:
+            return ANNOTATION_SCHEMA.empty_table()
+        t = time.perf_counter()
+        s = self.settings
+        ident = identity_search(batch, self.library, self.references, self.model,
+                                settings=IdentitySettings(top_k=1, precursor_tolerance_ppm=s.precursor_tolerance_ppm),
+                                embeddings=(emb, quality))
+        analog = analogue_search(batch, self.library, self.references, self.model,
+                                 settings=AnalogueSettings(top_k=1, max_mass_difference=s.max_mass_difference),
+                                 embeddings=(emb, quality))
+        self.seconds["search"] += time.perf_counter() - t
+        ranked = None
+        if self.molecules is not None:
+            t = time.perf_counter()
+            ranked = self._rank(batch, emb, quality)
+            self.seconds["rank"] += time.perf_counter() - t
+        return self._assemble(batch, quality, ident, analog, ranked)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table:
+        emb, quality = self.embed(batch)
+        return self.search(batch, emb, quality)
+
+    def _rank(self, batch: pa.RecordBatch, emb: npt.NDArray[np.float32],
+              quality: npt.NDArray[np.float32]) -> pa.Table:
+        from engine.errors import InvalidRecordError
+        from engine.queries.candidates import CandidateQuery, select_candidates
+        from engine.queries.rank import rank_candidates
+
+        qs = []
+        for r in batch.select(["spectrum_id", "precursor_mz", "ion_mode", "adduct", "formula"]).to_pylist():
+            q = CandidateQuery(r["spectrum_id"], r["precursor_mz"], r["ion_mode"], r["adduct"], r["formula"])
+            if self.settings.candidates_by == "mass":
+                try:
+                    q.neutral_mass()
+                except InvalidRecordError:
+                    continue  # unknown adduct: no mass-based candidates for this spectrum
+            elif not q.formula:
+                continue
+            qs.append(q)
+        cands = select_candidates(qs, self.molecules, by=self.settings.candidates_by,
+                                  tolerance_ppm=self.settings.candidate_tolerance_ppm)
+        return rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality))
+
+    def _assemble(self, batch: pa.RecordBatch, quality: npt.NDArray[np.float32], ident: pa.Table,
+                  analog: pa.Table, ranked: pa.Table | None) -> pa.Table:
+        n = batch.num_rows
+        qids = batch.column("spectrum_id")
+        cols: dict[str, Any] = {"query_id": qids}
+        for c in QUERY_COLUMNS[1:]:
+            cols[c] = batch.column(c)
+        cols["quality"] = pa.array(quality.astype(np.float32))
+        cols["low_quality"] = pa.array(quality < self.quality_threshold)
+
+        def top(table: pa.Table, mapping: dict[str, str]) -> None:
+            top1 = table.filter(pc.field("rank") == 1) if table.num_rows else table
+            pos = pc.index_in(qids, value_set=top1.column("query_id").combine_chunks())
+            for out_name, src in mapping.items():
+                ftype = ANNOTATION_SCHEMA.field(out_name).type
+                if top1.num_rows == 0:
+                    cols[out_name] = pa.nulls(n, ftype)
+                else:
+                    cols[out_name] = pc.take(top1.column(src), pos).cast(ftype)
+
+        top(ident, {"identity_score": "score", "identity_library_id": "library_id", "identity_name": "name",
+                    "identity_smiles": "smiles", "identity_inchikey": "inchikey",
+                    "identity_spectral_similarity": "spectral_similarity"})
+        top(analog, {"analogue_score": "score", "analogue_library_id": "library_id", "analogue_name": "name",
+                     "analogue_smiles": "smiles", "analogue_inchikey": "inchikey",
+                     "analogue_mass_difference": "mass_difference"})
+        if ranked is not None:
+            top(ranked, {"candidate_score": "score", "candidate_smiles": "smiles",
+                         "candidate_inchikey": "inchikey", "candidate_formula": "formula",
+                         "n_candidates": "n_candidates"})
+        for f in ANNOTATION_SCHEMA:
+            if f.name not in cols:
+                cols[f.name] = pa.nulls(n, f.type)
+        return pa.Table.from_arrays([cols[f.name] for f in ANNOTATION_SCHEMA], schema=ANNOTATION_SCHEMA)

@@ -1,0 +1,105 @@
+"""The output directory of a resumable job: fingerprint, atomic result parts, per-file completion.
+
+Layout under ``OUT``::
+
+    job.json                          fingerprint (model, library, candidates, settings) of the results
+    results/file=<key>/part-<k>.parquet   results of chunk k of one input file (Hive-partitioned)
+    files/<key>.json                  written once every chunk of the file is written (completion)
+    failed/<key>.json                 a file that failed, with the message (retried on the next run)
+    summary.json, skipped.parquet     the run summary and the skipped records
+
+Parts are written to a temporary name and renamed, so a part either exists whole or not at all; a
+rerun skips the parts and files that exist. When the fingerprint changes (another model, library or
+setting), the old results are removed before anything is written, with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.jobs.chunks import InputFile
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class JobOutput:
+    """The output directory of one job (see the module docstring for its layout)."""
+
+    def __init__(self, out: str | Path, fingerprint: dict[str, Any]) -> None:
+        self.root = Path(out)
+        self.fingerprint = fingerprint
+        self.invalidated: str | None = None
+
+    def open(self) -> JobOutput:
+        """Create the directory, or check its fingerprint and drop results made with other settings."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        job = self.root / "job.json"
+        if job.exists():
+            old = json.loads(job.read_text()).get("fingerprint", {})
+            if old != self.fingerprint:
+                changed = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
+                self.invalidated = ", ".join(changed)
+                for sub in ("results", "files", "failed"):
+                    shutil.rmtree(self.root / sub, ignore_errors=True)
+        for sub in ("results", "files", "failed"):
+            (self.root / sub).mkdir(exist_ok=True)
+        _atomic_write_bytes(job, json.dumps({"fingerprint": self.fingerprint}, indent=2).encode())
+        for stale in self.root.glob("results/*/.*.tmp-*"):
+            stale.unlink(missing_ok=True)
+        return self
+
+    # --- parts -------------------------------------------------------------------------------------
+    def part_path(self, file: InputFile, chunk: int) -> Path:
+        return self.root / "results" / f"file={file.key}" / f"part-{chunk:06d}.parquet"
+
+    def has_part(self, file: InputFile, chunk: int) -> bool:
+        return self.part_path(file, chunk).exists()
+
+    def write_part(self, file: InputFile, chunk: int, table: pa.Table) -> None:
+        """Write one chunk's results atomically (idempotent: same chunk, same file name)."""
+        path = self.part_path(file, chunk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        _atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+    # --- files -------------------------------------------------------------------------------------
+    def is_done(self, file: InputFile) -> bool:
+        return (self.root / "files" / f"{file.key}.json").exists()
+
+    def mark_done(self, file: InputFile, info: dict[str, Any]) -> None:
+        (self.root / "failed" / f"{file.key}.json").unlink(missing_ok=True)
+        _atomic_write_bytes(self.root / "files" / f"{file.key}.json",
+                            json.dumps({"path": str(file.path), "sha256": file.sha256, **info}).encode())
+
+    def mark_failed(self, file: InputFile, message: str) -> None:
+        _atomic_write_bytes(self.root / "failed" / f"{file.key}.json",
+                            json.dumps({"path": str(file.path), "sha256": file.sha256,
+                                        "message": message}).encode())
+
+    def done_files(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / "files").glob("*.json"))]
+
+    def failed_files(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / "failed").glob("*.json"))]
+
+    def read_results(self) -> pa.Table:
+        """All result parts as one table (sorted by file key and chunk, i.e. in input order)."""
+        parts = sorted((self.root / "results").glob("file=*/part-*.parquet"))
+        if not parts:
+            raise FileNotFoundError(f"{self.root}: no results yet")
+        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
