@@ -45,7 +45,8 @@ def write_large_mgf(data: Path, path: Path, n_spectra: int) -> Path:
             for r in rows:
                 if written >= n_spectra:
                     break
-                peaks = "\n".join(f"{m:.5f} {i:.5g}" for m, i in zip(np.asarray(r["mz"]), np.asarray(r["intensity"])))
+                mz, inten = np.asarray(r["mz"]), np.asarray(r["intensity"])
+                peaks = "\n".join(f"{m:.5f} {i:.5g}" for m, i in zip(mz, inten, strict=True))
                 fh.write(f"BEGIN IONS\nTITLE={r['spectrum_id']}-{copy}\nPEPMASS={r['precursor_mz']}\n"
                          f"IONMODE={r['ion_mode']}\nADDUCT={r['adduct'] or ''}\n{peaks}\nEND IONS\n")
                 written += 1

@@ -45,7 +45,7 @@ def write_inputs(data: Path, work: Path, copies: int) -> dict[str, Path]:
                 title = f"{r['spectrum_id']}_{c}"
                 mz = np.asarray(r["mz"])
                 inten = np.asarray(r["intensity"])
-                peaks = "\n".join(f"{m:.6f} {i:.6g}" for m, i in zip(mz, inten))
+                peaks = "\n".join(f"{m:.6f} {i:.6g}" for m, i in zip(mz, inten, strict=True))
                 charge = r["charge"] or (1 if r["ion_mode"] == "positive" else -1)
                 sign = "+" if charge > 0 else "-"
                 fm.write(f"BEGIN IONS\nTITLE={title}\nPEPMASS={r['precursor_mz']}\nCHARGE={abs(charge)}{sign}\n"
@@ -97,10 +97,9 @@ def _child(method: str, fmt: str, out: str, files: list[str]) -> dict[str, float
 
 def run_child(method: str, fmt: str, files: list[Path], work: Path) -> dict[str, float | str]:
     out = tempfile.mkdtemp(dir=work, prefix=f"{method}-{fmt}-")
-    code = ("import json,resource,sys; sys.path.insert(0, %r); from benchmarks.ingest.run import _child; "
-            "r=_child(*sys.argv[1:4], sys.argv[4:]); "
-            "r['peak_rss_mb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024; print(json.dumps(r))"
-            % str(ROOT))
+    code = (f"import json,resource,sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "from benchmarks.ingest.run import _child; r=_child(*sys.argv[1:4], sys.argv[4:]); "
+            "r['peak_rss_mb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024; print(json.dumps(r))")
     proc = subprocess.run([sys.executable, "-c", code, method, fmt, out, *map(str, files)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
