@@ -31,11 +31,12 @@ A record without ``END IONS`` (before the next ``BEGIN IONS`` or the end of the 
 
 Speed: the file is read in 4 MiB chunks that end after an ``END IONS`` line. A chunk of plain records
 (``BEGIN IONS``, ``KEY=value`` lines, peak lines, ``END IONS``) is cut into records with string
-searches, its headers are split in C (``dict(map(...))``) and the peak lines of all its records are
-converted by one call of Arrow's CSV parser (:mod:`engine.readers.peaks`). Any chunk that is not plain
-(non-UTF-8 bytes, missing ``END IONS``, comments, lower-case ``begin ions``, text between records,
-global parameters) goes through a careful line-by-line parser that names the bad line; so does the
-peak list of a record that the batch parser refuses.
+searches; each header block is matched by one regular expression built for its sequence of keys (files
+repeat the same keys in the same order; a new sequence is split line by line once), and the peak lines
+of all its records are converted by one call of Arrow's CSV parser (:mod:`engine.readers.peaks`). Any
+chunk that is not plain (non-UTF-8 bytes, missing ``END IONS``, comments, lower-case ``begin ions``,
+text between records, global parameters, peaks the batch parser refuses) goes through a careful
+line-by-line parser that names the bad line.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
 #: Upper-case key -> (field, priority).
 _KEYS: dict[str, tuple[str, int]] = {key: (fname, prio) for fname, keys in ALIASES.items()
                                      for prio, key in enumerate(keys)}
-_KEY_SET = frozenset(_KEYS)
 PRECURSOR_INTENSITY_KEY = "precursor_intensity"
 _COMMENT = ("#", ";", "!", "/")
 _SPLIT_EQ: Callable[[str], list[str]] = methodcaller("split", "=", 1)
