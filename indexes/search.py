@@ -13,9 +13,11 @@ How filters keep top-k correct:
   4096 by default; beyond that an IVF probe costs less than the scan) it is searched **exactly**:
   queries sorted by mass share blocks of vectors, so this is one matrix product per block. Windows of
   exact partitions are always searched exactly.
-* Wider windows go through the IVF index restricted to the slice (``IDSelectorRange``), with
-  ``n_probe`` raised by the inverse of the slice's share of the partition so that as many valid rows
-  are scanned as an unfiltered search would scan.
+* Wider windows go through the IVF index in one batched search that over-fetches
+  ``2 k / share`` candidates (``share`` = the smallest window's part of the partition, at most 1024)
+  and keeps those inside the window. A query left with fewer than ``k`` hits is searched again with
+  the IVF index restricted to its slice (``IDSelectorRange``), ``n_probe`` raised by the inverse of
+  the slice's share so that as many valid rows are scanned as an unfiltered search would scan.
 * **Minimum quality** is a mask on exact paths and an ``IDSelectorBitmap`` (AND the range) in IVF.
 * Rows appended since the last build (the unsorted tail) are always searched exactly under the filters.
 
@@ -37,7 +39,10 @@ from indexes.ground_truth import exact_knn, merge_topk, topk_rows
 from indexes.vector_index import PartitionData, VectorIndex
 
 BLOCK_MAX_QUERIES = 256
-BLOCK_MAX_SCORES = 1 << 22
+BLOCK_MIN_SCORES = 1 << 16
+GATHER_MAX_WINDOW = 2048
+GATHER_ROWS = 1 << 16
+OVERFETCH_MAX = 1024
 _POS_BITS = 40
 _POS_MASK = (1 << _POS_BITS) - 1
 
@@ -160,11 +165,11 @@ def _bitmap_selector(mask: npt.NDArray[np.bool_]) -> tuple[Any, npt.NDArray[np.u
 
 
 def _ivf(part: PartitionData, q: npt.NDArray[np.float32], k: int, n_probe: int, selector: Any = None,
-         use_gpu: bool = False) -> Scored:
-    """IVF candidates (over-fetched and re-scored for IVF-PQ)."""
+         use_gpu: bool = False, raw: bool = False) -> Scored:
+    """IVF candidates (over-fetched and re-scored for IVF-PQ; ``raw``: the FAISS answer as is)."""
     from indexes.faiss_ivf import search_ivf
 
-    refine = part.entry.kind == "ivf_pq"
+    refine = part.entry.kind == "ivf_pq" and not raw
     kk = k * part.refine_factor if refine else k
     if use_gpu and selector is None:
         import faiss
@@ -178,6 +183,8 @@ def _ivf(part: PartitionData, q: npt.NDArray[np.float32], k: int, n_probe: int, 
     else:
         s, ids = search_ivf(part.index, q, kk, n_probe=n_probe, selector=selector)
     ids = ids.astype(np.int64)
+    if raw:
+        return s.astype(np.float32), ids
     if refine:
         return _rescore(part, q, ids, k)
     s = np.where(ids >= 0, s, -np.inf).astype(np.float32)
@@ -236,11 +243,35 @@ def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDA
     else:
         probe = _probe(part, n_probe)
         use_exact = (b - a) <= _exact_limit(part, probe)
-    ex = np.flatnonzero(use_exact)
+    narrow = np.flatnonzero(use_exact & ((b - a) <= GATHER_MAX_WINDOW))
+    if narrow.size:
+        out_s[narrow], out_i[narrow] = _gathered_windows(part, q[narrow], a[narrow], b[narrow], k,
+                                                         min_quality=min_quality)
+        if entry.n_rows > entry.n_sorted:
+            ts, ti = _exact_windows(part, q[narrow], lo[narrow], hi[narrow], a[narrow], b[narrow], k,
+                                    min_quality=min_quality, include_sorted=False)
+            out_s[narrow], out_i[narrow] = merge_topk(out_s[narrow], out_i[narrow], ts, ti, k)
+    ex = np.flatnonzero(use_exact & ((b - a) > GATHER_MAX_WINDOW))
     if ex.size:
         out_s[ex], out_i[ex] = _exact_windows(part, q[ex], lo[ex], hi[ex], a[ex], b[ex], k,
                                               min_quality=min_quality, include_sorted=True)
     iv = np.flatnonzero(~use_exact)
+    if iv.size:
+        # wide windows: one batched IVF search, over-fetched by the inverse window share, post-filtered
+        frac = (b[iv] - a[iv]) / max(entry.n_sorted, 1)
+        kk = int(min(OVERFETCH_MAX, math.ceil(2 * k / max(float(frac.min()), 1e-9))))
+        cs, ci = _ivf(part, q[iv], kk, probe, use_gpu=use_gpu, raw=True)
+        safe = np.maximum(ci, 0)
+        cm = part.mass[safe]
+        ok = (ci >= 0) & (cm >= lo[iv, None]) & (cm <= hi[iv, None])
+        if min_quality is not None:
+            ok &= part.quality[safe] >= min_quality
+        cs = np.where(ok, cs, -np.inf).astype(np.float32)
+        fs, fi = (_rescore(part, q[iv], np.where(ok, ci, -1), k) if entry.kind == "ivf_pq"
+                  else topk_rows(cs, np.where(ok, ci, -1), k))
+        out_s[iv], out_i[iv] = fs, fi
+        short = iv[(fi < 0).any(axis=1) & (b[iv] - a[iv] >= k)]
+        iv = short  # too few hits survived the filter: search these with a selector
     if iv.size:
         qual_mask = part.quality >= min_quality if min_quality is not None else None
         for j in iv:
@@ -267,6 +298,41 @@ def _ivf_window(part: PartitionData, q: npt.NDArray[np.float32], a: int, b: int,
     return _ivf(part, q, k, _scaled_probe(probe, entry.nlist, (b - a) / entry.n_rows), selector)
 
 
+def _gathered_windows(part: PartitionData, q: npt.NDArray[np.float32], a: npt.NDArray[np.int64],
+                      b: npt.NDArray[np.int64], k: int, *, min_quality: float | None) -> Scored:
+    """Exact top-k over the sorted slices ``[a, b)``: every candidate row is scored once (no waste).
+
+    Rows of a slice are inside the window by construction, so only quality needs masking.
+    """
+    m = q.shape[0]
+    out_s, out_i = _empty(m, k)
+    counts = (b - a).astype(np.int64)
+    ends = np.cumsum(counts)
+    start = 0
+    while start < m:
+        base = int(ends[start - 1]) if start else 0
+        stop = int(min(m, max(start + 1, np.searchsorted(ends, base + GATHER_ROWS, side="right"))))
+        c = counts[start:stop]
+        total = int(c.sum())
+        if total:
+            local = np.repeat(np.arange(start, stop), c)
+            first = ends[start:stop] - c - base
+            cand = np.arange(total, dtype=np.int64) - np.repeat(first, c) + np.repeat(a[start:stop], c)
+            vecs = np.asarray(part.vectors[cand], dtype=np.float32)
+            scores = np.einsum("ij,ij->i", vecs, q[local]).astype(np.float32)
+            if min_quality is not None:
+                scores[part.quality[cand] < min_quality] = -np.inf
+            order = np.lexsort((cand, -scores, local))
+            local, cand, scores = local[order], cand[order], scores[order]
+            seg = np.r_[0, np.flatnonzero(local[1:] != local[:-1]) + 1]
+            rank = np.arange(total) - np.repeat(seg, np.diff(np.r_[seg, total]))
+            keep = (rank < k) & np.isfinite(scores)
+            out_s[local[keep], rank[keep]] = scores[keep]
+            out_i[local[keep], rank[keep]] = cand[keep]
+        start = stop
+    return out_s, out_i
+
+
 def _exact_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDArray[np.float64],
                    hi: npt.NDArray[np.float64], a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], k: int, *,
                    min_quality: float | None, include_sorted: bool) -> Scored:
@@ -283,12 +349,15 @@ def _exact_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDAr
         first = order[j]
         lo_a, hi_b = int(a[first]), int(b[first])
         lo_min, hi_max = lo[first], hi[first]
+        useful = int(b[first] - a[first])
         j += 1
         while j < m and j - start < BLOCK_MAX_QUERIES:
             o = order[j]
             na, nb = min(lo_a, int(a[o])), max(hi_b, int(b[o]))
-            if (nb - na) * (j - start + 1) > BLOCK_MAX_SCORES:
+            # grow the block while it scores at most twice the rows its queries need
+            if (nb - na) * (j - start + 1) > max(2 * (useful + int(b[o] - a[o])), BLOCK_MIN_SCORES):
                 break
+            useful += int(b[o] - a[o])
             lo_a, hi_b = na, nb
             lo_min, hi_max = min(lo_min, lo[o]), max(hi_max, hi[o])
             j += 1
