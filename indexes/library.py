@@ -302,6 +302,8 @@ def build_library(inputs: Sequence[str | Path], out: str | Path, embedder: Spect
         bar.close()
         if report_path is not None:
             report.write_parquet(report_path)
+    if result.inserted:
+        lib.table.optimize()
     manifest = lib.update_index(policy=policy, progress=progress)
     result.rows = lib.table.count_rows()
     result.read = report.to_dict()

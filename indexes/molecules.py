@@ -195,6 +195,8 @@ def build_molecule_db(inputs: Sequence[str | Path], out: str | Path, embedder: M
                           n_skipped=report.n_skipped - skipped_before)
     finally:
         bar.close()
+    if result.inserted:
+        lib.table.optimize()
     manifest = lib.update_index(policy=policy, progress=progress)
     result.rows = lib.table.count_rows()
     result.read = {**report.to_dict(), "molecules_read": report.spectra_read}

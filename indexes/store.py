@@ -184,6 +184,11 @@ class VectorTable:
             query = query.select(list(columns))
         return query.limit(None).to_arrow()
 
+    def optimize(self) -> None:
+        """Compact the many small fragments left by batched appends and bring scalar indexes up to date."""
+        self.ensure_key_index()
+        self.table.optimize()
+
     def ensure_key_index(self) -> None:
         """A BTREE scalar index on the key and on ``row_id`` (lookups of hits and incremental scans)."""
         from lancedb.index import BTree
