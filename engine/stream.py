@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
-from engine.errors import FileFormatError, InvalidInputError, InvalidRecordError
+from engine.errors import FileFormatError, IncompatibleArtifactError, InvalidInputError, InvalidRecordError
 from engine.readers import read_file
 from engine.records import IonMode, Spectrum
 from engine.validate import validate_spectrum
@@ -110,9 +110,10 @@ def read_indexed_spectra(path: str | Path, *, on_invalid: OnInvalid = "error", d
         if on_invalid == "error":
             raise
         report.reject(err)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, IncompatibleArtifactError) as exc:
         report.files_failed += 1
-        file_err = FileFormatError(f"cannot read file: {exc}", path=spath, reason="file_error")
+        detail = exc if isinstance(exc, IncompatibleArtifactError) else f"cannot read file: {exc}"
+        file_err = FileFormatError(str(detail), path=spath, reason="file_error")
         if on_invalid == "error":
             raise file_err from None
         report.reject(file_err)

@@ -100,3 +100,24 @@ def test_cli_ingest_strict_and_skip(tmp_path: Path) -> None:
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["ingest", str(tmp_path / "nope.mgf"), "--out", str(tmp_path / "s")])
     assert result.exit_code != 0 and "no such file" in result.output
+
+
+BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
+
+
+def test_mixed_directory_skip_mode_counts_by_reason(tmp_path: Path) -> None:
+    result = ingest([BAD / "mixed"], tmp_path / "store", on_invalid="skip", progress=False,
+                    report_path=tmp_path / "r.parquet")
+    assert result.report.kept == 13 == result.rows_in_table
+    # empty.mgf and truncated.mzML fail as files; notes.txt is not a spectrum file and is not read.
+    assert dict(result.report.skipped) == {"parse_error": 1, "file_error": 2}
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 3
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BAD.iterdir() if p.is_file() and p.suffix != ".md"))
+def test_every_bad_file_fails_strict_with_its_name(tmp_path: Path, name: str) -> None:
+    result = CliRunner().invoke(main, ["ingest", str(BAD / name), "--out", str(tmp_path / "s"), "--quiet"])
+    if result.exit_code == 0:  # files whose bad records are all repairable (e.g. only unsorted peaks)
+        pytest.skip(f"{name} holds no record that strict mode refuses")
+    assert name in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
