@@ -8,7 +8,6 @@ is a no-op, and rows left by a file whose ledger entry is missing are replaced, 
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,14 +20,11 @@ from engine.errors import IncompatibleArtifactError
 from engine.inputs import expand_inputs, file_sha256
 from engine.records import IonMode
 from engine.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
-from indexes.schema import SCHEMA_VERSION, SPECTRUM_SCHEMA, check_schema_version, spectra_to_batch
+from indexes.schema import SPECTRUM_SCHEMA, check_schema_version, spectra_to_batch
+from indexes.store import FileLedger
 
 SPECTRA_TABLE = "spectra"
 LEDGER_TABLE = "ingested_files"
-LEDGER_SCHEMA = pa.schema([  # type: ignore[arg-type]
-    pa.field("file_sha256", pa.string()), pa.field("path", pa.string()), pa.field("n_spectra", pa.int64()),
-    pa.field("n_skipped", pa.int64()), pa.field("ingested_at", pa.string()),
-], metadata={b"engine.schema_version": str(SCHEMA_VERSION).encode()})
 
 
 @dataclass
@@ -86,14 +82,13 @@ def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInv
     store.mkdir(parents=True, exist_ok=True)
     db = lancedb.connect(str(store))
     spectra = _open_or_create(db, SPECTRA_TABLE, SPECTRUM_SCHEMA, str(store))
-    ledger = _open_or_create(db, LEDGER_TABLE, LEDGER_SCHEMA, str(store))
-    done = set(ledger.to_arrow().column("file_sha256").to_pylist())
+    ledger = FileLedger(store, name=LEDGER_TABLE)
     report = ReadReport()
     bar = tqdm(total=None, unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     try:
         for path in paths:
             sha = file_sha256(path)
-            if sha in done:
+            if sha in ledger:
                 report.files += 1
                 report.files_unchanged += 1
                 continue
@@ -106,12 +101,8 @@ def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInv
                                     default_ion_mode=default_ion_mode, report=report,
                                     batch_size=batch_size, bar=bar)
             _add_stream(spectra, batches)
-            ledger.add(pa.Table.from_pylist([{
-                "file_sha256": sha, "path": str(path), "n_spectra": report.kept - n_before,
-                "n_skipped": report.n_skipped - skipped_before,
-                "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            }], schema=LEDGER_SCHEMA))
-            done.add(sha)
+            ledger.record(sha, str(path), n_records=report.kept - n_before,
+                          n_skipped=report.n_skipped - skipped_before)
     finally:
         bar.close()
         if report_path is not None:

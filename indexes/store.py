@@ -202,15 +202,15 @@ class VectorTable:
 class FileLedger:
     """Content hashes of the input files already added to a library (a LanceDB table)."""
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, *, name: str = FILES_TABLE) -> None:
         import lancedb
 
         db = lancedb.connect(str(db_path))
-        if FILES_TABLE in db.list_tables().tables:
-            self.table = db.open_table(FILES_TABLE)
-            check_schema_version(self.table.schema, where=f"{db_path}/{FILES_TABLE}")
+        if name in db.list_tables().tables:
+            self.table = db.open_table(name)
+            check_schema_version(self.table.schema, where=f"{db_path}/{name}")
         else:
-            self.table = db.create_table(FILES_TABLE, schema=FILES_SCHEMA)
+            self.table = db.create_table(name, schema=FILES_SCHEMA)
         self.done: set[str] = {str(s) for s in self.table.to_arrow().column("file_sha256").to_pylist()}
 
     def __contains__(self, sha256: object) -> bool:
