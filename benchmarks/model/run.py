@@ -230,6 +230,9 @@ def main() -> None:
     parser.add_argument("--history", default=None, help="history.json of the training run, for the curves")
     parser.add_argument("--figures", default=str(HERE / "figures"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-structures", type=int, default=0,
+                        help="evaluate on a random subset of val structures (quick check; 0 = all)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results.json / RESULTS.md")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     data = Path(args.data)
@@ -239,6 +242,10 @@ def main() -> None:
     table: Any = pq.read_table(data / "massbank" / "spectra.parquet")
     table = table.filter(pc.equal(table.column("split"), pa.scalar("val")))
     table = table.filter(pc.is_valid(table.column("precursor_mz")))
+    if args.max_structures:
+        keys = np.unique(np.asarray(table.column("inchikey14").to_pylist(), dtype=str))
+        picked = rng.choice(keys, min(args.max_structures, keys.shape[0]), replace=False)
+        table = table.filter(pc.is_in(table.column("inchikey14"), pa.array(picked.tolist())))
     batch = massbank_batch(table)
     clean = clean_mask(table, model)
     emb, quality = model.embed_spectra(batch, batch_size=1024)
@@ -385,6 +392,9 @@ def main() -> None:
         "",
         markdown_table([{"target": k, "met": "yes" if v else "no"} for k, v in targets.items()]),
     ]
+    if args.no_write:
+        print("\n".join(body))
+        return
     write_results("model", "Joint model (issue 3)", "\n".join(body),
                   {"model": args.model or "default", "encoder_hash": model.encoder_hash, "ranking": ranking,
                    "tanimoto_rmse": rmse, "quality": quality_summary, "throughput": speed, "targets": targets,

@@ -307,3 +307,21 @@ def massbank_batch(table: Any) -> pa.RecordBatch:
                         name=cols["name"][i], source_file="massbank")
                for i in range(table.num_rows)]
     return spectra_to_batch(spectra)
+
+
+def write_attribution(data: PreparedData, spectra_path: str | Path, out: str | Path) -> int:
+    """Write accession, licence, contributor and copyright of every record the model learned from
+    (clean training spectra and all calibration spectra) as a gzipped TSV; return the row count."""
+    import gzip
+
+    used = ((data.spec_split == TRAIN) & data.spec_clean) | (data.spec_split == CALIB)
+    ids = set(data.spectrum_id[used].tolist())
+    table = pq.read_table(spectra_path, columns=["spectrum_id", "license", "contributor", "copyright"])
+    rows = [r for r in table.to_pylist() if r["spectrum_id"] in ids]
+    rows.sort(key=lambda r: r["spectrum_id"])
+    with gzip.open(out, "wt", encoding="utf-8") as fh:
+        fh.write("accession\tlicense\tcontributor\tcopyright\n")
+        for r in rows:
+            fh.write("\t".join(str(r[k] or "").replace("\t", " ").replace("\n", " ")
+                               for k in ("spectrum_id", "license", "contributor", "copyright")) + "\n")
+    return len(rows)

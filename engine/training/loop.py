@@ -216,6 +216,10 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
                           "epoch_seconds": [h["seconds"] for h in history],
                           "final": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}},
              "quality": quality_report}
+    from engine.training.data import write_attribution
+
+    n_records = write_attribution(data, config.data.spectra, run_dir / "TRAINING_RECORDS.tsv.gz")
+    extra["training"]["attribution_records"] = n_records
     digest = model.save(model_path, half=True, extra=extra)
     (run_dir / "summary.json").write_text(json.dumps({"content_hash": digest, **extra}, indent=1) + "\n")
     log(f"train: wrote {model_path} ({model_path.stat().st_size / 2**20:.1f} MiB, hash {digest})")
