@@ -83,12 +83,26 @@ def exact_knn(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32
     return topk_rows(best_s, best_i, top_k)
 
 
-def recall_at_k(found_ids: npt.NDArray[np.int64], true_ids: npt.NDArray[np.int64], k: int) -> float:
-    """Mean over queries of ``|found[:k] ∩ true[:k]| / |true[:k]|`` (``-1`` entries ignored)."""
+def recall_at_k(found_ids: npt.NDArray[np.int64], true_ids: npt.NDArray[np.int64], k: int, *,
+                found_scores: npt.NDArray[np.float32] | None = None,
+                true_scores: npt.NDArray[np.float32] | None = None, tie_tolerance: float = 1e-5) -> float:
+    """Mean over queries of ``|found[:k] ∩ true[:k]| / |true[:k]|`` (``-1`` entries ignored).
+
+    With ``found_scores`` (exact scores of the found ids) and ``true_scores``, a found row whose score
+    ties the k-th true score (within ``tie_tolerance``) counts as a hit: duplicate spectra give equal
+    vectors, and which of them exact search lists is arbitrary.
+    """
     hits = 0
     total = 0
-    for f, t in zip(found_ids[:, :k], true_ids[:, :k], strict=True):
+    for q, (f, t) in enumerate(zip(found_ids[:, :k], true_ids[:, :k], strict=True)):
         truth = set(t[t >= 0].tolist())
         total += len(truth)
-        hits += len(truth.intersection(f[f >= 0].tolist()))
+        if found_scores is not None and true_scores is not None and truth:
+            kth = float(true_scores[q, :k][t >= 0].min())
+            fs = found_scores[q, :k]
+            good = sum(1 for i, s in zip(f.tolist(), fs.tolist(), strict=True)
+                       if i >= 0 and (i in truth or s >= kth - tie_tolerance))
+            hits += min(good, len(truth))
+        else:
+            hits += len(truth.intersection(f[f >= 0].tolist()))
     return hits / total if total else 1.0

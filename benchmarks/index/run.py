@@ -84,6 +84,18 @@ def timed_qps(fn: Callable[[], Any], n_queries: int, *, min_seconds: float = 1.0
             return reps * n_queries / elapsed, result
 
 
+def recall(vs: data.VectorSet, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64],
+           gt: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]) -> dict[str, float]:
+    """Recall@10, strict (same ids) and tie-aware (equal exact scores count: duplicate spectra)."""
+    from indexes.ground_truth import recall_at_k
+
+    ids = np.asarray(ids, dtype=np.int64)[:, :K]
+    vec = np.asarray(vs.vectors[np.maximum(ids, 0).reshape(-1)]).reshape(*ids.shape, -1)
+    scores = np.einsum("qd,qkd->qk", q, vec).astype(np.float32)
+    return {"recall@10": recall_at_k(ids, gt[1], K, found_scores=scores, true_scores=gt[0]),
+            "recall@10_strict": recall_at_k(ids, gt[1], K)}
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
@@ -104,12 +116,12 @@ def bench_exact(vs: data.VectorSet, q: npt.NDArray[np.float32], mem: PeakRSS) ->
     return row, (gt_s, gt_i)
 
 
-def bench_faiss(kind: str, vs: data.VectorSet, q: npt.NDArray[np.float32], gt_i: npt.NDArray[np.int64],
+def bench_faiss(kind: str, vs: data.VectorSet, q: npt.NDArray[np.float32], gt: Any,
                 workdir: Path, mem: PeakRSS, probes: list[int], exact_qps: float) -> list[dict[str, Any]]:
     import faiss
 
     from indexes.faiss_ivf import IndexPolicy, build_ivf, index_nlist, load_index, save_index, search_ivf
-    from indexes.ground_truth import recall_at_k, topk_rows
+    from indexes.ground_truth import topk_rows
 
     n, dim = vs.vectors.shape
     policy = IndexPolicy()
@@ -132,7 +144,7 @@ def bench_faiss(kind: str, vs: data.VectorSet, q: npt.NDArray[np.float32], gt_i:
     for probe in [p for p in probes if p <= nlist]:
         qps, (_, ids) = timed_qps(lambda p=probe: search_ivf(index, q, K, n_probe=p), len(q))
         rows.append({"method": kind.replace("_", "-").upper(), "n_probe": probe,
-                     "recall@10": recall_at_k(ids, gt_i, K), "qps": qps, "speedup_vs_exact": qps / exact_qps,
+                     **recall(vs, q, ids, gt), "qps": qps, "speedup_vs_exact": qps / exact_qps,
                      **common})
         for factor in (4, 10) if kind == "ivf_pq" else ():
             # the library's path: over-fetch, re-score exactly from the stored vectors
@@ -145,28 +157,27 @@ def bench_faiss(kind: str, vs: data.VectorSet, q: npt.NDArray[np.float32], gt_i:
 
             qps, (_, ids) = timed_qps(rescored, len(q))
             rows.append({"method": f"IVF-PQ + exact re-score (x{factor})", "n_probe": probe,
-                         "recall@10": recall_at_k(ids, gt_i, K), "qps": qps, "speedup_vs_exact": qps / exact_qps,
+                         **recall(vs, q, ids, gt), "qps": qps, "speedup_vs_exact": qps / exact_qps,
                          **common})
     index = None
     mm = load_index(path, mmap=True)
     probe = policy.n_probe_for(nlist)
     qps, (_, ids) = timed_qps(lambda: search_ivf(mm, q, K, n_probe=probe), len(q))
     rows.append({"method": f"{kind.replace('_', '-').upper()} (mmap)", "n_probe": probe,
-                 "recall@10": recall_at_k(ids, gt_i, K), "qps": qps, "speedup_vs_exact": qps / exact_qps,
+                 **recall(vs, q, ids, gt), "qps": qps, "speedup_vs_exact": qps / exact_qps,
                  **{**common, "ram_bytes_per_vector": nlist * dim * 4 / n}})
     mm = None
     path.unlink()
     return rows
 
 
-def bench_lancedb(vs: data.VectorSet, q: npt.NDArray[np.float32], gt_i: npt.NDArray[np.int64], workdir: Path,
+def bench_lancedb(vs: data.VectorSet, q: npt.NDArray[np.float32], gt: Any, workdir: Path,
                   mem: PeakRSS, exact_qps: float) -> list[dict[str, Any]]:
     import lancedb
     import pyarrow as pa
     from lancedb.index import IvfPq
 
     from indexes.faiss_ivf import IndexPolicy
-    from indexes.ground_truth import recall_at_k
 
     n, dim = vs.vectors.shape
     policy = IndexPolicy()
@@ -209,7 +220,7 @@ def bench_lancedb(vs: data.VectorSet, q: npt.NDArray[np.float32], gt_i: npt.NDAr
         ok = rank < K
         ids[qi[ok], rank[ok]] = found[ok]
         rows.append({"method": "LanceDB IVF_PQ" + (f" + refine x{refine}" if refine else ""), "n_probe": probe,
-                     "recall@10": recall_at_k(ids, gt_i, K), "qps": qps, "speedup_vs_exact": qps / exact_qps,
+                     **recall(vs, q, ids, gt), "qps": qps, "speedup_vs_exact": qps / exact_qps,
                      "nlist": nlist, "pq_m": m_sub, "build_s": w["seconds"] + m["seconds"],
                      "index_build_s": m["seconds"], "build_peak_rss_gb": max(w["peak_rss_gb"], m["peak_rss_gb"]),
                      "disk_bytes_per_vector": index_bytes / n,
@@ -260,10 +271,11 @@ def bench_library(vs: data.VectorSet, q: npt.NDArray[np.float32], q_mass: npt.ND
     for name, kwargs in cases:
         truth = index.search(q, top_k=K, exact=True, **kwargs)
         qps, got = timed_qps(lambda kw=kwargs: index.search(q, top_k=K, **kw), len(q))
-        t_ids = _id_matrix(truth, len(q))
-        g_ids = _id_matrix(got, len(q))
+        t_ids, t_s = _id_matrix(truth, len(q))
+        g_ids, g_s = _id_matrix(got, len(q))
         exact_qps, _ = timed_qps(lambda kw=kwargs: index.search(q, top_k=K, exact=True, **kw), len(q))
-        rows.append({"search": name, "recall@10": recall_at_k(g_ids, t_ids, K), "qps": qps,
+        rows.append({"search": name, "recall@10": recall_at_k(g_ids, t_ids, K, found_scores=g_s, true_scores=t_s),
+                     "recall@10_strict": recall_at_k(g_ids, t_ids, K), "qps": qps,
                      "exact_qps": exact_qps, "hits_per_query": got.num_rows / len(q),
                      "partitions": len(man.partitions), "kinds": ",".join(kinds), "n_probe": man.policy.n_probe,
                      "build_s": m["seconds"], "build_peak_rss_gb": m["peak_rss_gb"],
@@ -273,11 +285,13 @@ def bench_library(vs: data.VectorSet, q: npt.NDArray[np.float32], q_mass: npt.ND
     return rows
 
 
-def _id_matrix(result: Any, nq: int) -> npt.NDArray[np.int64]:
+def _id_matrix(result: Any, nq: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     ids = np.full((nq, K), -1, np.int64)
-    ids[result.column("query_index").to_numpy(), result.column("rank").to_numpy() - 1] = \
-        result.column("row_id").to_numpy()
-    return ids
+    scores = np.full((nq, K), -np.inf, np.float32)
+    qi, rank = result.column("query_index").to_numpy(), result.column("rank").to_numpy() - 1
+    ids[qi, rank] = result.column("row_id").to_numpy()
+    scores[qi, rank] = result.column("score").to_numpy()
+    return ids, scores
 
 
 def bench_append(workdir: Path, mem: PeakRSS) -> dict[str, Any]:
@@ -367,20 +381,20 @@ def main() -> None:
                                "load_average_at_start": os.getloadavg()[0],
                                "queries": len(q), "threads": args.threads or os.cpu_count(),
                                "generate_s": g["seconds"], "rows": []}
-        exact_row, (_, gt_i) = bench_exact(vs, q, mem)
+        exact_row, gt = bench_exact(vs, q, mem)
         run["rows"].append(exact_row)
         print(f"   exact: {exact_row['qps']:.0f} q/s; ground truth {exact_row['ground_truth_s']:.1f} s", flush=True)
         for kind in ("ivf_flat", "ivf_pq"):
             if kind in skip:
                 continue
-            rows = bench_faiss(kind, vs, q, gt_i, workdir, mem, probes, exact_row["qps"])
+            rows = bench_faiss(kind, vs, q, gt, workdir, mem, probes, exact_row["qps"])
             run["rows"] += rows
             best = [r for r in rows if r["recall@10"] >= 0.95]
             print(f"   {kind}: built in {rows[0]['build_s']:.0f} s; "
                   + (f"recall {best[0]['recall@10']:.3f} at n_probe {best[0]['n_probe']}, {best[0]['qps']:.0f} q/s"
                      if best else "recall < 0.95"), flush=True)
         if "lancedb" not in skip:
-            run["rows"] += bench_lancedb(vs, q, gt_i, workdir, mem, exact_row["qps"])
+            run["rows"] += bench_lancedb(vs, q, gt, workdir, mem, exact_row["qps"])
             print("   lancedb done", flush=True)
         if "library" not in skip:
             run["library"] = bench_library(vs, q, q_mass, q_mode, workdir, mem, tag)
@@ -409,7 +423,7 @@ def write(results: dict[str, Any]) -> None:
         parts.append("Perturbation vs real replicates (cosine of a spectrum to its perturbed copy vs to a "
                      "replicate with the same structure, adduct, instrument type and collision energy):\n\n"
                      + markdown_table([{"embedder": k, **v} for k, v in cal.items()]))
-    cols = ["method", "n_probe", "nlist", "recall@10", "qps", "speedup_vs_exact", "build_s",
+    cols = ["method", "n_probe", "nlist", "recall@10", "recall@10_strict", "qps", "speedup_vs_exact", "build_s",
             "disk_bytes_per_vector", "ram_bytes_per_vector", "build_peak_rss_gb"]
     for r in runs:
         load = f"load average {r.get('load_average_at_start', 0):.1f} -> {r.get('load_average_at_end', 0):.1f}"
@@ -417,7 +431,7 @@ def write(results: dict[str, Any]) -> None:
                      + markdown_table(r["rows"], cols))
         if r.get("library"):
             parts.append("Partitioned library index (`indexes.search.search`, exact cosines returned):\n\n"
-                         + markdown_table(r["library"], ["search", "recall@10", "qps", "exact_qps",
+                         + markdown_table(r["library"], ["search", "recall@10", "recall@10_strict", "qps", "exact_qps",
                                                          "hits_per_query", "partitions", "kinds", "n_probe",
                                                          "build_s", "disk_bytes_per_vector"]))
     if results.get("append"):
