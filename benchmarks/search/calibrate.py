@@ -5,11 +5,14 @@ on (:func:`benchmarks.search.common.calibration_fold`), so embedding cosines the
 
 * identity: queries = one spectrum per (structure, ion mode) of the fold with >= 2 spectra; library =
   all other train spectra. Every window candidate is a row, label = same structure (InChIKey block 1).
-  Writes ``identity.json`` (with the embedding cosine, for this model's encoder hash) and
-  ``identity_spectral.json`` (spectral features only, model-free fallback).
+  Writes ``identity_rank.json`` (logistic over all window candidates, with the embedding cosine, for
+  this model's encoder hash) and ``identity_scale.json`` (logistic from the ranker's logit and the rank to
+  P(same structure), fitted on each query's top 10), and the model-free spectral pair
+  ``identity_spectral_rank.json`` / ``identity_spectral_scale.json``.
 * analogue: queries = fold spectra; library = train spectra outside the fold (so the query's structure
-  is absent, as for val). The 100 nearest candidates per query are rows, soft label = Tanimoto of the
-  structures (RDKit fingerprint, 2048 bits). Writes ``analogue.json``.
+  is absent, as for val). The 100 nearest candidates per query are rows, target = Tanimoto of the
+  structures (RDKit fingerprint, 2048 bits). Writes ``analogue_rank.json`` (listwise linear ranker) and
+  ``analogue_scale.json`` (reliability: logistic with the Tanimoto as soft label on each query's top 10).
 
 Usage: ``python -m benchmarks.search.calibrate [--model CKPT] [--max-analogue-queries 4000]``.
 """
@@ -28,16 +31,24 @@ import pyarrow as pa
 
 from benchmarks.search.common import build_library, calibration_fold, embed
 from benchmarks.search.data import SPECTRA, fingerprints, tanimoto
-from engine.queries.analogue import AnalogueSettings, analogue_candidates
-from engine.queries.calibration import fit_logistic, reliability_table
+from engine.queries.analogue import ANALOGUE_RANKER, ANALOGUE_SCALE, AnalogueSettings, analogue_candidates
+from engine.queries.calibration import Calibration, fit_listwise, fit_logistic, reliability_table
 from engine.queries.hits import top_per_query
-from engine.queries.identity import IdentitySettings, identity_candidates
+from engine.queries.identity import (
+    IDENTITY_RANKER,
+    IDENTITY_SCALE,
+    SPECTRAL_RANKER,
+    SPECTRAL_SCALE,
+    IdentitySettings,
+    identity_candidates,
+)
 
+ANALOGUE_RANK_FEATURES = ("embedding_cosine", "structure_cosine", "log_structure_spectra", "modified_cosine",
+                          "entropy", "log_mass_difference", "library_quality")
+ANALOGUE_SCALE_FEATURES = ("rank_logit", "log_rank", "quality", "embedding_cosine", "modified_cosine", "entropy")
 IDENTITY_FEATURES = ("embedding_cosine", "entropy", "cosine", "log_matches", "precursor_error", "entropy_gap",
                      "embedding_gap")
 SPECTRAL_FEATURES = ("entropy", "cosine", "log_matches", "precursor_error", "entropy_gap")
-ANALOGUE_FEATURES = ("embedding_cosine", "structure_cosine", "log_structure_spectra", "modified_cosine",
-                     "log_mass_difference", "quality", "library_quality")
 COLUMNS = ["spectrum_id", "mz", "intensity", "precursor_mz", "charge", "ion_mode", "adduct", "smiles", "inchikey",
            "inchikey14", "formula", "name", "split", "license", "murcko_scaffold"]
 
@@ -72,6 +83,18 @@ def top1_metric(qi: npt.NDArray[np.int64], score: npt.NDArray[np.float64], value
     return float(value[keep].sum() / n_queries)
 
 
+def fit_scale(name: str, qi: npt.NDArray[np.int64], feats: dict[str, Any], ranker: Calibration,
+              label: npt.NDArray[np.float64], names: tuple[str, ...], encoder_hash: str | None,
+              info: dict[str, Any], top_k: int = 10) -> Calibration:
+    """Logistic scale of the reported score, fitted on the top ``top_k`` rows per query by ``ranker``."""
+    logit = ranker.linear(feats)
+    keep, rank = top_per_query(qi, logit, top_k)
+    sub = {k: v[keep] for k, v in feats.items()}
+    sub["rank_logit"], sub["log_rank"] = logit[keep], np.log(rank.astype(np.float64))
+    return fit_logistic(name, sub, label[keep], feature_names=names, encoder_hash=encoder_hash,
+                        info={**info, "rows": f"top {top_k} per query by {ranker.name}"})
+
+
 def fit_identity(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32],
                  fold: npt.NDArray[np.bool_], encoder_hash: str, work: Path) -> dict[str, Any]:
     rng = np.random.default_rng(1)
@@ -87,23 +110,26 @@ def fit_identity(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     settings = IdentitySettings()
     qi, rows, feats = batched_candidates(identity_candidates, table, queries, emb, quality, index, refs, settings)
     label = (keys[rows] == keys[queries[qi]]).astype(np.float64)
-    out: dict[str, Any] = {"queries": len(queries), "pairs": len(qi), "positives": int(label.sum())}
-    cal = fit_logistic("identity", feats, label, feature_names=IDENTITY_FEATURES, encoder_hash=encoder_hash,
-                       info={"fitted_on": "calibration fold of train (structures held out of model training)",
-                             "queries": len(queries), "pairs": len(qi)})
-    spectral = fit_logistic("identity_spectral", feats, label, feature_names=SPECTRAL_FEATURES,
-                            info={"fitted_on": "calibration fold of train", "queries": len(queries),
-                                  "pairs": len(qi)})
     n = len(queries)
+    info = {"fitted_on": "calibration fold of train (structures held out of model training)", "queries": n,
+            "pairs": len(qi)}
+    out: dict[str, Any] = {"queries": n, "pairs": len(qi), "positives": int(label.sum())}
+    ranker = fit_logistic(IDENTITY_RANKER, feats, label, feature_names=IDENTITY_FEATURES,
+                          encoder_hash=encoder_hash, info=info)
+    scale = fit_scale(IDENTITY_SCALE, qi, feats, ranker, label, ("rank_logit", "log_rank"),
+                               encoder_hash, info)
+    s_ranker = fit_logistic(SPECTRAL_RANKER, feats, label, feature_names=SPECTRAL_FEATURES, info=info)
+    s_scale = fit_scale(SPECTRAL_SCALE, qi, feats, s_ranker, label, ("rank_logit", "log_rank"), None, info)
     for name, score in (("entropy", feats["entropy"]), ("cosine", feats["cosine"]),
-                        ("embedding_cosine", feats["embedding_cosine"]), ("spectral_calibrated",
-                                                                           spectral.predict(feats)),
-                        ("calibrated", cal.predict(feats))):
+                        ("embedding_cosine", feats["embedding_cosine"]),
+                        ("spectral_ranker", s_ranker.linear(feats)), ("ranker", ranker.linear(feats))):
         out[f"top1_{name}"] = top1_metric(qi, score, label, n)
-    keep, _ = top_per_query(qi, cal.predict(feats), 1)
-    out["reliability_top1"] = reliability_table(cal.predict(feats)[keep], label[keep])
-    cal.save()
-    spectral.save()
+    top1, _ = top_per_query(qi, ranker.linear(feats), 1)
+    sub = {k: v[top1] for k, v in feats.items()}
+    sub["rank_logit"], sub["log_rank"] = ranker.linear(feats)[top1], np.zeros(len(top1))
+    out["reliability_top1"] = reliability_table(scale.predict(sub), label[top1])
+    for cal in (ranker, scale, s_ranker, s_scale):
+        cal.save()
     return out
 
 
@@ -122,18 +148,23 @@ def fit_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     uniq, inverse = np.unique(np.asarray(smiles, dtype=object).astype(str), return_inverse=True)
     fps = fingerprints(uniq.tolist())
     tani = tanimoto(fps[inverse[queries[qi]]], fps[inverse[rows]])
-    cal = fit_logistic("analogue", feats, tani, feature_names=ANALOGUE_FEATURES, encoder_hash=encoder_hash,
-                       info={"fitted_on": "calibration fold of train (queries) vs train outside the fold",
-                             "target": "Tanimoto (RDKit fingerprint, 2048 bits), soft labels",
-                             "queries": len(queries), "pairs": len(qi)})
     n = len(queries)
+    info = {"fitted_on": "calibration fold of train (queries) vs train outside the fold",
+            "target": "Tanimoto (RDKit fingerprint, 2048 bits)", "queries": n, "pairs": len(qi)}
+    ranker = fit_listwise(ANALOGUE_RANKER, feats, qi, tani, feature_names=ANALOGUE_RANK_FEATURES,
+                          encoder_hash=encoder_hash, info=info)
+    scale = fit_scale(ANALOGUE_SCALE, qi, feats, ranker, tani, ANALOGUE_SCALE_FEATURES, encoder_hash,
+                               {**info, "target": "Tanimoto of the hit, soft label"})
     out: dict[str, Any] = {"queries": int(n), "pairs": len(qi)}
     for name, score in (("embedding_cosine", feats["embedding_cosine"]),
                         ("structure_cosine", feats["structure_cosine"]),
-                        ("modified_cosine", feats["modified_cosine"]), ("calibrated", cal.predict(feats))):
+                        ("modified_cosine", feats["modified_cosine"]), ("entropy", feats["entropy"]),
+                        ("ranker", ranker.linear(feats))):
         out[f"top1_tanimoto_{name}"] = top1_metric(qi, score, tani, n)
-    out["coef"] = dict(zip(cal.features, cal.coef, strict=True))
-    cal.save()
+    out["ranker"] = dict(zip(ranker.features, ranker.coef, strict=True))
+    out["scale"] = dict(zip(scale.features, scale.coef, strict=True))
+    ranker.save()
+    scale.save()
     return out
 
 

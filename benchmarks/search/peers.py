@@ -148,10 +148,9 @@ def matchms_identity(spectra: pa.Table, library: npt.NDArray[np.int64], queries:
 
 
 def vectorised_open(spectra: pa.Table, library: npt.NDArray[np.int64], queries: npt.NDArray[np.int64], *,
-                    tolerance_da: float = 0.1, max_mass_difference: float | None = None
-                    ) -> dict[str, PeerResult]:
+                    tolerance_da: float = 0.1, chunk: int = 16) -> dict[str, PeerResult]:
     """matchms-identical CosineGreedy / ModifiedCosineGreedy of each query against the whole library of
-    its ion mode (optionally within ``max_mass_difference`` Da), with the vectorised implementation."""
+    its ion mode, with the vectorised implementation (``chunk`` queries per call)."""
     peaks = PeakSet.from_arrow(spectra)
     modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
     out = {}
@@ -159,16 +158,18 @@ def vectorised_open(spectra: pa.Table, library: npt.NDArray[np.int64], queries: 
         top1 = np.full(len(queries), -1, dtype=np.int64)
         best = np.zeros(len(queries))
         t0 = time.perf_counter()
-        for j, q in enumerate(queries):
-            lib = library[modes[library] == modes[q]]
-            if max_mass_difference is not None:
-                lib = lib[np.abs(peaks.precursor_mz[lib] - peaks.precursor_mz[q]) <= max_mass_difference]
-            if not len(lib):
-                continue
-            scores, _ = func(peaks, peaks, lib, np.full(lib.shape, q), tolerance=tolerance_da)
-            k = int(np.argmax(scores))
-            if scores[k] > 0:
-                top1[j], best[j] = lib[k], scores[k]
+        for mode in ("positive", "negative"):
+            lib = library[modes[library] == mode]
+            pos = np.flatnonzero(modes[queries] == mode)
+            for s in range(0, len(pos), chunk):
+                part = pos[s:s + chunk]
+                scores, _ = func(peaks, peaks, np.tile(lib, len(part)), np.repeat(queries[part], len(lib)),
+                                 tolerance=tolerance_da)
+                scores = scores.reshape(len(part), len(lib))
+                k = np.argmax(scores, axis=1)
+                s_best = scores[np.arange(len(part)), k]
+                ok = s_best > 0
+                top1[part[ok]], best[part[ok]] = lib[k[ok]], s_best[ok]
         out[name] = PeerResult(f"{name} (all precursors; vectorised, matchms-identical)", top1, best,
                                time.perf_counter() - t0, len(queries))
     return out

@@ -76,7 +76,7 @@ def top1_tanimoto(top1: npt.NDArray[np.int64], queries: npt.NDArray[np.int64], f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
-    parser.add_argument("--analogue-subsample", type=int, default=1000,
+    parser.add_argument("--analogue-subsample", type=int, default=250,
                         help="val queries (seeded) for the matchms all-precursor comparison")
     parser.add_argument("--matchms-timing-queries", type=int, default=20)
     parser.add_argument("--skip-flash-analogue", action="store_true")

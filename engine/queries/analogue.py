@@ -3,11 +3,14 @@
 Candidates are the ``n_candidates`` nearest library spectra by embedding cosine (same ion mode by
 default; within ``max_mass_difference`` Da of the query precursor when given). Each candidate gets
 features in the spirit of MS2Query (de Jonge et al. 2023): the embedding cosine, the mean cosine over
-all retrieved spectra of the candidate's structure, the modified cosine, the precursor mass difference,
-and the query's embedding quality. A logistic model fitted on the calibration fold of ``train`` with the
-Tanimoto of (query, candidate) structures as soft label turns them into the **reliability**: a 0..1
-estimate of that Tanimoto, used as the score and to rank; it falls for low-quality query embeddings.
-Without a calibration for the model in use the reliability is ``max(cosine, 0) * quality``.
+all retrieved spectra of the candidate's structure, the modified cosine and entropy similarity, the
+precursor mass difference, and the embedding qualities. Two small models fitted on the calibration fold
+of ``train`` (structures the model never saw) use them: a listwise linear **ranker** that orders the
+candidates (trained to put the highest-Tanimoto structure first), and the **reliability** scale, a
+logistic model with the Tanimoto of (query, hit) structures as soft label: a 0..1 estimate of that
+Tanimoto from the ranker's logit, the rank, the similarities and the query's embedding quality, so it
+falls for low-quality embeddings. Without calibrations for the model in use, hits are ordered by
+embedding cosine and the reliability is ``max(cosine, 0) * quality``.
 """
 
 from __future__ import annotations
@@ -19,21 +22,30 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.encoders.base import SpectrumEmbedder
-from engine.queries.calibration import Calibration, load_calibration
+from engine.queries.calibration import load_calibration
 from engine.queries.hits import (
     Candidates,
     SearchableLibrary,
     as_batch,
     assemble,
     query_columns,
+    rank_and_score,
     search_schema,
-    top_per_query,
 )
+from engine.queries.identity import ScoreModel
 from engine.queries.references import References
-from engine.queries.similarity import PeakSet, cosine_greedy, modified_cosine
+from engine.queries.similarity import (
+    PeakSet,
+    cosine_greedy,
+    entropy_similarity,
+    modified_cosine,
+    prepare_entropy,
+)
 from engine.records import Tolerance
 
-ANALOGUE_CALIBRATION = "analogue"
+#: Stored calibrations: a listwise ranker (trained to put the highest-Tanimoto candidate first) and the
+#: reliability scale (predicted Tanimoto of a hit from the ranker logit, rank, quality and similarities).
+ANALOGUE_RANKER, ANALOGUE_SCALE = "analogue_rank", "analogue_scale"
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ def analogue_features(query_peaks: PeakSet, references: References, query_index:
     if not has_prec.all():  # no precursor: the plain cosine
         mod_cos[~has_prec] = cosine_greedy(sqrt_q, sqrt_l, query_index[~has_prec], lib_pos[~has_prec],
                                            tolerance=settings.cosine_tolerance_da)[0]
+    q_ent = prepare_entropy(query_peaks, tolerance_da=references.entropy_tolerance_da)
+    entropy = entropy_similarity(q_ent, references.entropy_peaks(unique_rows), query_index, lib_pos)
     keys = (meta.column("inchikey").to_pylist() if "inchikey" in meta.column_names
             else meta.column("spectrum_id").to_pylist())
     key14 = np.asarray([(k or "")[:14] or f"#{i}" for i, k in enumerate(keys)], dtype=object)[lib_pos]
@@ -94,18 +108,20 @@ def analogue_features(query_peaks: PeakSet, references: References, query_index:
                    if "quality" in meta.column_names else np.ones(unique_rows.shape[0]))
     dm = np.abs(lib_peaks.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index])
     return {"embedding_cosine": np.asarray(embedding_cosine, dtype=np.float64), "structure_cosine": struct_cos,
-            "log_structure_spectra": np.log(n_struct), "modified_cosine": mod_cos,
+            "log_structure_spectra": np.log(n_struct), "modified_cosine": mod_cos, "entropy": entropy,
             "log_mass_difference": np.log1p(np.nan_to_num(dm, nan=1000.0)),
             "quality": np.asarray(query_quality, dtype=np.float64)[query_index],
             "library_quality": lib_quality[lib_pos]}
 
 
-def analogue_score(features: dict[str, npt.NDArray[np.float64]], calibration: Calibration | None
-                   ) -> npt.NDArray[np.float64]:
-    """Reliability in 0..1 (calibrated), or ``max(cosine, 0) * quality`` without a calibration."""
-    if calibration is None:
-        return np.clip(features["embedding_cosine"], 0.0, 1.0) * features["quality"]
-    return calibration.predict(features)
+def fallback_reliability(features: dict[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    """Reliability without a calibration: ``max(cosine, 0) * quality``."""
+    return np.clip(features["embedding_cosine"], 0.0, 1.0) * features["quality"]
+
+
+def analogue_score_model(encoder_hash: str | None) -> ScoreModel:
+    """The stored ranker and reliability scale for this encoder (None parts fall back)."""
+    return ScoreModel(load_calibration(ANALOGUE_RANKER, encoder_hash), load_calibration(ANALOGUE_SCALE, encoder_hash))
 
 
 def analogue_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
@@ -131,13 +147,13 @@ def analogue_candidates(queries: pa.RecordBatch, library: SearchableLibrary, ref
 
 def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
                     embedder: SpectrumEmbedder, *, settings: AnalogueSettings | None = None,
-                    calibration: Calibration | None = None,
+                    score_model: ScoreModel | None = None,
                     embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
                     ) -> pa.Table:
     """Top-k analogue hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`)."""
     settings = settings or AnalogueSettings()
-    if calibration is None:
-        calibration = load_calibration(ANALOGUE_CALIBRATION, embedder.encoder_hash)
+    if score_model is None:
+        score_model = analogue_score_model(embedder.encoder_hash)
     schema = search_schema("analogue", "modified_cosine")
     if queries.num_rows == 0:
         return schema.empty_table()
@@ -147,10 +163,11 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
-    score = analogue_score(feats, calibration)
-    keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=feats["embedding_cosine"])
+    keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
+                                       scale=score_model.scale, fallback_rank="embedding_cosine",
+                                       fallback_score=fallback_reliability(feats))
     cols = query_columns(queries)
-    return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score[keep],
+    return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score,
                     meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
                     quality=quality[qi[keep]], embedding_cosine=feats["embedding_cosine"][keep],
                     spectral=feats["modified_cosine"][keep], schema=schema)

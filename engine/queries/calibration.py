@@ -110,6 +110,44 @@ def fit_logistic(name: str, features: Mapping[str, npt.ArrayLike], target: npt.A
                        scale=tuple(float(v) for v in scale), encoder_hash=encoder_hash, info=info or {})
 
 
+def _group_softmax(z: npt.NDArray[np.float64], group: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]:
+    top = np.full(n, -np.inf)
+    np.maximum.at(top, group, z)
+    e = np.exp(z - top[group])
+    return e / np.bincount(group, weights=e, minlength=n)[group]
+
+
+def fit_listwise(name: str, features: Mapping[str, npt.ArrayLike], group: npt.ArrayLike, target: npt.ArrayLike,
+                 *, feature_names: Sequence[str] | None = None, temperature: float = 0.1, l2: float = 1e-3,
+                 iterations: int = 400, learning_rate: float = 0.05, encoder_hash: str | None = None,
+                 info: dict[str, Any] | None = None) -> Calibration:
+    """A linear ranker fitted listwise (ListNet): within each ``group`` (query), the softmax of
+    ``w . standardised(x)`` is fitted to the softmax of ``target / temperature`` (Adam, L2 on ``w``).
+
+    Only :meth:`Calibration.linear` is meaningful for the result (the order it induces per query).
+    """
+    names = tuple(feature_names or features.keys())
+    x = np.stack([np.asarray(features[f], dtype=np.float64) for f in names], axis=1)
+    _, g = np.unique(np.asarray(group), return_inverse=True)
+    n = int(g.max()) + 1 if g.size else 0
+    mean = x.mean(axis=0)
+    scale = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    z = (x - mean) / scale
+    p = _group_softmax(np.asarray(target, dtype=np.float64) / temperature, g, n)
+    w = np.zeros(z.shape[1])
+    m1, m2 = np.zeros_like(w), np.zeros_like(w)
+    for step in range(1, iterations + 1):
+        q = _group_softmax(z @ w, g, n)
+        grad = z.T @ (q - p) / max(n, 1) + l2 * w
+        m1 = 0.9 * m1 + 0.1 * grad
+        m2 = 0.999 * m2 + 0.001 * grad ** 2
+        w -= learning_rate * (m1 / (1 - 0.9 ** step)) / (np.sqrt(m2 / (1 - 0.999 ** step)) + 1e-8)
+    return Calibration(name=name, features=names, coef=tuple(float(v) for v in w), intercept=0.0,
+                       mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
+                       encoder_hash=encoder_hash, info={"kind": "listwise ranker", "temperature": temperature,
+                                                        **(info or {})})
+
+
 def reliability_table(score: npt.ArrayLike, outcome: npt.ArrayLike, *, n_bins: int = 10) -> list[dict[str, Any]]:
     """Rows (bin, n, mean score, observed rate) for a reliability diagram over equal-width score bins."""
     s = np.asarray(score, dtype=np.float64)

@@ -84,6 +84,32 @@ def as_batch(queries: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=queries.schema)
 
 
+def rank_and_score(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]], k: int, *,
+                   ranker: Any, scale: Any, fallback_rank: str, fallback_score: npt.NDArray[np.float64]
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """Order each query's candidates and score the best ``k``: positions, 1-based ranks, scores.
+
+    The order is ``ranker.linear(features)`` (``features[fallback_rank]`` without a ranker). The score
+    is ``scale.predict`` of the hit's features plus ``rank_logit`` and ``log_rank`` (``fallback_score``
+    without a scale), made non-increasing with rank inside each query.
+    """
+    logit = ranker.linear(features) if ranker is not None else features[fallback_rank]
+    keep, rank = top_per_query(query_index, logit, k, tiebreak=features[fallback_rank])
+    if scale is not None:
+        sub = {name: values[keep] for name, values in features.items()}
+        sub["rank_logit"] = logit[keep]
+        sub["log_rank"] = np.log(rank.astype(np.float64))
+        score = scale.predict(sub)
+    else:
+        score = np.asarray(fallback_score, dtype=np.float64)[keep]
+    # keep row order = (query, rank); a running minimum per query keeps scores non-increasing with rank
+    if score.size:
+        group = np.cumsum(np.r_[0, query_index[keep][1:] != query_index[keep][:-1]]).astype(np.float64)
+        offset = group * 4.0  # scores are in 0..1: each query's values sit below the previous query's
+        score = np.minimum.accumulate(score - offset) + offset
+    return keep, rank, score
+
+
 def query_columns(batch: pa.RecordBatch | pa.Table) -> dict[str, Any]:
     """Query ids, precursor m/z (NaN when missing) and ion modes of a spectrum batch."""
     prec = batch.column("precursor_mz").to_numpy(zero_copy_only=False)

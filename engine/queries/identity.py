@@ -4,10 +4,11 @@ For each query, all library spectra of the same ion mode inside the precursor wi
 are taken with their exact embedding cosine (:mod:`engine.queries.windows`; the ``max_candidates``
 nearest by cosine where a window holds more), re-scored with exact spectral similarity
 (entropy similarity at 0.02 Da and greedy cosine at 0.1 Da on square-root intensities, both
-vectorised over all pairs of a batch), and the features are combined by a logistic calibration fitted on
-the calibration fold of ``train`` (structures the model never saw): the score estimates the probability
-that the hit has the query's structure. Without a calibration for the model in use, the spectral-only
-calibration is used (and without that, the entropy similarity).
+vectorised over all pairs of a batch), and the features are combined by logistic models fitted on the
+calibration fold of ``train`` (structures the model never saw): a ranker over all window candidates,
+and a scale from its logit and the rank to the probability that the hit has the query's structure.
+Without calibrations for the model in use, the spectral-only pair is used (and without that, the
+entropy similarity orders and scores the hits).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.queries.hits import (
     as_batch,
     assemble,
     query_columns,
+    rank_and_score,
     search_schema,
     top_per_query,
 )
@@ -34,8 +36,11 @@ from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity
 from engine.queries.windows import as_vector_index, window_pairs
 from engine.records import Tolerance
 
-IDENTITY_CALIBRATION = "identity"
-IDENTITY_SPECTRAL_CALIBRATION = "identity_spectral"
+#: Stored calibrations (engine/data/calibration): a ranker over all window candidates and a scale that
+#: turns the ranker's logit and the rank into the probability of the right structure; the spectral pair
+#: (no embedding features) is the model-free fallback.
+IDENTITY_RANKER, IDENTITY_SCALE = "identity_rank", "identity_scale"
+SPECTRAL_RANKER, SPECTRAL_SCALE = "identity_spectral_rank", "identity_spectral_scale"
 
 
 @dataclass(frozen=True)
@@ -90,18 +95,20 @@ def _group_max(group: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) ->
     return top[group]
 
 
-def identity_score(features: dict[str, npt.NDArray[np.float64]], calibration: Calibration | None
-                   ) -> npt.NDArray[np.float64]:
-    """Calibrated score, or the entropy similarity when no calibration applies."""
-    if calibration is None:
-        return features["entropy"]
-    return calibration.predict(features)
+@dataclass(frozen=True)
+class ScoreModel:
+    """How candidates are ordered (``ranker``) and scored (``scale``); None parts use the fallbacks."""
+
+    ranker: Calibration | None = None
+    scale: Calibration | None = None
 
 
-def default_identity_calibration(encoder_hash: str | None) -> Calibration | None:
-    """The stored calibration for this model, else the spectral-only one, else None."""
-    return (load_calibration(IDENTITY_CALIBRATION, encoder_hash)
-            or load_calibration(IDENTITY_SPECTRAL_CALIBRATION, None))
+def identity_score_model(encoder_hash: str | None) -> ScoreModel:
+    """The stored model for this encoder, else the spectral-only one, else none (entropy similarity)."""
+    ranker, scale = load_calibration(IDENTITY_RANKER, encoder_hash), load_calibration(IDENTITY_SCALE, encoder_hash)
+    if ranker is not None and scale is not None:
+        return ScoreModel(ranker, scale)
+    return ScoreModel(load_calibration(SPECTRAL_RANKER, None), load_calibration(SPECTRAL_SCALE, None))
 
 
 def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
@@ -126,17 +133,17 @@ def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, ref
 
 def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
                     embedder: SpectrumEmbedder, *, settings: IdentitySettings | None = None,
-                    calibration: Calibration | None = None,
+                    score_model: ScoreModel | None = None,
                     embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
                     ) -> pa.Table:
     """Top-k identity hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`).
 
     ``embeddings`` (embedding, quality) may be given when the queries were embedded already;
-    ``calibration`` defaults to :func:`default_identity_calibration` for the embedder.
+    ``score_model`` defaults to :func:`identity_score_model` for the embedder.
     """
     settings = settings or IdentitySettings()
-    if calibration is None:
-        calibration = default_identity_calibration(embedder.encoder_hash)
+    if score_model is None:
+        score_model = identity_score_model(embedder.encoder_hash)
     schema = search_schema("identity", "entropy")
     if queries.num_rows == 0:
         return schema.empty_table()
@@ -146,10 +153,11 @@ def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
-    score = identity_score(feats, calibration)
-    keep, rank = top_per_query(qi, score, settings.top_k, tiebreak=feats["entropy"])
+    keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
+                                       scale=score_model.scale, fallback_rank="entropy",
+                                       fallback_score=feats["entropy"])
     cols = query_columns(queries)
-    return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score[keep],
+    return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score,
                     meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
                     quality=quality[qi[keep]], embedding_cosine=feats["embedding_cosine"][keep],
                     spectral=feats["entropy"][keep], schema=schema)

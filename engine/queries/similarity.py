@@ -121,27 +121,45 @@ def _find_peak_pairs(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, toleran
 
     The test is matchms' ``mz_a - tol <= mz_b + shift <= mz_a + tol``, evaluated in float64.
     Returned edges are ordered by pair, then peak of ``a``, then peak of ``b`` (matchms' order).
+    The peaks of the side with more distinct spectra are looked up among the other side's (a small,
+    cache-friendly key array when one query meets many library spectra).
     """
-    nb = b.n_peaks[ib]
-    pair_of_q = np.repeat(np.arange(ia.shape[0], dtype=np.int64), nb)
-    peak_b = _expand_ranges(b.offsets[ib], nb)
-    target = b.mz[peak_b] + shift[pair_of_q]
-    keys, stride = _spectrum_keys(a)
-    base = ia[pair_of_q] * stride
+    if np.unique(ia).shape[0] < np.unique(ib).shape[0]:
+        pair, pb, pa = _lookup(b, a, ib, ia, tolerance, shift, sign=-1.0)
+    else:
+        pair, pa, pb = _lookup(a, b, ia, ib, tolerance, shift, sign=1.0)
+    order = np.lexsort((pb, pa, pair))
+    return pair[order], pa[order], pb[order]
+
+
+def _lookup(keyed: PeakSet, probe: PeakSet, ik: IntArray, ip: IntArray, tolerance: float, shift: FloatArray,
+            sign: float) -> tuple[IntArray, IntArray, IntArray]:
+    """Edges (pair, peak of ``keyed``, peak of ``probe``): probe peaks searched among keyed peaks.
+
+    ``sign=1``: keyed is ``a``, the probe ``b`` is shifted by ``+shift``; ``sign=-1``: keyed is ``b``.
+    """
+    keyed, ik, flat = _restrict_map(keyed, ik)
+    n_probe = probe.n_peaks[ip]
+    pair_of_q = np.repeat(np.arange(ik.shape[0], dtype=np.int64), n_probe)
+    peak_p = _expand_ranges(probe.offsets[ip], n_probe)
+    target = probe.mz[peak_p] + sign * shift[pair_of_q]
+    keys, stride = _spectrum_keys(keyed)
+    base = ik[pair_of_q] * stride
     lo = np.searchsorted(keys, base + target - tolerance - _PAD, side="left")
     hi = np.searchsorted(keys, base + target + tolerance + _PAD, side="right")
-    lo = np.maximum(lo, a.offsets[ia][pair_of_q])
-    hi = np.minimum(hi, a.offsets[ia + 1][pair_of_q])
+    lo = np.maximum(lo, keyed.offsets[ik][pair_of_q])
+    hi = np.minimum(hi, keyed.offsets[ik + 1][pair_of_q])
     counts = np.maximum(hi - lo, 0)
     edge_q = np.repeat(np.arange(lo.shape[0], dtype=np.int64), counts)
-    peak_a = _expand_ranges(lo, counts)
-    mz_b_shifted = target[edge_q]
-    mz_a = a.mz[peak_a]
+    peak_k = _expand_ranges(lo, counts)
+    pair, peak_p = pair_of_q[edge_q], peak_p[edge_q]
+    if sign > 0:  # matchms' test: mz_a - tol <= mz_b + shift <= mz_a + tol
+        mz_a, mz_b_shifted = keyed.mz[peak_k], probe.mz[peak_p] + shift[pair]
+    else:
+        mz_a, mz_b_shifted = probe.mz[peak_p], keyed.mz[peak_k] + shift[pair]
     ok = (mz_b_shifted >= mz_a - tolerance) & (mz_b_shifted <= mz_a + tolerance)
-    edge_q, peak_a = edge_q[ok], peak_a[ok]
-    pair, pb = pair_of_q[edge_q], peak_b[edge_q]
-    order = np.lexsort((pb, peak_a, pair))
-    return pair[order], peak_a[order], pb[order]
+    peak_k = peak_k[ok] if flat is None else flat[peak_k[ok]]
+    return pair[ok], peak_k, peak_p[ok]
 
 
 def _greedy_assignment(node_a: IntArray, node_b: IntArray, rank: IntArray) -> npt.NDArray[np.bool_]:
@@ -175,6 +193,23 @@ def _greedy_assignment(node_a: IntArray, node_b: IntArray, rank: IntArray) -> np
         used_b[node_b[winners]] = True
         alive = alive[~(used_a[ea] | used_b[eb])]
     return chosen
+
+
+def _restrict(peaks: PeakSet, index: IntArray) -> tuple[PeakSet, IntArray]:
+    """Only the spectra ``index`` refers to (when they are few), so the cost follows the pairs, not the set."""
+    sub, new_index, _ = _restrict_map(peaks, index)
+    return sub, new_index
+
+
+def _restrict_map(peaks: PeakSet, index: IntArray) -> tuple[PeakSet, IntArray, IntArray | None]:
+    """As :func:`_restrict`, plus the original flat peak of every peak of the subset (None: unchanged)."""
+    if index.shape[0] == 0:
+        return peaks, index, None
+    used, inverse = np.unique(index, return_inverse=True)
+    if used.shape[0] * 2 >= len(peaks):
+        return peaks, index, None
+    flat = _expand_ranges(peaks.offsets[used], peaks.n_peaks[used])
+    return peaks.subset(used), inverse.astype(np.int64), flat
 
 
 def _as_pairs(ia: npt.ArrayLike, ib: npt.ArrayLike) -> tuple[IntArray, IntArray]:
@@ -251,6 +286,7 @@ def cosine_greedy(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, 
     Same result as matchms ``CosineGreedy(tolerance, mz_power, intensity_power).pair(a, b)``.
     """
     ia_, ib_ = _as_pairs(ia, ib)
+    (a, ia_), (b, ib_) = _restrict(a, ia_), _restrict(b, ib_)
     return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=False)
 
 
@@ -264,6 +300,7 @@ def modified_cosine(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike
     ``ModifiedCosineGreedy(...).pair(a, b)``. Both spectra of every pair need a precursor m/z.
     """
     ia_, ib_ = _as_pairs(ia, ib)
+    (a, ia_), (b, ib_) = _restrict(a, ia_), _restrict(b, ib_)
     return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=True)
 
 
@@ -349,7 +386,8 @@ def entropy_similarity(a: EntropyPeaks, b: EntropyPeaks, ia: npt.ArrayLike, ib: 
         raise ValueError("both sides must be prepared with the same tolerance")
     ia_, ib_ = _as_pairs(ia, ib)
     tol = a.tolerance_da
-    pair, pa_, pb_ = _find_peak_pairs(a.peaks, b.peaks, ia_, ib_, tol, np.zeros(ia_.shape[0]))
+    (pa_set, ia_), (pb_set, ib_) = _restrict(a.peaks, ia_), _restrict(b.peaks, ib_)
+    pair, pa_, pb_ = _find_peak_pairs(pa_set, pb_set, ia_, ib_, tol, np.zeros(ia_.shape[0]))
     # Cleaned peaks are >= 2 * tol apart, so a peak matches at most one other (ms_entropy merges
     # in one pass); on an exact tie keep the first partner of each peak, as its two-pointer walk does.
     keep = np.ones(pair.shape[0], dtype=bool)
@@ -361,6 +399,6 @@ def entropy_similarity(a: EntropyPeaks, b: EntropyPeaks, ia: npt.ArrayLike, ib: 
         dup_b[sb] = True
         keep &= ~dup_b
     pair, pa_, pb_ = pair[keep], pa_[keep], pb_[keep]
-    x, y = a.peaks.intensity[pa_], b.peaks.intensity[pb_]
+    x, y = pa_set.intensity[pa_], pb_set.intensity[pb_]
     gain = _xlog2x(x + y) - _xlog2x(x) - _xlog2x(y)
     return np.bincount(pair, weights=gain, minlength=ia_.shape[0]) / 2.0

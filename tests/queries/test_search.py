@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from query_helpers import build_test_library, split_queries, write_mgf
 
 from engine.encoders.fixed import FixedSpectrumEmbedder
-from engine.queries.analogue import AnalogueSettings, analogue_score, analogue_search
-from engine.queries.calibration import fit_logistic, load_calibration, reliability_table
+from engine.queries.analogue import AnalogueSettings, analogue_search, fallback_reliability
+from engine.queries.calibration import fit_listwise, fit_logistic, load_calibration, reliability_table
+from engine.queries.hits import rank_and_score
 from engine.queries.identity import IdentitySettings, identity_search
 from engine.queries.references import References
 from engine.queries.structure import StructureSettings, spectra_for_structures
@@ -87,18 +88,30 @@ def test_analogue_respects_mass_difference(fixed_library: tuple) -> None:
 
 
 def test_reliability_falls_with_quality() -> None:
-    feats = {"embedding_cosine": np.full(5, 0.8), "structure_cosine": np.full(5, 0.8),
-             "log_structure_spectra": np.zeros(5), "modified_cosine": np.full(5, 0.5),
-             "log_mass_difference": np.full(5, 2.0), "quality": np.linspace(0.1, 0.9, 5),
-             "library_quality": np.full(5, 0.9)}
-    assert np.all(np.diff(analogue_score(feats, None)) > 0)
+    feats = {"embedding_cosine": np.full(5, 0.8), "modified_cosine": np.full(5, 0.5),
+             "quality": np.linspace(0.1, 0.9, 5)}
+    assert np.all(np.diff(fallback_reliability(feats)) > 0)
     rng = np.random.default_rng(0)
     n = 400
     x = {k: rng.uniform(0, 1, n) for k in feats}
     tanimoto = np.clip(0.6 * x["embedding_cosine"] * x["quality"] + 0.1 * rng.uniform(0, 1, n), 0, 1)
     cal = fit_logistic("t", x, tanimoto)
-    assert np.all(np.diff(analogue_score(feats, cal)) > 0)
+    assert np.all(np.diff(cal.predict(feats)) > 0)
     assert np.corrcoef(cal.predict(x), tanimoto)[0, 1] > 0.8
+
+
+def test_rank_and_score_orders_and_keeps_scores_monotone() -> None:
+    qi = np.array([0, 0, 0, 1, 1, 2])
+    feats = {"a": np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.7]), "b": np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])}
+    ranker = fit_listwise("r", feats, qi, feats["a"], feature_names=["a"], temperature=0.05)
+    keep, rank, score = rank_and_score(qi, feats, 2, ranker=ranker, scale=None, fallback_rank="a",
+                                       fallback_score=feats["b"])
+    assert keep.tolist() == [1, 2, 3, 4, 5] and rank.tolist() == [1, 2, 1, 2, 1]
+    np.testing.assert_allclose(score, 0.0, atol=1e-12)  # non-increasing with rank inside each query
+    keep, _, score = rank_and_score(qi, feats, 3, ranker=None, scale=None, fallback_rank="b",
+                                    fallback_score=np.array([0.2, 0.9, 0.1, 0.5, 0.6, 0.3]))
+    assert keep.tolist() == [0, 1, 2, 4, 3, 5]
+    np.testing.assert_allclose(score, [0.2, 0.2, 0.1, 0.6, 0.5, 0.3], atol=1e-12)
 
 
 def test_calibration_round_trip(tmp_path: Path) -> None:
