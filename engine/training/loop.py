@@ -153,7 +153,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     last = run_dir / "last.pt"
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
-        if state["config"] != json.loads(json.dumps(to_dict(config))):
+        if _resume_key(state["config"]) != _resume_key(json.loads(json.dumps(to_dict(config)))):
             raise ValueError(f"{last} was written by another config; use another run name or delete it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -224,6 +224,11 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     (run_dir / "summary.json").write_text(json.dumps({"content_hash": digest, **extra}, indent=1) + "\n")
     log(f"train: wrote {model_path} ({model_path.stat().st_size / 2**20:.1f} MiB, hash {digest})")
     return TrainResult(run_dir, model_path, history, model)
+
+
+def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that must match to resume (thread count is only an execution detail)."""
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "threads"}}
 
 
 def _train_tanimoto(data: PreparedData) -> npt.NDArray[np.float16]:
