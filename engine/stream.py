@@ -18,11 +18,13 @@ import pyarrow as pa
 from engine.errors import FileFormatError, IncompatibleArtifactError, InvalidInputError, InvalidRecordError
 from engine.readers import read_file
 from engine.records import IonMode, Spectrum
-from engine.validate import validate_spectrum
+from engine.validate import validate_many
 
 OnInvalid = Literal["error", "skip"]
 MAX_REJECTS_KEPT = 1_000_000
 T = TypeVar("T")
+#: Spectra validated together (vectorised peak checks).
+VALIDATE_GROUP = 512
 
 REJECT_SCHEMA = pa.schema([
     pa.field("file", pa.string()), pa.field("record", pa.string()),
@@ -90,27 +92,43 @@ def read_indexed_spectra(path: str | Path, *, on_invalid: OnInvalid = "error", d
     report = report if report is not None else ReadReport()
     spath = str(path)
     report.files += 1
+    pending: list[tuple[int, Spectrum]] = []
+
+    def flush() -> Iterator[tuple[int, Spectrum]]:
+        checked = validate_many([s for _, s in pending], path=spath,
+                                records=[_record_name(s, i) for i, s in pending],
+                                default_ion_mode=default_ion_mode)
+        for (index, _), result in zip(pending, checked, strict=True):
+            if isinstance(result, InvalidRecordError):
+                if on_invalid == "error":
+                    raise result
+                report.reject(result)
+            else:
+                report.kept += 1
+                yield index, result
+        pending.clear()
+
     try:
         for index, item in enumerate(read_file(path, dataset=dataset)):
             report.spectra_read += 1
-            try:
-                if isinstance(item, InvalidRecordError):
-                    raise item
-                spectrum = validate_spectrum(item, path=spath, record=_record_name(item, index),
-                                             default_ion_mode=default_ion_mode)
-            except InvalidRecordError as err:
+            if isinstance(item, InvalidRecordError):
+                yield from flush()
                 if on_invalid == "error":
-                    raise
-                report.reject(err)
+                    raise item
+                report.reject(item)
                 continue
-            report.kept += 1
-            yield index, spectrum
+            pending.append((index, item))
+            if len(pending) >= VALIDATE_GROUP:
+                yield from flush()
+        yield from flush()
     except FileFormatError as err:
+        yield from flush()
         report.files_failed += 1
         if on_invalid == "error":
             raise
         report.reject(err)
     except (OSError, UnicodeDecodeError, IncompatibleArtifactError) as exc:
+        yield from flush()
         report.files_failed += 1
         detail = exc if isinstance(exc, IncompatibleArtifactError) else f"cannot read file: {exc}"
         file_err = FileFormatError(str(detail), path=spath, reason="file_error")

@@ -95,16 +95,44 @@ def _child(method: str, fmt: str, out: str, files: list[str]) -> dict[str, float
     return {"spectra": n, "seconds": time.perf_counter() - start}
 
 
+def _poll_peak_rss(proc: subprocess.Popen[str], interval_s: float = 0.02) -> int:
+    """Peak resident memory (bytes) of a child process and its descendants, polled until it exits.
+
+    (``ru_maxrss`` cannot be used: Linux carries it over ``execve`` from the forking parent.)
+    """
+    import psutil
+
+    peak = 0
+    try:
+        ps = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            except psutil.Error:
+                rss = 0
+            peak = max(peak, rss)
+            time.sleep(interval_s)
+    except psutil.NoSuchProcess:
+        pass
+    return peak
+
+
 def run_child(method: str, fmt: str, files: list[Path], work: Path) -> dict[str, float | str]:
     out = tempfile.mkdtemp(dir=work, prefix=f"{method}-{fmt}-")
-    code = (f"import json,resource,sys; sys.path.insert(0, {str(ROOT)!r}); "
-            "from benchmarks.ingest.run import _child; r=_child(*sys.argv[1:4], sys.argv[4:]); "
-            "r['peak_rss_mb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024; print(json.dumps(r))")
-    proc = subprocess.run([sys.executable, "-c", code, method, fmt, out, *map(str, files)],
-                          capture_output=True, text=True, check=False)
+    code = (f"import json,sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "from benchmarks.ingest.run import _child; print(json.dumps(_child(*sys.argv[1:4], sys.argv[4:])))")
+    with tempfile.TemporaryFile("w+") as err, tempfile.TemporaryFile("w+") as outf:
+        proc = subprocess.Popen([sys.executable, "-c", code, method, fmt, out, *map(str, files)],
+                                stdout=outf, stderr=err, text=True)
+        peak = _poll_peak_rss(proc)
+        proc.wait()
+        outf.seek(0)
+        err.seek(0)
+        stdout, stderr = outf.read(), err.read()
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
-    result: dict[str, float | str] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else "failed"}
+    result: dict[str, float | str] = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = peak / 2**20
     result["spectra_per_s"] = float(result["spectra"]) / float(result["seconds"])
     return result
 
