@@ -65,3 +65,25 @@ def test_normalise_ion_mode_spellings() -> None:
     assert normalise_ion_mode("neg") == "negative"
     assert normalise_ion_mode("") is None
     assert normalise_ion_mode("weird") == "weird"
+
+
+def test_validate_many_agrees_with_validate_spectrum() -> None:
+    from engine.validate import validate_many
+
+    cases = [
+        make([100.0, 200.0], [1.0, 2.0]), make([200.0, 100.0], [1.0, 2.0]), make([], []),
+        make([100.0, np.nan], [1.0, 1.0]), make([100.0, 100.0], [1.0, 2.0]), make([100.0], [-1.0]),
+        make([100.0], [1.0], precursor_mz=None), make([100.0], [1.0], charge=0),
+        make([100.0], [1.0], ion_mode=None, charge=-1), make([100.0], [1.0], adduct="[M+Qq]+"),
+        make([50.0, 60.0], [1.0, 1.0], adduct="[M+Na]+"), make([100.0], [1.0], ion_mode="weird"),
+    ]
+    got = validate_many(cases, path="f.mgf", records=[str(i) for i in range(len(cases))])
+    for i, (spectrum, result) in enumerate(zip(cases, got, strict=True)):
+        try:
+            expected: object = validate_spectrum(spectrum, path="f.mgf", record=str(i))
+        except InvalidRecordError as err:
+            assert isinstance(result, InvalidRecordError) and result.reason == err.reason
+            continue
+        assert isinstance(result, Spectrum)
+        assert result.mz.tolist() == expected.mz.tolist()  # type: ignore[attr-defined]
+        assert result.ion_mode == expected.ion_mode  # type: ignore[attr-defined]
