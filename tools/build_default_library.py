@@ -1,0 +1,96 @@
+"""Build the bundled default spectral library ``engine/data/library`` from MassBank.
+
+Selection: records whose licence allows redistribution (CC0, CC BY, CC BY-SA, dl-de/by-2-0), from
+high-resolution instruments (TOF / FT), with >= 5 peaks and a precursor within 20 ppm of the adduct's
+theoretical m/z; at most two spectra per (structure, ion mode), the two with the most peaks at
+different collision energies. Every record keeps its MassBank accession, licence, copyright and
+contributor (``metadata_json``), and ``engine/data/library/ATTRIBUTION.md`` lists them by contributor.
+
+Usage (reads ``../shared/data``, which the product itself never does)::
+
+    python tools/build_default_library.py [--data ../shared/data] [--per-structure 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+LICENCES = ("CC0", "CC BY", "CC BY-SA", "dl-de/by-2-0")
+
+
+def select(data: Path, per_structure: int) -> list[dict[str, object]]:
+    table = pq.read_table(data / "massbank" / "spectra.parquet")
+    rows = [r for r in table.to_pylist()
+            if r["license"] in LICENCES and any(k in (r["instrument_type"] or "") for k in ("TOF", "FT"))
+            and len(r["mz"]) >= 5 and (r["precursor_ppm_error"] is None or abs(r["precursor_ppm_error"]) <= 20)
+            and not r["legacy_blacklisted"]]
+    rows.sort(key=lambda r: (r["inchikey14"], r["ion_mode"], -len(r["mz"]), r["spectrum_id"]))
+    chosen: list[dict[str, object]] = []
+    seen: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        key = (r["inchikey14"], r["ion_mode"])
+        energies = seen.setdefault(key, set())
+        if len(energies) >= per_structure or str(r["collision_energy"]) in energies:
+            continue
+        energies.add(str(r["collision_energy"]))
+        chosen.append(r)
+    return chosen
+
+
+def write_mgf(rows: list[dict[str, object]], path: Path) -> None:
+    from engine.records import Spectrum
+    from engine.writers.mgf import write_mgf as write
+
+    spectra = [Spectrum(
+        spectrum_id=str(r["spectrum_id"]), mz=np.asarray(r["mz"], np.float64),
+        intensity=np.asarray(r["intensity"], np.float32), precursor_mz=float(r["precursor_mz"]),  # type: ignore[arg-type]
+        charge=r["charge"], ion_mode=r["ion_mode"], adduct=r["adduct"], name=r["name"],  # type: ignore[arg-type]
+        smiles=r["smiles"], inchikey=r["inchikey"], formula=r["formula"],  # type: ignore[arg-type]
+        retention_time=r["retention_time"], collision_energy=r["collision_energy"],  # type: ignore[arg-type]
+        metadata={"ACCESSION": str(r["spectrum_id"]), "LICENSE": str(r["license"]),
+                  "COPYRIGHT": str(r["copyright"] or ""), "CONTRIBUTOR": str(r["contributor"] or ""),
+                  "INSTRUMENT_TYPE": str(r["instrument_type"] or "")},
+    ) for r in rows]
+    write(spectra, path)
+
+
+def attribution(rows: list[dict[str, object]], path: Path) -> None:
+    by = Counter((str(r["contributor"]), str(r["copyright"]), str(r["license"])) for r in rows)
+    lines = ["# Attribution of the bundled default library", "",
+             f"{len(rows)} MassBank records (MassBank/MassBank-data release 2025.05.1), selected by "
+             "`tools/build_default_library.py`. Each record keeps its accession, licence, copyright and "
+             "contributor in the library table (`metadata_json`). Records by contributor:", "",
+             "| contributor | copyright | licence | records |", "|---|---|---|---|"]
+    lines += [f"| {c} | {cp} | {lic} | {n} |" for (c, cp, lic), n in sorted(by.items(), key=lambda x: -x[1])]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--per-structure", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "engine" / "data" / "library")
+    args = ap.parse_args()
+    rows = select(args.data, args.per_structure)
+    work = ROOT / "runs" / "default_library"
+    work.mkdir(parents=True, exist_ok=True)
+    mgf = work / "massbank_library.mgf"
+    write_mgf(rows, mgf)
+    shutil.rmtree(args.out, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "engine", "library", "build", str(mgf), "--out", str(args.out)],
+                   check=True, cwd=ROOT)
+    attribution(rows, args.out / "ATTRIBUTION.md")
+    print(f"{len(rows)} spectra -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
