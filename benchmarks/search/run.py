@@ -139,7 +139,7 @@ def main() -> None:
             {"quality_quartile": int(b + 1), "n": int((bins == b).sum()),
              "mean_quality": float(np.nanmean(qual[bins == b])), "mean_reliability": float(score[bins == b].mean()),
              "mean_top1_tanimoto": float(tani[bins == b].mean())} for b in range(4)]
-        data["analogue_reliability"] = reliability_table(score, tani >= 0.6)
+        data["analogue_reliability"] = reliability_table(score, tani)
         if not args.skip_flash_analogue:
             for res in peers.flash_search(table, sets.train_rows, q, methods=("open", "hybrid")).values():
                 t = top1_tanimoto(res.top1, q, fps, struct)
@@ -210,7 +210,7 @@ Reliability against query embedding quality (quartiles of the query's quality):
 
 {markdown_table(data['analogue_by_quality'])}
 
-Reliability score vs share of top hits with Tanimoto >= 0.6:
+Reliability (predicted Tanimoto of the top hit, binned) vs the observed mean Tanimoto:
 
 {markdown_table(data['analogue_reliability'])}
 

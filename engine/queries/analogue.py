@@ -33,13 +33,14 @@ from engine.queries.hits import (
     search_schema,
 )
 from engine.queries.identity import ScoreModel
-from engine.queries.references import References
+from engine.queries.references import SCORING_MAX_PEAKS, References
 from engine.queries.similarity import (
     PeakSet,
     cosine_greedy,
     entropy_similarity,
     modified_cosine,
     prepare_entropy,
+    top_peaks,
 )
 from engine.records import Tolerance
 
@@ -85,11 +86,10 @@ def analogue_features(query_peaks: PeakSet, references: References, query_index:
                       ) -> dict[str, npt.NDArray[np.float64]]:
     """Features of (query, candidate) pairs (see module docs)."""
     unique_rows, lib_pos = np.unique(row_id, return_inverse=True)
-    lib_peaks = references.peaks(unique_rows)
     meta = references.meta(unique_rows)
-    sqrt_q = PeakSet(query_peaks.mz, np.sqrt(query_peaks.intensity), query_peaks.offsets, query_peaks.precursor_mz)
-    sqrt_l = PeakSet(lib_peaks.mz, np.sqrt(lib_peaks.intensity), lib_peaks.offsets, lib_peaks.precursor_mz)
-    has_prec = np.isfinite(query_peaks.precursor_mz[query_index]) & np.isfinite(lib_peaks.precursor_mz[lib_pos])
+    sqrt_q = top_peaks(query_peaks, SCORING_MAX_PEAKS, sqrt=True)
+    sqrt_l = references.scoring_peaks(unique_rows)
+    has_prec = np.isfinite(query_peaks.precursor_mz[query_index]) & np.isfinite(sqrt_l.precursor_mz[lib_pos])
     mod_cos = np.zeros(query_index.shape[0])
     if has_prec.any():
         mod_cos[has_prec] = modified_cosine(sqrt_q, sqrt_l, query_index[has_prec], lib_pos[has_prec],
@@ -106,7 +106,7 @@ def analogue_features(query_peaks: PeakSet, references: References, query_index:
     lib_quality = (np.nan_to_num(np.asarray(meta.column("quality").to_numpy(zero_copy_only=False), np.float64),
                                  nan=1.0)
                    if "quality" in meta.column_names else np.ones(unique_rows.shape[0]))
-    dm = np.abs(lib_peaks.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index])
+    dm = np.abs(sqrt_l.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index])
     return {"embedding_cosine": np.asarray(embedding_cosine, dtype=np.float64), "structure_cosine": struct_cos,
             "log_structure_spectra": np.log(n_struct), "modified_cosine": mod_cos, "entropy": entropy,
             "log_mass_difference": np.log1p(np.nan_to_num(dm, nan=1000.0)),

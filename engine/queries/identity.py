@@ -31,8 +31,8 @@ from engine.queries.hits import (
     search_schema,
     top_per_query,
 )
-from engine.queries.references import References
-from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity, prepare_entropy
+from engine.queries.references import SCORING_MAX_PEAKS, References
+from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity, prepare_entropy, top_peaks
 from engine.queries.windows import as_vector_index, window_pairs
 from engine.records import Tolerance
 
@@ -67,17 +67,16 @@ def identity_features(query_peaks: PeakSet, references: References, query_index:
     """Features of (query, library row) pairs: embedding cosine, entropy similarity, cosine, matched peaks,
     precursor error, and each similarity's gap to the best candidate of the same query (0 for the best)."""
     unique_rows, lib_pos = np.unique(row_id, return_inverse=True)
-    lib_peaks = references.peaks(unique_rows)
     q_ent = prepare_entropy(query_peaks, tolerance_da=settings.entropy_tolerance_da)
     l_ent = references.entropy_peaks(unique_rows)
     if l_ent.tolerance_da != settings.entropy_tolerance_da:
-        l_ent = prepare_entropy(lib_peaks, tolerance_da=settings.entropy_tolerance_da)
+        l_ent = prepare_entropy(references.peaks(unique_rows), tolerance_da=settings.entropy_tolerance_da)
     entropy = entropy_similarity(q_ent, l_ent, query_index, lib_pos)
-    sqrt_q = PeakSet(query_peaks.mz, np.sqrt(query_peaks.intensity), query_peaks.offsets, query_peaks.precursor_mz)
-    sqrt_l = PeakSet(lib_peaks.mz, np.sqrt(lib_peaks.intensity), lib_peaks.offsets, lib_peaks.precursor_mz)
+    sqrt_q = top_peaks(query_peaks, SCORING_MAX_PEAKS, sqrt=True)
+    sqrt_l = references.scoring_peaks(unique_rows)
     cosine, matches = cosine_greedy(sqrt_q, sqrt_l, query_index, lib_pos, tolerance=settings.cosine_tolerance_da)
     q_prec = query_peaks.precursor_mz[query_index]
-    ppm = np.abs(lib_peaks.precursor_mz[lib_pos] - q_prec) / q_prec * 1e6
+    ppm = np.abs(sqrt_l.precursor_mz[lib_pos] - q_prec) / q_prec * 1e6
     emb_cos = np.asarray(embedding_cosine, dtype=np.float64)
     return {"embedding_cosine": emb_cos, "entropy": entropy, "cosine": cosine,
             "log_matches": np.log1p(matches.astype(np.float64)),

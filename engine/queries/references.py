@@ -14,12 +14,14 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.queries.similarity import EntropyPeaks, PeakSet, prepare_entropy
+from engine.queries.similarity import EntropyPeaks, PeakSet, prepare_entropy, top_peaks
 
 #: Annotation columns carried to the results (those present in the table).
 META_COLUMNS = ("spectrum_id", "name", "smiles", "inchikey", "formula", "adduct", "precursor_mz", "ion_mode",
                 "quality")
 PRELOAD_MAX_ROWS = 2_000_000
+#: Re-scoring uses the most intense peaks only, with square-root intensities (see :meth:`References.scoring_peaks`).
+SCORING_MAX_PEAKS = 100
 
 
 class References:
@@ -36,6 +38,7 @@ class References:
         self._meta: pa.Table | None = None
         self._peaks: PeakSet | None = None
         self._entropy: EntropyPeaks | None = None
+        self._scoring: PeakSet | None = None
         if isinstance(source, pa.Table):
             self._load(source)
             return
@@ -99,6 +102,17 @@ class References:
             assert self._peaks is not None
             return self._peaks.subset(self._positions(ids))
         return self._fetch(ids)[1]
+
+    def scoring_peaks(self, row_ids: npt.ArrayLike) -> PeakSet:
+        """The ``SCORING_MAX_PEAKS`` most intense peaks of ``row_ids``, square-root intensities (the input of
+        the greedy cosines in re-scoring; prepared once for a preloaded library)."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if self.preloaded:
+            if self._scoring is None:
+                assert self._peaks is not None
+                self._scoring = top_peaks(self._peaks, SCORING_MAX_PEAKS, sqrt=True)
+            return self._scoring.subset(self._positions(ids))
+        return top_peaks(self._fetch(ids)[1], SCORING_MAX_PEAKS, sqrt=True)
 
     def entropy_peaks(self, row_ids: npt.ArrayLike) -> EntropyPeaks:
         """Cleaned, entropy-weighted peaks of ``row_ids`` (prepared once for a preloaded library)."""

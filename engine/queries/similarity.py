@@ -99,6 +99,22 @@ class PeakSet:
         return PeakSet(self.mz[flat], self.intensity[flat], offsets, self.precursor_mz[idx])
 
 
+def top_peaks(peaks: PeakSet, n: int, *, sqrt: bool = False) -> PeakSet:
+    """Keep the ``n`` most intense peaks of every spectrum (m/z order kept); ``sqrt`` also takes the square
+    root of the intensities. Vectorised over the whole set."""
+    seg = peaks.spectrum_of_peak
+    order = np.lexsort((-peaks.intensity, seg))
+    start = np.repeat(peaks.offsets[:-1], peaks.n_peaks)
+    keep_sorted = (np.arange(order.shape[0]) - start) < n
+    keep = np.zeros(order.shape[0], dtype=bool)
+    keep[order[keep_sorted]] = True
+    counts = np.bincount(seg[keep], minlength=len(peaks))
+    offsets = np.zeros(len(peaks) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    inten = peaks.intensity[keep]
+    return PeakSet(peaks.mz[keep], np.sqrt(inten) if sqrt else inten, offsets, peaks.precursor_mz)
+
+
 def _expand_ranges(starts: IntArray, lengths: IntArray) -> IntArray:
     """Concatenate ``arange(s, s + n)`` for every (s, n), without a Python loop."""
     total = int(lengths.sum())
@@ -124,7 +140,7 @@ def _find_peak_pairs(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, toleran
     The peaks of the side with more distinct spectra are looked up among the other side's (a small,
     cache-friendly key array when one query meets many library spectra).
     """
-    if np.unique(ia).shape[0] < np.unique(ib).shape[0]:
+    if np.unique(ib).shape[0] < np.unique(ia).shape[0]:
         pair, pb, pa = _lookup(b, a, ib, ia, tolerance, shift, sign=-1.0)
     else:
         pair, pa, pb = _lookup(a, b, ia, ib, tolerance, shift, sign=1.0)
@@ -139,10 +155,13 @@ def _lookup(keyed: PeakSet, probe: PeakSet, ik: IntArray, ip: IntArray, toleranc
     ``sign=1``: keyed is ``a``, the probe ``b`` is shifted by ``+shift``; ``sign=-1``: keyed is ``b``.
     """
     keyed, ik, flat = _restrict_map(keyed, ik)
+    # visit pairs in keyed-spectrum order: the binary searches then walk the key array almost in order
+    visit = np.argsort(ik, kind="stable")
+    ik, ip = ik[visit], ip[visit]
     n_probe = probe.n_peaks[ip]
     pair_of_q = np.repeat(np.arange(ik.shape[0], dtype=np.int64), n_probe)
     peak_p = _expand_ranges(probe.offsets[ip], n_probe)
-    target = probe.mz[peak_p] + sign * shift[pair_of_q]
+    target = probe.mz[peak_p] + sign * shift[visit][pair_of_q]
     keys, stride = _spectrum_keys(keyed)
     base = ik[pair_of_q] * stride
     lo = np.searchsorted(keys, base + target - tolerance - _PAD, side="left")
@@ -152,7 +171,7 @@ def _lookup(keyed: PeakSet, probe: PeakSet, ik: IntArray, ip: IntArray, toleranc
     counts = np.maximum(hi - lo, 0)
     edge_q = np.repeat(np.arange(lo.shape[0], dtype=np.int64), counts)
     peak_k = _expand_ranges(lo, counts)
-    pair, peak_p = pair_of_q[edge_q], peak_p[edge_q]
+    pair, peak_p = visit[pair_of_q[edge_q]], peak_p[edge_q]
     if sign > 0:  # matchms' test: mz_a - tol <= mz_b + shift <= mz_a + tol
         mz_a, mz_b_shifted = keyed.mz[peak_k], probe.mz[peak_p] + shift[pair]
     else:

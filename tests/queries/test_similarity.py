@@ -137,3 +137,17 @@ def test_greedy_is_fast_on_many_pairs(massbank_sample: pa.Table) -> None:
     assert scores.shape == (n * n,)
     np.testing.assert_allclose(scores.reshape(n, n), scores.reshape(n, n).T, atol=1e-9)
     assert elapsed < 10.0  # ~46k pairs; typically well under a second
+
+
+def test_top_peaks_keeps_the_most_intense(massbank_sample: pa.Table) -> None:
+    from engine.queries.similarity import top_peaks
+
+    peaks = PeakSet.from_arrow(massbank_sample)
+    capped = top_peaks(peaks, 5, sqrt=True)
+    assert (capped.n_peaks == np.minimum(peaks.n_peaks, 5)).all()
+    for i in (0, 7, 50):
+        mz = peaks.mz[peaks.offsets[i]:peaks.offsets[i + 1]]
+        inten = peaks.intensity[peaks.offsets[i]:peaks.offsets[i + 1]]
+        expected = np.sort(mz[np.argsort(-inten, kind="stable")[:5]])
+        np.testing.assert_array_equal(capped.mz[capped.offsets[i]:capped.offsets[i + 1]], expected)
+    np.testing.assert_allclose(capped.intensity.max(), np.sqrt(peaks.intensity.max()))
