@@ -44,7 +44,9 @@ from engine.queries.identity import (
 )
 
 ANALOGUE_RANK_FEATURES = ("embedding_cosine", "structure_cosine", "log_structure_spectra", "modified_cosine",
-                          "entropy", "log_mass_difference", "library_quality")
+                          "entropy", "log_mass_difference", "library_quality", "structure_max_modified",
+                          "structure_max_entropy", "structure_max_cosine")
+ANALOGUE_TEMPERATURE = 0.2
 ANALOGUE_SCALE_FEATURES = ("rank_logit", "log_rank", "quality", "embedding_cosine", "modified_cosine", "entropy")
 IDENTITY_FEATURES = ("embedding_cosine", "entropy", "cosine", "log_matches", "precursor_error", "entropy_gap",
                      "embedding_gap")
@@ -152,7 +154,7 @@ def fit_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     info = {"fitted_on": "calibration fold of train (queries) vs train outside the fold",
             "target": "Tanimoto (RDKit fingerprint, 2048 bits)", "queries": n, "pairs": len(qi)}
     ranker = fit_listwise(ANALOGUE_RANKER, feats, qi, tani, feature_names=ANALOGUE_RANK_FEATURES,
-                          encoder_hash=encoder_hash, info=info)
+                          temperature=ANALOGUE_TEMPERATURE, encoder_hash=encoder_hash, info=info)
     scale = fit_scale(ANALOGUE_SCALE, qi, feats, ranker, tani, ANALOGUE_SCALE_FEATURES, encoder_hash,
                                {**info, "target": "Tanimoto of the hit, soft label"})
     out: dict[str, Any] = {"queries": int(n), "pairs": len(qi)}

@@ -2,9 +2,10 @@
 
 Candidates are the ``n_candidates`` nearest library spectra by embedding cosine (same ion mode by
 default; within ``max_mass_difference`` Da of the query precursor when given). Each candidate gets
-features in the spirit of MS2Query (de Jonge et al. 2023): the embedding cosine, the mean cosine over
-all retrieved spectra of the candidate's structure, the modified cosine and entropy similarity, the
-precursor mass difference, and the embedding qualities. Two small models fitted on the calibration fold
+features in the spirit of MS2Query (de Jonge et al. 2023): the embedding cosine, the modified cosine
+and entropy similarity, the same aggregated over all retrieved spectra of the candidate's structure
+(mean / maximum: a structure recorded several times gathers evidence), the precursor mass difference,
+and the embedding qualities. Two small models fitted on the calibration fold
 of ``train`` (structures the model never saw) use them: a listwise linear **ranker** that orders the
 candidates (trained to put the highest-Tanimoto structure first), and the **reliability** scale, a
 logistic model with the Tanimoto of (query, hit) structures as soft label: a 0..1 estimate of that
@@ -54,7 +55,7 @@ class AnalogueSettings:
     """Knobs of analogue search."""
 
     top_k: int = 10
-    n_candidates: int = 100
+    n_candidates: int = 200
     max_mass_difference: float | None = None
     same_ion_mode: bool = True
     cosine_tolerance_da: float = 0.1
@@ -67,17 +68,23 @@ class AnalogueSettings:
             raise ValueError("max_mass_difference must be > 0 Da")
 
 
-def _group_mean(query_index: npt.NDArray[np.int64], key: npt.NDArray[np.object_],
-                values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per row: mean of ``values`` and count over rows with the same (query, key)."""
-    if query_index.shape[0] == 0:
-        return np.zeros(0), np.zeros(0)
-    _, key_code = np.unique(key.astype(str), return_inverse=True)
-    pair = query_index * (int(key_code.max()) + 1) + key_code
-    _, inverse = np.unique(pair, return_inverse=True)
-    sums = np.bincount(inverse, weights=values)
-    counts = np.bincount(inverse).astype(np.float64)
-    return (sums / counts)[inverse], counts[inverse]
+def _structure_groups(query_index: npt.NDArray[np.int64], structure: npt.NDArray[np.int64]
+                      ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Group id of every (query, structure) row and the group sizes per row."""
+    pair = query_index * (int(structure.max()) + 1) + structure
+    _, group = np.unique(pair, return_inverse=True)
+    counts = np.bincount(group).astype(np.float64)
+    return group.astype(np.int64), counts[group]
+
+
+def _group_mean(group: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return (np.bincount(group, weights=values) / np.bincount(group))[group]
+
+
+def _group_max(group: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    top = np.full(int(group.max()) + 1, -np.inf)
+    np.maximum.at(top, group, values)
+    return top[group]
 
 
 def analogue_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
@@ -101,13 +108,19 @@ def analogue_features(query_peaks: PeakSet, references: References, query_index:
     entropy = entropy_similarity(q_ent, references.entropy_peaks(unique_rows), query_index, lib_pos)
     keys = (meta.column("inchikey").to_pylist() if "inchikey" in meta.column_names
             else meta.column("spectrum_id").to_pylist())
-    key14 = np.asarray([(k or "")[:14] or f"#{i}" for i, k in enumerate(keys)], dtype=object)[lib_pos]
-    struct_cos, n_struct = _group_mean(query_index, key14, embedding_cosine)
+    # structures by InChIKey first block; rows without one are their own structure
+    key14 = np.asarray([(k or "")[:14] or f"#{i}" for i, k in enumerate(keys)], dtype=object)
+    _, structure = np.unique(key14.astype(str), return_inverse=True)
+    emb_cos = np.asarray(embedding_cosine, dtype=np.float64)
+    group, n_struct = _structure_groups(query_index, structure.astype(np.int64)[lib_pos])
     lib_quality = (np.nan_to_num(np.asarray(meta.column("quality").to_numpy(zero_copy_only=False), np.float64),
                                  nan=1.0)
                    if "quality" in meta.column_names else np.ones(unique_rows.shape[0]))
     dm = np.abs(sqrt_l.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index])
-    return {"embedding_cosine": np.asarray(embedding_cosine, dtype=np.float64), "structure_cosine": struct_cos,
+    return {"embedding_cosine": emb_cos, "structure_cosine": _group_mean(group, emb_cos),
+            "structure_max_cosine": _group_max(group, emb_cos),
+            "structure_max_modified": _group_max(group, mod_cos),
+            "structure_max_entropy": _group_max(group, entropy),
             "log_structure_spectra": np.log(n_struct), "modified_cosine": mod_cos, "entropy": entropy,
             "log_mass_difference": np.log1p(np.nan_to_num(dm, nan=1000.0)),
             "quality": np.asarray(query_quality, dtype=np.float64)[query_index],
