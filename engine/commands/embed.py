@@ -8,6 +8,9 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 
 model_option = click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
                             help="Model checkpoint (default: the bundled model).")
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="Torch CPU threads (default: torch's choice). On a busy machine 1 is often fastest.")
 batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
                             help="Spectra / molecules per forward pass.")
 
@@ -25,11 +28,12 @@ def embed() -> None:
 @dataset_option
 @ion_mode_option
 @batch_option
+@threads_option
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write skipped records (file, record, reason) to this Parquet file.")
 @engine_errors
 def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invalid: str, dataset: str | None,
-            ion_mode: str | None, batch_size: int, report_path: str | None) -> None:
+            ion_mode: str | None, batch_size: int, threads: int | None, report_path: str | None) -> None:
     """Embed the spectra of INPUT... (MGF, MSP, mzML, mzXML, Parquet; files, directories or globs).
 
     Writes one row per valid spectrum: spectrum_id, source_file, precursor_mz, ion_mode, adduct,
@@ -39,6 +43,7 @@ def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invali
     from engine.model import load_model
     from engine.stream import ReadReport
 
+    _set_threads(threads)
     model = load_model(model_path)
     report = ReadReport()
     result = embed_spectra_files(list(inputs), out, model=model, on_invalid=on_invalid,  # type: ignore[arg-type]
@@ -58,13 +63,16 @@ def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invali
 @model_option
 @on_invalid_option
 @batch_option
+@threads_option
 @engine_errors
-def molecules(input: str, out: str, model_path: str | None, on_invalid: str, batch_size: int) -> None:
+def molecules(input: str, out: str, model_path: str | None, on_invalid: str, batch_size: int,
+              threads: int | None) -> None:
     """Embed the molecules of INPUT: SMILES file (.smi/.txt: SMILES [id]), CSV/TSV or Parquet with a
     `smiles` column, or SDF. Writes the input's columns unchanged plus `embedding`."""
     from engine.embed import embed_molecule_file
     from engine.model import load_model
 
+    _set_threads(threads)
     model = load_model(model_path)
     result = embed_molecule_file(input, out, model=model, on_invalid=on_invalid,  # type: ignore[arg-type]
                                  batch_size=batch_size)
@@ -73,3 +81,10 @@ def molecules(input: str, out: str, model_path: str | None, on_invalid: str, bat
     click.echo(f"molecules read: {result.report['molecules_read']}, kept: {result.rows}, "
                f"skipped: {result.report['skipped']}")
     click.echo(f"wrote {result.rows} embeddings (dim {model.dim}) to {out} in {result.seconds:.1f} s")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

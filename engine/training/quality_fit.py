@@ -24,7 +24,7 @@ from engine.quality import QualityMethod, isotonic
 from engine.training.config import TrainConfig
 from engine.training.data import CALIB, TRAIN, PreparedData, tanimoto_matrix
 
-N_PARTNERS = 32
+N_PARTNERS = 128
 FLAG_SHARE = 0.2
 MIN_CALIBRATION = 40
 
