@@ -17,8 +17,8 @@ from engine.encoders.featurize import ATOM_FEATURE_SIZES, BOND_FEATURE_SIZES, Gr
 class MoleculeEncoderConfig:
     """Shape of the molecule encoder."""
 
-    hidden_dim: int = 192
-    n_layers: int = 4
+    hidden_dim: int = 128
+    n_layers: int = 3
     head_dim: int = 512
     dropout: float = 0.1
 

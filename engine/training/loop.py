@@ -214,6 +214,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
                           "licenses": list(config.data.licenses),
                           "wall_seconds_this_call": round(time.time() - t_start, 1),
                           "epoch_seconds": [h["seconds"] for h in history],
+                          "epoch_seconds_total": round(sum(h["seconds"] for h in history), 1),
                           "final": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}},
              "quality": quality_report}
     from engine.training.data import write_attribution
