@@ -78,3 +78,50 @@ def test_metrics() -> None:
     assert hit_rates(ranks, (1, 2)) == {"hit_rate@1": 0.5, "hit_rate@2": 1.0}
     out = binned_rmse(np.array([0.1, 0.5], np.float32), np.array([0.0, 0.95], np.float32))
     assert out["per_bin"][0]["pairs"] == 1 and abs(out["per_bin"][9]["rmse"] - 0.45) < 1e-6
+
+
+def test_train_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from tests.training.conftest import FIXTURES
+
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(f"""
+name = "cli"
+seed = 1
+out_dir = "{tmp_path}"
+[data]
+spectra = "{FIXTURES / 'massbank_tiny.parquet'}"
+candidates = "{FIXTURES / 'candidates_tiny.parquet'}"
+calibration_fraction = 0.0
+negative_pool = 4
+mass_neighbours = 16
+cache_dir = "{tmp_path / 'cache'}"
+[model]
+dim = 8
+[model.spectrum]
+bag_dim = 8
+hidden_dims = [8]
+[model.molecule]
+hidden_dim = 8
+n_layers = 1
+head_dim = 8
+[model.quality]
+n_reference = 8
+k = 2
+[train]
+epochs = 1
+batch_structures = 4
+hard_negatives = 1
+val_max_spectra = 20
+val_pairs = 20
+""")
+    export = tmp_path / "exported.pt"
+    result = CliRunner().invoke(main, ["train", "--config", str(toml), "--export", str(export)])
+    assert result.exit_code == 0, result.output
+    assert load_model(export).dim == 8
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepochs = 1\nunknown_key = 3\n")
+    result = CliRunner().invoke(main, ["train", "--config", str(bad)])
+    assert result.exit_code != 0 and "unknown_key" in result.output
