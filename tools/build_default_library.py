@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 LICENCES = ("CC0", "CC BY", "CC BY-SA", "dl-de/by-2-0")
 
 
@@ -46,6 +47,17 @@ def select(data: Path, per_structure: int) -> list[dict[str, object]]:
     return chosen
 
 
+def _seconds(text: object) -> float | None:
+    """MassBank retention time text ('7.965 min', '420 sec', '12.1') in seconds; minutes when no unit."""
+    import re
+
+    m = re.match(r"^\s*([0-9.]+)\s*(s|sec|seconds?|min|minutes?)?", str(text or ""), re.I)
+    if m is None:
+        return None
+    value = float(m.group(1))
+    return value if (m.group(2) or "min").lower().startswith("s") else value * 60.0
+
+
 def write_mgf(rows: list[dict[str, object]], path: Path) -> None:
     from engine.records import Spectrum
     from engine.writers.mgf import write_mgf as write
@@ -55,12 +67,26 @@ def write_mgf(rows: list[dict[str, object]], path: Path) -> None:
         intensity=np.asarray(r["intensity"], np.float32), precursor_mz=float(r["precursor_mz"]),  # type: ignore[arg-type]
         charge=r["charge"], ion_mode=r["ion_mode"], adduct=r["adduct"], name=r["name"],  # type: ignore[arg-type]
         smiles=r["smiles"], inchikey=r["inchikey"], formula=r["formula"],  # type: ignore[arg-type]
-        retention_time=r["retention_time"], collision_energy=r["collision_energy"],  # type: ignore[arg-type]
+        retention_time=_seconds(r["retention_time"]), collision_energy=r["collision_energy"],  # type: ignore[arg-type]
         metadata={"ACCESSION": str(r["spectrum_id"]), "LICENSE": str(r["license"]),
                   "COPYRIGHT": str(r["copyright"] or ""), "CONTRIBUTOR": str(r["contributor"] or ""),
                   "INSTRUMENT_TYPE": str(r["instrument_type"] or "")},
     ) for r in rows]
     write(spectra, path)
+
+
+def compact(library: Path, rows_per_file: int = 3000) -> None:
+    """Rewrite the table in files of at most ``rows_per_file`` rows, without old versions (repo-sized files)."""
+    import lance
+
+    from indexes.library import Library
+
+    uri = str(library / "spectra.lance")
+    data = lance.dataset(uri)
+    table = data.to_table()
+    shutil.rmtree(uri)
+    lance.write_dataset(table, uri, schema=data.schema, max_rows_per_file=rows_per_file)
+    Library.open(library).table.ensure_key_index()
 
 
 def attribution(rows: list[dict[str, object]], path: Path) -> None:
@@ -88,6 +114,7 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "engine", "library", "build", str(mgf), "--out", str(args.out)],
                    check=True, cwd=ROOT)
+    compact(args.out)
     attribution(rows, args.out / "ATTRIBUTION.md")
     print(f"{len(rows)} spectra -> {args.out}")
 
