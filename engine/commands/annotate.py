@@ -23,6 +23,9 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--candidates-by", type=click.Choice(["mass", "formula"]), default="mass", show_default=True)
 @click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float)
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
+@click.option("--analogue-candidates", default=10, show_default=True,
+              help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 200; "
+                   "fewer is faster at repository scale).")
 @click.option("--chunk-size", default=4096, show_default=True, help="Spectra per unit of work and of resumption.")
 @click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="skip", show_default=True,
               help="skip: bad records are counted and listed in skipped.parquet; error: a bad record fails "
@@ -37,8 +40,8 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @engine_errors
 def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str | None, candidates: str | None,
              candidates_by: str, precursor_tolerance_ppm: float, max_mass_difference: float | None,
-             chunk_size: int, on_invalid: str, dataset: str | None, ion_mode: str | None, workers: int,
-             ray_address: str | None, dry_run: bool, quiet: bool) -> None:
+             analogue_candidates: int, chunk_size: int, on_invalid: str, dataset: str | None,
+             ion_mode: str | None, workers: int, ray_address: str | None, dry_run: bool, quiet: bool) -> None:
     """Annotate every MS2 spectrum of INPUTS (mzML, mzXML, MGF, MSP files, directories, globs, @lists):
     library match, analogue and (with --candidates) candidate ranking."""
     from engine.jobs.annotate import JobOptions
@@ -56,6 +59,7 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
     try:
         settings = AnnotateSettings(precursor_tolerance_ppm=precursor_tolerance_ppm,
                                     max_mass_difference=max_mass_difference,
+                                    analogue_candidates=analogue_candidates,
                                     candidates_by=candidates_by,  # type: ignore[arg-type]
                                     chunk_size=chunk_size)
     except ValueError as exc:

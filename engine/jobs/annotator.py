@@ -64,6 +64,7 @@ class AnnotateSettings:
 
     precursor_tolerance_ppm: float = 10.0
     max_mass_difference: float | None = None
+    analogue_candidates: int = 10
     candidates_by: Literal["formula", "mass"] = "mass"
     candidate_tolerance_ppm: float = 10.0
     chunk_size: int = 4096
@@ -157,7 +158,8 @@ class Annotator:
                                 settings=IdentitySettings(top_k=1, precursor_tolerance_ppm=s.precursor_tolerance_ppm),
                                 embeddings=(emb, quality))
         analog = analogue_search(batch, self.library, self.references, self.model,
-                                 settings=AnalogueSettings(top_k=1, max_mass_difference=s.max_mass_difference),
+                                 settings=AnalogueSettings(top_k=1, max_mass_difference=s.max_mass_difference,
+                                                           n_candidates=s.analogue_candidates),
                                  embeddings=(emb, quality))
         self.seconds["search"] += time.perf_counter() - t
         ranked = None
