@@ -297,15 +297,18 @@ def main() -> None:
     for subset_name, subset in (("clean", clean), ("all", np.ones_like(clean))):
         for name, v in sets.items():
             ranks, sizes = rank_queries(emb, struct_of, v, cand_index, cand_matrix.embeddings, true_emb)
-            r, z = ranks[subset], sizes[subset]
-            res = {**hit_rates(r, KS), "queries": int(subset.sum()), "mean_candidates": float(z.mean()),
-                   **{f"random_hit_rate@{k}": random_hit(z, k) for k in KS}}
-            ranking[f"{subset_name}/{name}"] = res
-            md_rank.append({"val spectra": subset_name, "protocol": name, "queries": res["queries"],
-                            "mean candidates": round(res["mean_candidates"], 1),
-                            **{f"hit@{k} %": round(100 * res[f"hit_rate@{k}"], 2) for k in KS},
-                            **{f"random@{k} %": round(100 * res[f"random_hit_rate@{k}"], 2) for k in KS}})
-            print(subset_name, name, {k: round(v, 4) for k, v in res.items()}, flush=True)
+            for label, sel in ((name, subset), (f"{name} (>= 2 candidates)", subset & (sizes >= 2))):
+                if name == "mass256" and label != name:
+                    continue
+                r, z = ranks[sel], sizes[sel]
+                res = {**hit_rates(r, KS), "queries": int(sel.sum()), "mean_candidates": float(z.mean()),
+                       **{f"random_hit_rate@{k}": random_hit(z, k) for k in KS}}
+                ranking[f"{subset_name}/{label}"] = res
+                md_rank.append({"val spectra": subset_name, "protocol": label, "queries": res["queries"],
+                                "mean candidates": round(res["mean_candidates"], 1),
+                                **{f"hit@{k} %": round(100 * res[f"hit_rate@{k}"], 2) for k in KS},
+                                **{f"random@{k} %": round(100 * res[f"random_hit_rate@{k}"], 2) for k in KS}})
+                print(subset_name, label, {k: round(v, 4) for k, v in res.items()}, flush=True)
 
     # --- Tanimoto RMSE over all pairs (clean val spectra, then all val spectra with the quality filter)
     fps = fingerprints(s_smiles)
@@ -376,6 +379,7 @@ def main() -> None:
         "spectra/s >= 10,000": speed["spectra_per_s"] >= 10_000,
     }
     extra = getattr(model, "extra", {})
+    single_share = 1 - ranking["clean/formula (>= 2 candidates)"]["queries"] / ranking["clean/formula"]["queries"]
     body = [
         f"Model `{args.model or 'engine/data/model/default.pt'}` (hash `{model.encoder_hash}`, dim {model.dim}); "
         f"MassBank `val` split: {table.num_rows} spectra of {structs.shape[0]} structures, of which "
@@ -388,6 +392,11 @@ def main() -> None:
         + "; ".join(f"{k} {a[0]}/{a[1]}/{a[2]}" for k, a in ANCHORS.items()) + " (hit@1/5/20 %).",
         "",
         markdown_table(md_rank),
+        "",
+        f"In the formula protocol {100 * single_share:.0f}% "
+        "of the clean queries have no other molecule with their formula in `candidates.parquet`, so they are hit "
+        "trivially and lift the random baseline; the `>= 2 candidates` row leaves them out. The mass256 sets are "
+        "mostly ZINC/MOSES lead-like decoys, which differ more from MassBank compounds than PubChem's do.",
         "",
         "### Tanimoto-prediction RMSE (cosine of two spectrum embeddings vs RDKit-fingerprint Tanimoto)",
         "",
