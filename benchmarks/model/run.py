@@ -103,14 +103,18 @@ def random_hit(sizes: npt.NDArray[np.int64], k: int) -> float:
 
 def pair_rmse(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani: npt.NDArray[np.float32],
               positive: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_] | None = None,
-              block: int = 2048) -> dict[str, Any]:
-    """RMSE over all distinct spectrum pairs, by mode combination, optionally only pairs of kept spectra."""
+              block: int = 2048, clip: bool = False) -> dict[str, Any]:
+    """RMSE over all distinct spectrum pairs, by mode combination, optionally only pairs of kept spectra.
+
+    With ``clip`` the predicted Tanimoto is ``clip(cosine, 0, 1)`` instead of the raw cosine."""
     sums = {m: np.zeros(10) for m in ("positive", "negative", "cross", "all")}
     counts = {m: np.zeros(10, np.int64) for m in sums}
     n = emb.shape[0]
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
         pred = emb[rows] @ emb.T
+        if clip:
+            pred = np.clip(pred, 0.0, 1.0)
         true = tani[struct[rows]][:, struct]
         valid = np.arange(n)[None, :] > rows[:, None]          # each unordered pair once
         if keep is not None:
@@ -322,6 +326,7 @@ def main() -> None:
         "all": pair_rmse(emb, struct_of, tani, positive),
         "all_quality_kept": pair_rmse(emb, struct_of, tani, positive, keep=kept),
         "clean_quality_kept": pair_rmse(emb[c], struct_of[c], tani, positive[c], keep=kept[c]),
+        "clean_clipped": pair_rmse(emb[c], struct_of[c], tani, positive[c], clip=True),
     }
     flagged_pairs: dict[str, dict[str, Any]] = {}
     for name in ("all", "clean"):
@@ -342,7 +347,8 @@ def main() -> None:
                        "flagged_share_unclean": float((~kept[~clean]).mean()) if (~clean).any() else float("nan"),
                        "flagged_pairs": flagged_pairs}
     md_rmse = []
-    for name, label in (("clean", "clean val"), ("clean_quality_kept", "clean val, quality-kept"),
+    for name, label in (("clean", "clean val"), ("clean_clipped", "clean val, prediction clipped to 0..1"),
+                        ("clean_quality_kept", "clean val, quality-kept"),
                         ("all", "all val"), ("all_quality_kept", "all val, quality-kept")):
         for mode in ("all", "positive", "negative", "cross"):
             r_ = rmse[name][mode]
