@@ -9,7 +9,10 @@ Size rule (after GLEAMS), applied per partition of ``n`` rows and dimension ``d`
   (FAISS wants at least 39 training points per centroid, hence ``rows_per_list = 39``).
 * k-means is trained on a random sample of ``train_rows_per_list * nlist`` rows (at most
   ``max_train_rows``); vectors are then added in batches of ``add_batch_rows``.
-* ``n_probe`` (default measured by ``benchmarks/index``) is clamped to ``[1, nlist]``.
+* ``n_probe`` is clamped to ``[1, nlist]``; the default 16 was measured by ``benchmarks/index``: at
+  1M vectors (nlist 4096) IVF-Flat reaches recall@10 0.99 at about 120x the speed of exact search.
+* IVF-PQ candidates are over-fetched ``refine_factor`` (10) times and re-scored exactly from the
+  stored vectors (recall@10 0.96 at 1M, n_probe 16, against 0.65 from the PQ codes alone).
 
 The metric is inner product on L2-normalised vectors, i.e. cosine. GPU FAISS is used for training,
 adding and unfiltered search when ``faiss.get_num_gpus() > 0``; results match the CPU path.
@@ -40,10 +43,10 @@ class IndexPolicy:
     rows_per_list: int = 39
     min_nlist: int = 16
     max_nlist: int = 4096
-    n_probe: int = 32
+    n_probe: int = 16
     pq_dims_per_code: int = 4
     pq_nbits: int = 8
-    refine_factor: int = 4
+    refine_factor: int = 10
     exact_window_rows: int = 4096
     train_rows_per_list: int = 64
     max_train_rows: int = 300_000

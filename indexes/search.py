@@ -43,6 +43,7 @@ BLOCK_MIN_SCORES = 1 << 16
 GATHER_MAX_WINDOW = 2048
 GATHER_ROWS = 1 << 16
 OVERFETCH_MAX = 1024
+LOOP_MIN_WINDOW = 64
 _POS_BITS = 40
 _POS_MASK = (1 << _POS_BITS) - 1
 
@@ -302,11 +303,21 @@ def _gathered_windows(part: PartitionData, q: npt.NDArray[np.float32], a: npt.ND
                       b: npt.NDArray[np.int64], k: int, *, min_quality: float | None) -> Scored:
     """Exact top-k over the sorted slices ``[a, b)``: every candidate row is scored once (no waste).
 
-    Rows of a slice are inside the window by construction, so only quality needs masking.
+    Slices of more than ``LOOP_MIN_WINDOW`` rows are scored one query at a time (a matrix-vector
+    product over a contiguous view); the smaller ones are gathered and scored together. Rows of a slice
+    are inside the window by construction, so only quality needs masking.
     """
     m = q.shape[0]
     out_s, out_i = _empty(m, k)
     counts = (b - a).astype(np.int64)
+    for j in np.flatnonzero(counts > LOOP_MIN_WINDOW):  # larger slices: one BLAS product each, no copy
+        lo_j, hi_j = int(a[j]), int(b[j])
+        scores = np.asarray(part.vectors[lo_j:hi_j] @ q[j], dtype=np.float32)
+        if min_quality is not None:
+            scores[part.quality[lo_j:hi_j] < min_quality] = -np.inf
+        s, i = topk_rows(scores[None, :], None, k)
+        out_s[j], out_i[j] = s[0], np.where(i[0] >= 0, i[0] + lo_j, -1)
+    counts = np.where(counts > LOOP_MIN_WINDOW, 0, counts)
     ends = np.cumsum(counts)
     start = 0
     while start < m:
