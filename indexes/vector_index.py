@@ -45,8 +45,8 @@ class PartitionData:
     vectors: npt.NDArray[np.float32]
     meta: pa.Table
     index: Any = None
-    n_probe: int = 32
-    refine_factor: int = 4
+    n_probe: int = 16
+    refine_factor: int = 10
     exact_window_rows: int = 4096
     gpu_index: Any = None
     _cache: dict[str, Any] = field(default_factory=dict)
