@@ -351,7 +351,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (0: all cores)")
     ap.add_argument("--skip", default="", help="comma-separated stages to skip: lancedb,library,append,ivf_pq")
     ap.add_argument("--probes", default="1,2,4,8,16,32,64,128")
+    ap.add_argument("--rewrite", action="store_true", help="only rewrite RESULTS.md from results.json")
     args = ap.parse_args()
+    if args.rewrite:
+        write(json.loads(JSON.read_text()))
+        return
     import faiss
 
     if args.threads:
@@ -409,7 +413,21 @@ def main() -> None:
         write(results)
 
 
+def normalise_exact(run: dict[str, Any]) -> None:
+    """Exact queries/s = the better of its two measurements (timed subset, ground-truth pass).
+
+    On a shared machine one short timing can catch a busy moment; speed-ups are recomputed from it.
+    """
+    exact = next(r for r in run["rows"] if r["method"] == "flat (exact)")
+    exact["qps"] = max(exact["qps"], run["queries"] / exact.get("ground_truth_s", float("inf")))
+    for r in run["rows"]:
+        if "speedup_vs_exact" in r:
+            r["speedup_vs_exact"] = r["qps"] / exact["qps"]
+
+
 def write(results: dict[str, Any]) -> None:
+    for run in results["runs"].values():
+        normalise_exact(run)
     runs = sorted(results["runs"].values(), key=lambda r: (r["embedder"], r["n"]))
     parts = [
         "Vectors: real MassBank spectra (89,284) first, then perturbed copies re-embedded (peak dropout "
