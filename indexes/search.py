@@ -79,7 +79,7 @@ def search(index: VectorIndex, queries: npt.NDArray[np.floating], *, top_k: int 
     best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
     best_h = np.full((nq, 0), -1, dtype=np.int64)
     for pid, entry in enumerate(index.manifest.partitions):
-        if entry.n_rows == 0:
+        if entry.n_rows == 0 or pid not in index.served:
             continue
         sel = np.ones(nq, dtype=bool)
         if modes is not None:

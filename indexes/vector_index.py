@@ -78,19 +78,29 @@ def _column_numpy(table: pa.Table, name: str) -> Any:
 class VectorIndex:
     """An opened index directory; partitions load on first use (vectors and IVF lists memory-mapped)."""
 
-    def __init__(self, directory: str | Path, manifest: IndexManifest, *, use_gpu: bool | None = None) -> None:
+    def __init__(self, directory: str | Path, manifest: IndexManifest, *, use_gpu: bool | None = None,
+                 partitions: Sequence[str] | None = None) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
         self.use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
         self._parts: dict[int, PartitionData] = {}
+        names = [p.name for p in manifest.partitions]
+        unknown = sorted(set(partitions or ()) - set(names))
+        if unknown:
+            raise ValueError(f"no partitions named {unknown} in {directory}")
+        self.served = frozenset(i for i, n in enumerate(names) if partitions is None or n in partitions)
 
     @classmethod
     def open(cls, directory: str | Path, *, dim: int | None = None, encoder_hash: str | None = None,
-             table_rows: int | None = None, use_gpu: bool | None = None) -> VectorIndex:
-        """Open ``directory``, refusing it (IncompatibleArtifactError) when it does not match the model or table."""
+             table_rows: int | None = None, use_gpu: bool | None = None,
+             partitions: Sequence[str] | None = None) -> VectorIndex:
+        """Open ``directory``, refusing it (IncompatibleArtifactError) when it does not match the model or table.
+
+        ``partitions`` restricts searches to those partitions (a shard set, see :mod:`indexes.shards`).
+        """
         manifest = IndexManifest.load(directory)
         manifest.check(where=str(directory), dim=dim, encoder_hash=encoder_hash, table_rows=table_rows)
-        return cls(directory, manifest, use_gpu=use_gpu)
+        return cls(directory, manifest, use_gpu=use_gpu, partitions=partitions)
 
     @property
     def dim(self) -> int:

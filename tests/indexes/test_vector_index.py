@@ -116,3 +116,30 @@ def test_add_new_ion_mode(embedded: Embedded, tmp_path: Path) -> None:
 
 def _ppm(value: float) -> Tolerance:
     return Tolerance(value, "ppm")
+
+
+def test_shard_sets_partition_the_index_and_merge_to_the_whole(embedded: Embedded, tmp_path: Path) -> None:
+    from indexes.ground_truth import merge_topk
+    from indexes.shards import plan_shard_sets, route
+
+    man = build(embedded, tmp_path, policy=replace(POLICY, target_partition_rows=300))
+    sets = plan_shard_sets(man, 3)
+    names = [n for s in sets for n in s.partitions]
+    assert sorted(names) == sorted(p.name for p in man.partitions)  # each partition in exactly one set
+    assert {s.ion_mode for s in sets} == {"positive", "negative"} and len(sets) >= 3
+    assert sum(s.rows for s in sets) == len(embedded)
+    q = embedded.vectors[::50]
+    whole = VectorIndex.open(tmp_path).search(q, top_k=5)
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.full((len(q), 0), -1, np.int64)
+    for s in sets:
+        part = VectorIndex.open(tmp_path, partitions=s.partitions).search(q, top_k=5)
+        sc = np.full((len(q), 5), -np.inf, np.float32)
+        ids = np.full((len(q), 5), -1, np.int64)
+        sc[part["query_index"].to_numpy(), part["rank"].to_numpy() - 1] = part["score"].to_numpy()
+        ids[part["query_index"].to_numpy(), part["rank"].to_numpy() - 1] = part["row_id"].to_numpy()
+        best_s, best_i = merge_topk(best_s, best_i, sc, ids, 5)
+    want = as_lists(whole, len(q))
+    np.testing.assert_allclose(best_s, [[s for _, s in w] for w in want], atol=1e-6)
+    first = sets[0]
+    assert route(sets, first.ion_mode, first.mass_lo, first.mass_lo + 1e-3) == [0]
