@@ -35,7 +35,9 @@ def _to_ipc(batch: pa.RecordBatch) -> bytes:
 
 
 def _from_ipc(data: bytes) -> pa.RecordBatch:
-    return pa.ipc.open_stream(data).read_all().combine_chunks().to_batches()[0] if data else None  # type: ignore[return-value]
+    table = pa.ipc.open_stream(data).read_all().combine_chunks()
+    batches = table.to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
 def read_chunks(item: dict[str, Any], *, out: str, chunk_size: int, options: Any) -> Iterator[dict[str, Any]]:
@@ -72,8 +74,9 @@ class EmbedActor:
         embs, quals, secs = [], [], []
         for data, todo in zip(rows["ipc"], rows["todo"], strict=True):
             t = time.perf_counter()
-            if todo:
-                emb, quality = self.model.embed_spectra(_from_ipc(bytes(data)))
+            batch = _from_ipc(bytes(data)) if todo else None
+            if batch is not None and batch.num_rows:
+                emb, quality = self.model.embed_spectra(batch)
             else:
                 emb, quality = np.zeros((0, self.model.dim), np.float32), np.zeros(0, np.float32)
             embs.append(emb.astype(np.float32).tobytes())

@@ -149,7 +149,11 @@ def test_ray_two_workers_same_results_and_survives_a_killed_worker(
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        summary = annotate(QUERIES, out, spec=spec, options=JobOptions(), workers=2, progress=False)
+        # A file without any valid MS2 spectrum (one empty chunk) goes through the stages too.
+        empty = tmp_path / "no_ms2.mgf"
+        empty.write_text("BEGIN IONS\nTITLE=x\nPEPMASS=100.0\nCHARGE=1+\nEND IONS\n")
+        summary = annotate([*QUERIES, str(empty)], out, spec=spec, options=JobOptions(), workers=2, progress=False)
+        assert summary.files == 4 and summary.skipped["empty_spectrum"] == 1
     finally:
         thread.join(timeout=5)
         ray.shutdown()
