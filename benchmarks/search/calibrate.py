@@ -48,8 +48,9 @@ ANALOGUE_RANK_FEATURES = ("embedding_cosine", "structure_cosine", "log_structure
                           "structure_max_entropy", "structure_max_cosine")
 ANALOGUE_TEMPERATURE = 0.2
 ANALOGUE_SCALE_FEATURES = ("rank_logit", "log_rank", "quality", "embedding_cosine", "modified_cosine", "entropy")
-IDENTITY_FEATURES = ("embedding_cosine", "entropy", "cosine", "log_matches", "precursor_error", "entropy_gap",
-                     "embedding_gap")
+#: the greedy cosine and matched peaks were dropped from the model-specific ranker: on the calibration fold
+#: their weight was ~0 and top-1 accuracy identical without them, and they cost 40% of the re-scoring time
+IDENTITY_FEATURES = ("embedding_cosine", "entropy", "precursor_error", "entropy_gap", "embedding_gap")
 SPECTRAL_FEATURES = ("entropy", "cosine", "log_matches", "precursor_error", "entropy_gap")
 COLUMNS = ["spectrum_id", "mz", "intensity", "precursor_mz", "charge", "ion_mode", "adduct", "smiles", "inchikey",
            "inchikey14", "formula", "name", "split", "license", "murcko_scaffold"]

@@ -102,7 +102,7 @@ def main() -> None:
         q = sets.identity_queries
         index, refs, build_s = build_library(Path(tmp) / "identity", table, sets.identity_library, emb, quality,
                                              encoder_hash=model.encoder_hash)
-        refs.entropy_peaks(np.zeros(0, dtype=np.int64))  # prepare the library once, outside the timing
+        refs.prepare()  # the library's cached re-scoring forms, outside the timing (like Flash's index build)
         result, secs = run_ours("identity", table, q, index, refs, model)
         top1, score, _ = top1_rows(result, table, q)
         ok = identity_accuracy(top1, q, keys)
@@ -126,6 +126,7 @@ def main() -> None:
         sub = np.sort(np.random.default_rng(3).choice(len(q), min(args.analogue_subsample, len(q)), replace=False))
         index, refs, build_s = build_library(Path(tmp) / "analogue", table, sets.train_rows, emb, quality,
                                              encoder_hash=model.encoder_hash)
+        refs.prepare()
         result, secs = run_ours("analogue", table, q, index, refs, model)
         top1, score, qual = top1_rows(result, table, q)
         tani = top1_tanimoto(top1, q, fps, struct)

@@ -63,23 +63,31 @@ class IdentitySettings:
 
 def identity_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
                       row_id: npt.NDArray[np.int64], embedding_cosine: npt.NDArray[np.float64],
-                      settings: IdentitySettings) -> dict[str, npt.NDArray[np.float64]]:
+                      settings: IdentitySettings, *, needed: frozenset[str] | None = None
+                      ) -> dict[str, npt.NDArray[np.float64]]:
     """Features of (query, library row) pairs: embedding cosine, entropy similarity, cosine, matched peaks,
-    precursor error, and each similarity's gap to the best candidate of the same query (0 for the best)."""
+    precursor error, and each similarity's gap to the best candidate of the same query (0 for the best).
+
+    The greedy cosine (``cosine``, ``log_matches``) is computed only when ``needed`` asks for it (None:
+    every feature)."""
     unique_rows, lib_pos = np.unique(row_id, return_inverse=True)
     q_ent = prepare_entropy(query_peaks, tolerance_da=settings.entropy_tolerance_da)
     l_ent = references.entropy_peaks(unique_rows)
     if l_ent.tolerance_da != settings.entropy_tolerance_da:
         l_ent = prepare_entropy(references.peaks(unique_rows), tolerance_da=settings.entropy_tolerance_da)
     entropy = entropy_similarity(q_ent, l_ent, query_index, lib_pos)
-    sqrt_q = top_peaks(query_peaks, SCORING_MAX_PEAKS, sqrt=True)
-    sqrt_l = references.scoring_peaks(unique_rows)
-    cosine, matches = cosine_greedy(sqrt_q, sqrt_l, query_index, lib_pos, tolerance=settings.cosine_tolerance_da)
     q_prec = query_peaks.precursor_mz[query_index]
-    ppm = np.abs(sqrt_l.precursor_mz[lib_pos] - q_prec) / q_prec * 1e6
+    lib_prec = references.precursor_mz(unique_rows)[lib_pos]
+    ppm = np.abs(lib_prec - q_prec) / q_prec * 1e6
+    extra: dict[str, npt.NDArray[np.float64]] = {}
+    if needed is None or {"cosine", "log_matches"} & needed:
+        sqrt_q = top_peaks(query_peaks, SCORING_MAX_PEAKS, sqrt=True)
+        sqrt_l = references.scoring_peaks(unique_rows)
+        cosine, matches = cosine_greedy(sqrt_q, sqrt_l, query_index, lib_pos,
+                                        tolerance=settings.cosine_tolerance_da)
+        extra = {"cosine": cosine, "log_matches": np.log1p(matches.astype(np.float64))}
     emb_cos = np.asarray(embedding_cosine, dtype=np.float64)
-    return {"embedding_cosine": emb_cos, "entropy": entropy, "cosine": cosine,
-            "log_matches": np.log1p(matches.astype(np.float64)),
+    return {"embedding_cosine": emb_cos, "entropy": entropy, **extra,
             "precursor_error": ppm / settings.precursor_tolerance_ppm,
             "entropy_gap": entropy - _group_max(query_index, entropy),
             "embedding_gap": emb_cos - _group_max(query_index, emb_cos)}
@@ -101,6 +109,14 @@ class ScoreModel:
     ranker: Calibration | None = None
     scale: Calibration | None = None
 
+    def features(self) -> frozenset[str]:
+        """The input features the ranker and scale read."""
+        names = {"entropy", "embedding_cosine"}
+        for part in (self.ranker, self.scale):
+            if part is not None:
+                names |= set(part.features)
+        return frozenset(names)
+
 
 def identity_score_model(encoder_hash: str | None) -> ScoreModel:
     """The stored model for this encoder, else the spectral-only one, else none (entropy similarity)."""
@@ -112,7 +128,7 @@ def identity_score_model(encoder_hash: str | None) -> ScoreModel:
 
 def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
                         embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
-                        settings: IdentitySettings) -> Candidates:
+                        settings: IdentitySettings, *, needed: frozenset[str] | None = None) -> Candidates:
     """Every library spectrum in each query's window (the ``max_candidates`` nearest by embedding cosine
     where a window holds more), with its features."""
     emb, _ = embeddings
@@ -127,7 +143,7 @@ def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, ref
         keep = np.sort(keep)
         qi, rows, cos = qi[keep], rows[keep], cos[keep]
     return Candidates(qi, rows, identity_features(PeakSet.from_arrow(queries), references, qi, rows, cos,
-                                                  settings))
+                                                  settings, needed=needed))
 
 
 def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
@@ -148,7 +164,8 @@ def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
         return schema.empty_table()
     queries = as_batch(queries)
     emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
-    cand = identity_candidates(queries, library, references, (emb, quality), settings)
+    cand = identity_candidates(queries, library, references, (emb, quality), settings,
+                               needed=score_model.features())
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features

@@ -87,6 +87,23 @@ class References:
         table = found.take(take)
         return table.select(["row_id", *(c for c in META_COLUMNS if c in cols)]), PeakSet.from_arrow(table)
 
+    def prepare(self) -> References:
+        """Build the cached re-scoring forms (entropy-cleaned and capped sqrt peaks) now rather than on
+        the first query (preloaded libraries only; about 1.5 s per 100k spectra)."""
+        if self.preloaded:
+            empty = np.zeros(0, dtype=np.int64)
+            self.entropy_peaks(empty)
+            self.scoring_peaks(empty)
+        return self
+
+    def precursor_mz(self, row_ids: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Precursor m/z of ``row_ids`` (NaN where missing)."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if self.preloaded:
+            assert self._peaks is not None
+            return self._peaks.precursor_mz[self._positions(ids)]
+        return self._fetch(ids)[1].precursor_mz
+
     def meta(self, row_ids: npt.ArrayLike) -> pa.Table:
         """Annotation columns of ``row_ids`` (in that order)."""
         ids = np.asarray(row_ids, dtype=np.int64)
