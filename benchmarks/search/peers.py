@@ -44,46 +44,55 @@ def _peaks(peaks: PeakSet, i: int) -> npt.NDArray[np.float32]:
     return np.stack([peaks.mz[s:e], peaks.intensity[s:e]], axis=1).astype(np.float32)
 
 
+class FlashLibrary:
+    """Flash entropy search indexes (one per ion mode) over ``library`` rows of ``spectra``."""
+
+    def __init__(self, spectra: pa.Table, library: npt.NDArray[np.int64], *, ms2_tolerance_da: float = 0.02) -> None:
+        from ms_entropy import FlashEntropySearch
+
+        self.peaks = PeakSet.from_arrow(spectra)
+        self.modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
+        self.ms2_tolerance_da = ms2_tolerance_da
+        self.engines: dict[str, tuple[object, npt.NDArray[np.int64]]] = {}
+        t0 = time.perf_counter()
+        for mode in ("positive", "negative"):
+            lib_rows = library[self.modes[library] == mode]
+            if not len(lib_rows):
+                continue
+            engine = FlashEntropySearch(max_ms2_tolerance_in_da=max(ms2_tolerance_da, 0.024))
+            kept = engine.build_index([{"precursor_mz": float(self.peaks.precursor_mz[r]),
+                                        "peaks": _peaks(self.peaks, int(r)), "row": int(r)} for r in lib_rows])
+            self.engines[mode] = (engine, np.asarray([spec["row"] for spec in kept], dtype=np.int64))
+        self.build_seconds = time.perf_counter() - t0
+
+    def search(self, queries: npt.NDArray[np.int64], method: str, *, tolerance_ppm: float = 10.0) -> PeerResult:
+        """Top-1 of every query with Flash ``method`` (identity / open / hybrid), timed (cleaning included)."""
+        res = PeerResult(f"Flash entropy {method}", np.full(len(queries), -1, np.int64), np.zeros(len(queries)),
+                         0.0, len(queries), notes="one index per ion mode",
+                         extra={"index_build_seconds": self.build_seconds})
+        t0 = time.perf_counter()
+        for j, r in enumerate(queries):
+            entry = self.engines.get(self.modes[r])
+            if entry is None:
+                continue
+            engine, order = entry
+            p = float(self.peaks.precursor_mz[r])
+            found = engine.search(precursor_mz=p, peaks=_peaks(self.peaks, int(r)),  # type: ignore[attr-defined]
+                                  ms1_tolerance_in_da=p * tolerance_ppm * 1e-6,
+                                  ms2_tolerance_in_da=self.ms2_tolerance_da, method=method)[f"{method}_search"]
+            if len(found) and float(np.max(found)) > 0:
+                best = int(np.argmax(found))
+                res.top1[j], res.top1_score[j] = order[best], float(found[best])
+        res.seconds = time.perf_counter() - t0
+        return res
+
+
 def flash_search(spectra: pa.Table, library: npt.NDArray[np.int64], queries: npt.NDArray[np.int64], *,
                  methods: tuple[str, ...] = ("identity", "open", "hybrid"), tolerance_ppm: float = 10.0,
                  ms2_tolerance_da: float = 0.02) -> dict[str, PeerResult]:
     """Flash entropy search of ``queries`` against ``library`` (row indices into ``spectra``)."""
-    from ms_entropy import FlashEntropySearch
-
-    peaks = PeakSet.from_arrow(spectra)
-    modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
-    prec = peaks.precursor_mz
-    out = {m: PeerResult(f"Flash entropy {m}", np.full(len(queries), -1, np.int64),
-                         np.zeros(len(queries)), 0.0, len(queries)) for m in methods}
-    build_s = 0.0
-    for mode in ("positive", "negative"):
-        lib_rows = library[modes[library] == mode]
-        q_pos = np.flatnonzero(modes[queries] == mode)
-        if not len(lib_rows) or not len(q_pos):
-            continue
-        t0 = time.perf_counter()
-        engine = FlashEntropySearch(max_ms2_tolerance_in_da=max(ms2_tolerance_da, 0.024))
-        kept = engine.build_index([{"precursor_mz": float(prec[r]), "peaks": _peaks(peaks, int(r)),
-                                    "row": int(r)} for r in lib_rows])
-        build_s += time.perf_counter() - t0
-        order = np.asarray([spec["row"] for spec in kept], dtype=np.int64)
-        for method in methods:
-            res = out[method]
-            t0 = time.perf_counter()
-            for j in q_pos:
-                r = int(queries[j])
-                p = float(prec[r])
-                found = engine.search(precursor_mz=p, peaks=_peaks(peaks, r),
-                                      ms1_tolerance_in_da=p * tolerance_ppm * 1e-6,
-                                      ms2_tolerance_in_da=ms2_tolerance_da, method=method)[f"{method}_search"]
-                if len(found) and float(np.max(found)) > 0:
-                    best = int(np.argmax(found))
-                    res.top1[j], res.top1_score[j] = order[best], float(found[best])
-            res.seconds += time.perf_counter() - t0
-    for res in out.values():
-        res.extra["index_build_seconds"] = build_s
-        res.notes = "one index per ion mode"
-    return out
+    flash = FlashLibrary(spectra, library, ms2_tolerance_da=ms2_tolerance_da)
+    return {m: flash.search(queries, m, tolerance_ppm=tolerance_ppm) for m in methods}
 
 
 def window_pairs(prec: npt.NDArray[np.float64], modes: npt.NDArray[np.object_], library: npt.NDArray[np.int64],
