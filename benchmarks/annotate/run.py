@@ -81,17 +81,32 @@ def main() -> None:
     ap.add_argument("--n-spectra", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--library", default=None)
+    ap.add_argument("--only", choices=["raw", "mgf"], default=None,
+                    help="rerun one input set; the other's rows are kept from results.json (with their commit)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     mgf = write_large_mgf(args.data, args.work / f"massbank_{args.n_spectra}.mgf", args.n_spectra)
     raw = sorted(str(p) for p in (args.data / "raw").iterdir() if p.suffix.lower() in (".mzml", ".mzxml"))
     rows = []
-    for name, inputs in (("raw files (11 runs)", raw), (f"MGF, {args.n_spectra:,} spectra", [str(mgf)])):
+    kept: list[dict[str, object]] = []
+    if args.only and (HERE / "results.json").exists():
+        old = json.loads((HERE / "results.json").read_text())
+        prefix = "MGF" if args.only == "raw" else "raw"
+        kept = [{**r, "commit": r.get("commit", old.get("commit"))} for r in old["rows"]
+                if str(r["input"]).startswith(prefix)]
+    sets = [("raw files (11 runs)", raw, "raw"), (f"MGF, {args.n_spectra:,} spectra", [str(mgf)], "mgf")]
+    for name, inputs, kind in sets:
+        if args.only and kind != args.only:
+            continue
         for workers in args.workers:
             print(f"{name}, workers={workers} ...", flush=True)
             r = run_job(inputs, args.work / f"out-{workers}", args.library, workers)
             rows.append({"input": name, "workers": workers, **r})
             print(rows[-1], flush=True)
+    from benchmarks._results import commit
+
+    rows = [{**r, "commit": commit()} for r in rows] + kept
+    rows.sort(key=lambda r: (not str(r["input"]).startswith("raw"), r["workers"]))
     table = []
     for r in rows:
         stages = r.get("stages_s") or {}
@@ -100,7 +115,7 @@ def main() -> None:
         table.append({"input": r["input"], "runner": "local (1 process)" if not r["workers"] else
                       f"Ray Data, {r['workers']} workers", "spectra": r.get("spectra"),
                       "wall s": r.get("wall_s"), "spectra/s": r.get("spectra_per_s"),
-                      "time share by stage": share, "error": r.get("error")})
+                      "time share by stage": share, "commit": r.get("commit"), "error": r.get("error")})
     body = (markdown_table(table) + "\n\nStage shares are of the summed stage times (read = parse + validate "
             "+ batch, embed = model, search = identity + analogue search with exact re-scoring, write = Parquet). "
             "Target: >= 5,000 spectra/s end to end for the 1M MGF on 2 cores.")
