@@ -111,11 +111,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     mgf = work / "massbank_library.mgf"
     write_mgf(rows, mgf)
+    readme = args.out / "README.md"
+    readme_text = readme.read_text() if readme.exists() else None
     shutil.rmtree(args.out, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "engine", "library", "build", str(mgf), "--out", str(args.out)],
                    check=True, cwd=ROOT)
     compact(args.out)
     attribution(rows, args.out / "ATTRIBUTION.md")
+    if readme_text is not None:
+        readme.write_text(readme_text)
     print(f"{len(rows)} spectra -> {args.out}")
 
 
