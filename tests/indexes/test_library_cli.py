@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.encoders.fixed import FixedSpectrumEmbedder
+from engine.errors import IncompatibleArtifactError
 from engine.records import Tolerance
 from indexes.library import Library, build_library
 
@@ -114,3 +115,31 @@ def test_every_command_has_help() -> None:
         cmd = main.get_command(None, group)  # type: ignore[arg-type]
         for name, sub in cmd.commands.items():  # type: ignore[attr-defined]
             assert sub.help, f"{group} {name} has no help"
+
+
+def test_index_update_and_retrain_cli(mgfs: tuple[Path, Path], sample_table: pa.Table, tmp_path: Path) -> None:
+    from engine.records import Spectrum
+    from indexes.library import with_embeddings
+    from indexes.schema import spectra_to_batch
+
+    lib_path = tmp_path / "lib"
+    emb = FixedSpectrumEmbedder()
+    build_library([mgfs[0]], lib_path, emb, progress=False)
+    lib = Library.open(lib_path)
+    # rows appended to the table behind the index's back: the index refuses until updated
+    extra = [Spectrum(spectrum_id=f"extra-{i}", mz=np.array([100.0 + i, 200.0]), intensity=np.ones(2, np.float32),
+                      precursor_mz=300.0 + i, ion_mode="positive", source_file="x") for i in range(5)]
+    batch = spectra_to_batch(extra)
+    e, qual = emb.embed_spectra(batch)
+    assert lib.add(with_embeddings(batch, e, qual)) == 5
+    with pytest.raises(IncompatibleArtifactError, match="engine index update"):
+        Library.open(lib_path).index()
+    code, out = run("index", "update", str(lib_path), "--quiet")
+    assert code == 0 and "155 rows indexed" in out, out
+    code, out = run("index", "retrain", str(lib_path), "--partition", "positive-000", "--quiet")
+    assert code == 0 and "retrained 1 partitions (positive-000)" in out, out
+    info = Library.open(lib_path).info()["index"]
+    pos = next(p for p in info["partitions"] if p["name"] == "positive-000")
+    assert pos["stale"] is None
+    hits = Library.open(lib_path).search(e[:1], top_k=1, mass=[300.0], tolerance=Tolerance(1, "ppm"))
+    assert hits.column("spectrum_id").to_pylist() == ["extra-0"]
