@@ -20,6 +20,7 @@ Usage: ``python -m benchmarks.search.calibrate [--model CKPT] [--max-analogue-qu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -31,7 +32,14 @@ import pyarrow as pa
 
 from benchmarks.search.common import build_library, calibration_fold, embed
 from benchmarks.search.data import SPECTRA, fingerprints, tanimoto
-from engine.queries.analogue import ANALOGUE_RANKER, ANALOGUE_SCALE, AnalogueSettings, analogue_candidates
+from engine.queries.analogue import (
+    ANALOGUE_RANKER,
+    ANALOGUE_SCALE,
+    AnalogueSettings,
+    analogue_candidates,
+    analogue_order,
+    consensus_scores,
+)
 from engine.queries.calibration import Calibration, fit_listwise, fit_logistic, reliability_table
 from engine.queries.hits import top_per_query
 from engine.queries.identity import (
@@ -47,7 +55,10 @@ ANALOGUE_RANK_FEATURES = ("embedding_cosine", "structure_cosine", "log_structure
                           "entropy", "log_mass_difference", "library_quality", "structure_max_modified",
                           "structure_max_entropy", "structure_max_cosine")
 ANALOGUE_TEMPERATURE = 0.2
-ANALOGUE_SCALE_FEATURES = ("rank_logit", "log_rank", "quality", "embedding_cosine", "modified_cosine", "entropy")
+ANALOGUE_SCALE_FEATURES = ("rank_logit", "log_rank", "quality", "embedding_cosine", "modified_cosine", "entropy",
+                           "consensus")
+CONSENSUS_TOP = 30
+CONSENSUS_FACTORS = (0.1, 0.2, 0.3, 0.5, 1.0)
 #: the greedy cosine and matched peaks were dropped from the model-specific ranker: on the calibration fold
 #: their weight was ~0 and top-1 accuracy identical without them, and they cost 40% of the re-scoring time
 IDENTITY_FEATURES = ("embedding_cosine", "entropy", "precursor_error", "entropy_gap", "embedding_gap")
@@ -88,10 +99,11 @@ def top1_metric(qi: npt.NDArray[np.int64], score: npt.NDArray[np.float64], value
 
 def fit_scale(name: str, qi: npt.NDArray[np.int64], feats: dict[str, Any], ranker: Calibration,
               label: npt.NDArray[np.float64], names: tuple[str, ...], encoder_hash: str | None,
-              info: dict[str, Any], top_k: int = 10) -> Calibration:
-    """Logistic scale of the reported score, fitted on the top ``top_k`` rows per query by ``ranker``."""
+              info: dict[str, Any], top_k: int = 10, order: npt.NDArray[np.float64] | None = None) -> Calibration:
+    """Logistic scale of the reported score, fitted on the top ``top_k`` rows per query (by ``order``, else
+    by ``ranker``)."""
     logit = ranker.linear(feats)
-    keep, rank = top_per_query(qi, logit, top_k)
+    keep, rank = top_per_query(qi, logit if order is None else order, top_k)
     sub = {k: v[keep] for k, v in feats.items()}
     sub["rank_logit"], sub["log_rank"] = logit[keep], np.log(rank.astype(np.float64))
     return fit_logistic(name, sub, label[keep], feature_names=names, encoder_hash=encoder_hash,
@@ -156,14 +168,31 @@ def fit_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
             "target": "Tanimoto (RDKit fingerprint, 2048 bits)", "queries": n, "pairs": len(qi)}
     ranker = fit_listwise(ANALOGUE_RANKER, feats, qi, tani, feature_names=ANALOGUE_RANK_FEATURES,
                           temperature=ANALOGUE_TEMPERATURE, encoder_hash=encoder_hash, info=info)
-    scale = fit_scale(ANALOGUE_SCALE, qi, feats, ranker, tani, ANALOGUE_SCALE_FEATURES, encoder_hash,
-                               {**info, "target": "Tanimoto of the hit, soft label"})
     out: dict[str, Any] = {"queries": int(n), "pairs": len(qi)}
     for name, score in (("embedding_cosine", feats["embedding_cosine"]),
                         ("structure_cosine", feats["structure_cosine"]),
                         ("modified_cosine", feats["modified_cosine"]), ("entropy", feats["entropy"]),
                         ("ranker", ranker.linear(feats))):
         out[f"top1_tanimoto_{name}"] = top1_metric(qi, score, tani, n)
+    # structure consensus: temperature (relative to the spread of the ranker's logits) chosen on the fold
+    logit = ranker.linear(feats)
+    fps = refs.structure_fingerprints(rows)
+    spread = float(np.std(logit))
+    best = (out["top1_tanimoto_ranker"], 0.0)
+    for factor in CONSENSUS_FACTORS:
+        cons = consensus_scores(qi, logit, fps, top=CONSENSUS_TOP, temperature=factor * spread)
+        key = np.where(np.isfinite(cons), 1e3 + cons, logit - 1e3)
+        value = top1_metric(qi, key, tani, n)
+        out[f"top1_tanimoto_consensus_{factor}"] = value
+        if value > best[0]:
+            best = (value, factor)
+    if best[1] > 0:
+        info = {**info, "consensus_top": CONSENSUS_TOP, "consensus_temperature": best[1] * spread}
+        ranker = dataclasses.replace(ranker, info={**ranker.info, **info})
+    order = analogue_order(qi, feats, rows, refs, ranker)
+    feats.setdefault("consensus", np.zeros(len(qi)))
+    scale = fit_scale(ANALOGUE_SCALE, qi, feats, ranker, tani, ANALOGUE_SCALE_FEATURES, encoder_hash,
+                      {**info, "target": "Tanimoto of the hit, soft label"}, order=order)
     out["ranker"] = dict(zip(ranker.features, ranker.coef, strict=True))
     out["scale"] = dict(zip(scale.features, scale.coef, strict=True))
     ranker.save()

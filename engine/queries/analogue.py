@@ -6,8 +6,11 @@ features in the spirit of MS2Query (de Jonge et al. 2023): the embedding cosine,
 and entropy similarity, the same aggregated over all retrieved spectra of the candidate's structure
 (mean / maximum: a structure recorded several times gathers evidence), the precursor mass difference,
 and the embedding qualities. Two small models fitted on the calibration fold
-of ``train`` (structures the model never saw) use them: a listwise linear **ranker** that orders the
-candidates (trained to put the highest-Tanimoto structure first), and the **reliability** scale, a
+of ``train`` (structures the model never saw) use them: a listwise linear **ranker** (trained to put the
+highest-Tanimoto structure first), whose best candidates are then re-ordered by **structure consensus**
+(the expected Tanimoto of each to the query's unknown structure, the candidates weighted by the ranker:
+a minimum-Bayes-risk choice, since the best guess is the structure central among the likely ones), and
+the **reliability** scale, a
 logistic model with the Tanimoto of (query, hit) structures as soft label: a 0..1 estimate of that
 Tanimoto from the ranker's logit, the rank, the similarities and the query's embedding quality, so it
 falls for low-quality embeddings. Without calibrations for the model in use, hits are ordered by
@@ -23,7 +26,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.encoders.base import SpectrumEmbedder
-from engine.queries.calibration import load_calibration
+from engine.queries.calibration import Calibration, load_calibration
 from engine.queries.hits import (
     Candidates,
     SearchableLibrary,
@@ -32,6 +35,7 @@ from engine.queries.hits import (
     query_columns,
     rank_and_score,
     search_schema,
+    top_per_query,
 )
 from engine.queries.identity import ScoreModel
 from engine.queries.references import SCORING_MAX_PEAKS, References
@@ -137,6 +141,62 @@ def analogue_score_model(encoder_hash: str | None) -> ScoreModel:
     return ScoreModel(load_calibration(ANALOGUE_RANKER, encoder_hash), load_calibration(ANALOGUE_SCALE, encoder_hash))
 
 
+def consensus_scores(query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.float64],
+                     fingerprints: npt.NDArray[np.uint8], *, top: int, temperature: float,
+                     chunk: int = 128) -> npt.NDArray[np.float64]:
+    """Expected Tanimoto of each of a query's ``top`` candidates to the query's (unknown) structure.
+
+    The candidates' structures are weighted by ``softmax(logit / temperature)`` over the query's ``top``
+    candidates; candidate ``c`` scores ``sum_j w_j Tanimoto(c, j)`` (minimum-Bayes-risk choice: the
+    structure central among the likely ones). ``fingerprints`` are packed, one row per candidate row.
+    Rows outside a query's ``top`` get NaN.
+    """
+    out = np.full(query_index.shape[0], np.nan)
+    keep, rank = top_per_query(query_index, logit, top)
+    if keep.size == 0:
+        return out
+    group = np.cumsum(np.r_[0, query_index[keep][1:] != query_index[keep][:-1]])
+    n_groups = int(group[-1]) + 1
+    slot = np.full((n_groups, top), -1, dtype=np.int64)
+    slot[group, rank - 1] = keep
+    bits_all = np.unpackbits(fingerprints[keep], axis=1).astype(np.float32)
+    pos = np.full(query_index.shape[0], -1, dtype=np.int64)
+    pos[keep] = np.arange(keep.shape[0])
+    for start in range(0, n_groups, chunk):
+        idx = slot[start:start + chunk]
+        valid = idx >= 0
+        f = np.where(valid[:, :, None], bits_all[np.maximum(pos[np.maximum(idx, 0)], 0)], 0.0)
+        count = f.sum(axis=2)
+        inter = np.einsum("qkd,qld->qkl", f, f)
+        union = count[:, :, None] + count[:, None, :] - inter
+        tani = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
+        diag = np.arange(top)
+        tani[:, diag, diag] = 1.0
+        z = np.where(valid, logit[np.maximum(idx, 0)] / temperature, -np.inf)
+        w = np.exp(z - z.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        mbr = np.einsum("qkl,ql->qk", tani, w)
+        out[idx[valid]] = mbr[valid]
+    return out
+
+
+def analogue_order(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
+                   row_id: npt.NDArray[np.int64], references: References, ranker: Calibration
+                   ) -> npt.NDArray[np.float64] | None:
+    """The final ordering key with structure consensus (adds ``features["consensus"]``), or None when the
+    ranker carries no consensus settings."""
+    top = int(ranker.info.get("consensus_top", 0))
+    temperature = float(ranker.info.get("consensus_temperature", 0.0))
+    if top < 2 or temperature <= 0:
+        return None
+    logit = ranker.linear(features)
+    cons = consensus_scores(query_index, logit, references.structure_fingerprints(row_id), top=top,
+                            temperature=temperature)
+    inside = np.isfinite(cons)
+    features["consensus"] = np.where(inside, cons, 0.0)
+    return np.where(inside, 1e3 + cons, logit - 1e3)
+
+
 def analogue_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
                         embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
                         settings: AnalogueSettings) -> Candidates:
@@ -176,9 +236,12 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
+    order = (analogue_order(qi, feats, rows, references, score_model.ranker)
+             if score_model.ranker is not None else None)
+    feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
                                        scale=score_model.scale, fallback_rank="embedding_cosine",
-                                       fallback_score=fallback_reliability(feats))
+                                       fallback_score=fallback_reliability(feats), order=order)
     cols = query_columns(queries)
     return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score,
                     meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],

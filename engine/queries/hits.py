@@ -85,16 +85,18 @@ def as_batch(queries: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
 
 
 def rank_and_score(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]], k: int, *,
-                   ranker: Any, scale: Any, fallback_rank: str, fallback_score: npt.NDArray[np.float64]
+                   ranker: Any, scale: Any, fallback_rank: str, fallback_score: npt.NDArray[np.float64],
+                   order: npt.NDArray[np.float64] | None = None
                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64]]:
     """Order each query's candidates and score the best ``k``: positions, 1-based ranks, scores.
 
-    The order is ``ranker.linear(features)`` (``features[fallback_rank]`` without a ranker). The score
+    The order is ``order`` when given, else ``ranker.linear(features)`` (``features[fallback_rank]``
+    without a ranker). The score
     is ``scale.predict`` of the hit's features plus ``rank_logit`` and ``log_rank`` (``fallback_score``
     without a scale), made non-increasing with rank inside each query.
     """
     logit = ranker.linear(features) if ranker is not None else features[fallback_rank]
-    keep, rank = top_per_query(query_index, logit, k, tiebreak=features[fallback_rank])
+    keep, rank = top_per_query(query_index, logit if order is None else order, k, tiebreak=features[fallback_rank])
     if scale is not None:
         sub = {name: values[keep] for name, values in features.items()}
         sub["rank_logit"] = logit[keep]
