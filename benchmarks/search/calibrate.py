@@ -58,7 +58,8 @@ ANALOGUE_TEMPERATURE = 0.2
 ANALOGUE_SCALE_FEATURES = ("rank_logit", "log_rank", "quality", "embedding_cosine", "modified_cosine", "entropy",
                            "consensus")
 CONSENSUS_TOP = 30
-CONSENSUS_FACTORS = (0.1, 0.2, 0.3, 0.5, 1.0)
+CONSENSUS_FACTORS = (0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
+FIXED_SUM = ("entropy", "modified_cosine", "embedding_cosine")
 #: the greedy cosine and matched peaks were dropped from the model-specific ranker: on the calibration fold
 #: their weight was ~0 and top-1 accuracy identical without them, and they cost 40% of the re-scoring time
 IDENTITY_FEATURES = ("embedding_cosine", "entropy", "precursor_error", "entropy_gap", "embedding_gap")
@@ -166,29 +167,37 @@ def fit_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     n = len(queries)
     info = {"fitted_on": "calibration fold of train (queries) vs train outside the fold",
             "target": "Tanimoto (RDKit fingerprint, 2048 bits)", "queries": n, "pairs": len(qi)}
-    ranker = fit_listwise(ANALOGUE_RANKER, feats, qi, tani, feature_names=ANALOGUE_RANK_FEATURES,
-                          temperature=ANALOGUE_TEMPERATURE, encoder_hash=encoder_hash, info=info)
+    listwise = fit_listwise(ANALOGUE_RANKER, feats, qi, tani, feature_names=ANALOGUE_RANK_FEATURES,
+                            temperature=ANALOGUE_TEMPERATURE, encoder_hash=encoder_hash, info=info)
+    fixed = Calibration(ANALOGUE_RANKER, features=FIXED_SUM, coef=(1.0,) * len(FIXED_SUM), intercept=0.0,
+                        mean=(0.0,) * len(FIXED_SUM), scale=(1.0,) * len(FIXED_SUM), encoder_hash=encoder_hash,
+                        info={**info, "kind": "fixed sum of entropy, modified cosine and embedding cosine"})
     out: dict[str, Any] = {"queries": int(n), "pairs": len(qi)}
     for name, score in (("embedding_cosine", feats["embedding_cosine"]),
                         ("structure_cosine", feats["structure_cosine"]),
                         ("modified_cosine", feats["modified_cosine"]), ("entropy", feats["entropy"]),
-                        ("ranker", ranker.linear(feats))):
+                        ("listwise", listwise.linear(feats)), ("fixed_sum", fixed.linear(feats))):
         out[f"top1_tanimoto_{name}"] = top1_metric(qi, score, tani, n)
-    # structure consensus: temperature (relative to the spread of the ranker's logits) chosen on the fold
-    logit = ranker.linear(feats)
+    # choose the ranker and the structure-consensus temperature (relative to the spread of the ranker's
+    # logits) on the fold: the best mean top-1 Tanimoto
     fps = refs.structure_fingerprints(rows)
-    spread = float(np.std(logit))
-    best = (out["top1_tanimoto_ranker"], 0.0)
-    for factor in CONSENSUS_FACTORS:
-        cons = consensus_scores(qi, logit, fps, top=CONSENSUS_TOP, temperature=factor * spread)
-        key = np.where(np.isfinite(cons), 1e3 + cons, logit - 1e3)
-        value = top1_metric(qi, key, tani, n)
-        out[f"top1_tanimoto_consensus_{factor}"] = value
-        if value > best[0]:
-            best = (value, factor)
-    if best[1] > 0:
-        info = {**info, "consensus_top": CONSENSUS_TOP, "consensus_temperature": best[1] * spread}
-        ranker = dataclasses.replace(ranker, info={**ranker.info, **info})
+    best = (-1.0, fixed, 0.0)
+    for name, candidate in (("listwise", listwise), ("fixed_sum", fixed)):
+        logit = candidate.linear(feats)
+        spread = float(np.std(logit))
+        if out[f"top1_tanimoto_{name}"] > best[0]:
+            best = (out[f"top1_tanimoto_{name}"], candidate, 0.0)
+        for factor in CONSENSUS_FACTORS:
+            cons = consensus_scores(qi, logit, fps, top=CONSENSUS_TOP, temperature=factor * spread)
+            value = top1_metric(qi, np.where(np.isfinite(cons), 1e3 + cons, logit - 1e3), tani, n)
+            out[f"top1_tanimoto_{name}_consensus_{factor}"] = value
+            if value > best[0]:
+                best = (value, candidate, factor * spread)
+    ranker = best[1]
+    if best[2] > 0:
+        ranker = dataclasses.replace(ranker, info={**ranker.info, "consensus_top": CONSENSUS_TOP,
+                                                   "consensus_temperature": best[2]})
+    out["chosen"] = {"ranker": ranker.info.get("kind"), "consensus_temperature": best[2], "top1_tanimoto": best[0]}
     order = analogue_order(qi, feats, rows, refs, ranker)
     feats.setdefault("consensus", np.zeros(len(qi)))
     scale = fit_scale(ANALOGUE_SCALE, qi, feats, ranker, tani, ANALOGUE_SCALE_FEATURES, encoder_hash,
