@@ -6,8 +6,9 @@ features in the spirit of MS2Query (de Jonge et al. 2023): the embedding cosine,
 and entropy similarity, the same aggregated over all retrieved spectra of the candidate's structure
 (mean / maximum: a structure recorded several times gathers evidence), the precursor mass difference,
 and the embedding qualities. Two small models fitted on the calibration fold
-of ``train`` (structures the model never saw) use them: a listwise linear **ranker** (trained to put the
-highest-Tanimoto structure first), whose best candidates are then re-ordered by **structure consensus**
+of ``train`` (structures the model never saw) use them: a linear **ranker** (listwise-fitted to put the
+highest-Tanimoto structure first, or the fixed sum of entropy, modified cosine and embedding cosine,
+whichever does better on the fold), whose best candidates are then re-ordered by **structure consensus**
 (the expected Tanimoto of each to the query's unknown structure, the candidates weighted by the ranker:
 a minimum-Bayes-risk choice, since the best guess is the structure central among the likely ones), and
 the **reliability** scale, a
