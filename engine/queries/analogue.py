@@ -143,8 +143,8 @@ def analogue_score_model(encoder_hash: str | None) -> ScoreModel:
 
 
 def consensus_scores(query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.float64],
-                     fingerprints: npt.NDArray[np.uint8], *, top: int, temperature: float,
-                     chunk: int = 128) -> npt.NDArray[np.float64]:
+                     fingerprints: npt.NDArray[np.uint8], *, top: int, temperature: float
+                     ) -> npt.NDArray[np.float64]:
     """Expected Tanimoto of each of a query's ``top`` candidates to the query's (unknown) structure.
 
     The candidates' structures are weighted by ``softmax(logit / temperature)`` over the query's ``top``
@@ -158,27 +158,37 @@ def consensus_scores(query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.f
         return out
     group = np.cumsum(np.r_[0, query_index[keep][1:] != query_index[keep][:-1]])
     n_groups = int(group[-1]) + 1
+    top = int(rank.max())  # queries may have fewer candidates than ``top``
     slot = np.full((n_groups, top), -1, dtype=np.int64)
     slot[group, rank - 1] = keep
-    bits_all = np.unpackbits(fingerprints[keep], axis=1).astype(np.float32)
-    pos = np.full(query_index.shape[0], -1, dtype=np.int64)
-    pos[keep] = np.arange(keep.shape[0])
-    for start in range(0, n_groups, chunk):
-        idx = slot[start:start + chunk]
-        valid = idx >= 0
-        f = np.where(valid[:, :, None], bits_all[np.maximum(pos[np.maximum(idx, 0)], 0)], 0.0)
-        count = f.sum(axis=2)
-        inter = np.einsum("qkd,qld->qkl", f, f)
-        union = count[:, :, None] + count[:, None, :] - inter
-        tani = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
-        diag = np.arange(top)
-        tani[:, diag, diag] = 1.0
-        z = np.where(valid, logit[np.maximum(idx, 0)] / temperature, -np.inf)
-        w = np.exp(z - z.max(axis=1, keepdims=True))
-        w /= w.sum(axis=1, keepdims=True)
-        mbr = np.einsum("qkl,ql->qk", tani, w)
-        out[idx[valid]] = mbr[valid]
+    words = _as_words(fingerprints[keep])
+    counts = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+    valid = slot >= 0
+    f = words[np.maximum(slot, 0).T]  # (top, queries, words); invalid slots are masked below
+    c = np.where(valid, counts[np.maximum(slot, 0)], 0)
+    tani = np.zeros((n_groups, top, top))
+    tani[:, np.arange(top), np.arange(top)] = 1.0
+    for i in range(top):  # the upper triangle, one candidate pair across all queries at a time
+        for j in range(i + 1, top):
+            inter = np.bitwise_count(f[i] & f[j]).sum(axis=1, dtype=np.int64)
+            union = c[:, i] + c[:, j] - inter
+            t = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+            tani[:, i, j] = tani[:, j, i] = t
+    tani *= valid[:, :, None] & valid[:, None, :]
+    z = np.where(valid, logit[np.maximum(slot, 0)] / temperature, -np.inf)
+    w = np.exp(z - z.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    mbr = np.einsum("qkl,ql->qk", tani, w)
+    out[slot[valid]] = mbr[valid]
     return out
+
+
+def _as_words(packed: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """Packed fingerprint bytes viewed as 64-bit words (zero-padded to a multiple of 8 bytes)."""
+    n, width = packed.shape
+    padded = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
+    padded[:, :width] = packed
+    return padded.view(np.uint64)
 
 
 def analogue_order(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],

@@ -285,13 +285,22 @@ def _greedy_edges(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance:
 
 def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
             intensity_power: float, modified: bool) -> tuple[FloatArray, IntArray]:
+    from engine.queries.kernels import greedy_cosine_pairs
+
     n_pairs = ia.shape[0]
-    pair, _, _, weight, chosen = _greedy_edges(a, b, ia, ib, tolerance, mz_power, intensity_power, modified)
-    norm_a = _segment_norm(a.mz ** mz_power * a.intensity ** intensity_power, a)
-    norm_b = _segment_norm(b.mz ** mz_power * b.intensity ** intensity_power, b)
-    total = np.bincount(pair[chosen], weights=weight[chosen], minlength=n_pairs)
-    matches = np.bincount(pair[chosen], minlength=n_pairs).astype(np.int64)
-    denom = norm_a[ia] * norm_b[ib]
+    wa = a.mz ** mz_power * a.intensity ** intensity_power
+    wb = b.mz ** mz_power * b.intensity ** intensity_power
+    if modified:
+        shift = a.precursor_mz[ia] - b.precursor_mz[ib]
+        if np.isnan(shift).any():
+            bad = int(np.flatnonzero(np.isnan(shift))[0])
+            raise ValueError(f"modified cosine needs precursor m/z on both spectra (pair {bad} lacks one)")
+        use = np.abs(shift) > tolerance  # matchms falls back to the plain cosine otherwise
+    else:
+        shift, use = np.zeros(n_pairs), np.zeros(n_pairs, dtype=bool)
+    total, matches = greedy_cosine_pairs(a.mz, wa, a.offsets, b.mz, wb, b.offsets, ia, ib,
+                                         np.ascontiguousarray(shift, dtype=np.float64), use, float(tolerance))
+    denom = _segment_norm(wa, a)[ia] * _segment_norm(wb, b)[ib]
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(denom > 0, total / np.where(denom > 0, denom, 1.0), 0.0)
     return score, matches
@@ -401,6 +410,19 @@ def entropy_similarity(a: EntropyPeaks, b: EntropyPeaks, ia: npt.ArrayLike, ib: 
     Same result (to float32 precision) as ms_entropy ``calculate_entropy_similarity(a, b,
     ms2_tolerance_in_da)`` with the cleaning options given to :func:`prepare_entropy`.
     """
+    if a.tolerance_da != b.tolerance_da:
+        raise ValueError("both sides must be prepared with the same tolerance")
+    from engine.queries.kernels import entropy_pairs
+
+    ia_, ib_ = _as_pairs(ia, ib)
+    (pa_set, ia_), (pb_set, ib_) = _restrict(a.peaks, ia_), _restrict(b.peaks, ib_)
+    return entropy_pairs(pa_set.mz, pa_set.intensity, pa_set.offsets, pb_set.mz, pb_set.intensity,
+                         pb_set.offsets, ia_, ib_, float(a.tolerance_da))
+
+
+def entropy_similarity_reference(a: EntropyPeaks, b: EntropyPeaks, ia: npt.ArrayLike, ib: npt.ArrayLike
+                                 ) -> FloatArray:
+    """:func:`entropy_similarity` in plain numpy array operations (the reference for the compiled kernel)."""
     if a.tolerance_da != b.tolerance_da:
         raise ValueError("both sides must be prepared with the same tolerance")
     ia_, ib_ = _as_pairs(ia, ib)

@@ -1,0 +1,160 @@
+"""Compiled per-pair kernels for exact spectral similarity (numba, parallel over pairs).
+
+The vectorised numpy code in :mod:`engine.queries.similarity` states the algorithms (matchms'
+greedy cosines, ms_entropy's entropy similarity) and stays the reference the tests compare against;
+these kernels compute the same numbers pair by pair with a two-pointer walk over the m/z-sorted peaks,
+which needs no intermediate edge arrays and runs about ten times faster on the short candidate lists
+of library and analogue search.
+
+All arrays are CSR packed as in :class:`~engine.queries.similarity.PeakSet`: peaks of spectrum ``i``
+are ``offsets[i]:offsets[i + 1]``, m/z sorted within each spectrum. Compiled code is cached on disk
+next to this module (``cache=True``) when the directory is writable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit, prange
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@njit(cache=True, nogil=True)
+def _count_edges(mz_a: FloatArray, sa: int, ea: int, mz_b: FloatArray, sb: int, eb: int,
+                 tol: float, shift: float) -> int:
+    """Number of peak pairs with ``mz_a - tol <= mz_b + shift <= mz_a + tol`` (matchms' test)."""
+    n = 0
+    lo = sb
+    for i in range(sa, ea):
+        low, high = mz_a[i] - tol, mz_a[i] + tol
+        while lo < eb and mz_b[lo] + shift < low:
+            lo += 1
+        j = lo
+        while j < eb and mz_b[j] + shift <= high:
+            n += 1
+            j += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _fill_edges(mz_a: FloatArray, sa: int, ea: int, mz_b: FloatArray, sb: int, eb: int, tol: float,
+                shift: float, out_a: IntArray, out_b: IntArray, start: int) -> int:
+    """Write the edges of :func:`_count_edges` (peak of a, peak of b; local indices) from ``start``."""
+    k = start
+    lo = sb
+    for i in range(sa, ea):
+        low, high = mz_a[i] - tol, mz_a[i] + tol
+        while lo < eb and mz_b[lo] + shift < low:
+            lo += 1
+        j = lo
+        while j < eb and mz_b[j] + shift <= high:
+            out_a[k] = i - sa
+            out_b[k] = j - sb
+            k += 1
+            j += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _greedy_pair(mz_a: FloatArray, w_a: FloatArray, sa: int, ea: int, mz_b: FloatArray, w_b: FloatArray,
+                 sb: int, eb: int, tol: float, shift: float, use_shift: bool) -> tuple[float, int]:
+    """matchms' greedy (modified) cosine numerator and match count of one pair."""
+    n_direct = _count_edges(mz_a, sa, ea, mz_b, sb, eb, tol, 0.0)
+    n_shift = _count_edges(mz_a, sa, ea, mz_b, sb, eb, tol, shift) if use_shift else 0
+    n = n_direct + n_shift
+    if n == 0:
+        return 0.0, 0
+    ea_ = np.empty(n, dtype=np.int64)
+    eb_ = np.empty(n, dtype=np.int64)
+    k = _fill_edges(mz_a, sa, ea, mz_b, sb, eb, tol, 0.0, ea_, eb_, 0)
+    if use_shift:
+        _fill_edges(mz_a, sa, ea, mz_b, sb, eb, tol, shift, ea_, eb_, k)
+    weight = np.empty(n)
+    for e in range(n):
+        weight[e] = w_a[sa + ea_[e]] * w_b[sb + eb_[e]]
+    # matchms: stable sort by weight ascending, then reversed (ties: the later edge first)
+    order = np.argsort(weight, kind="mergesort")
+    used_a = np.zeros(ea - sa, dtype=np.bool_)
+    used_b = np.zeros(eb - sb, dtype=np.bool_)
+    total = 0.0
+    matches = 0
+    for r in range(n - 1, -1, -1):
+        e = order[r]
+        pa, pb = ea_[e], eb_[e]
+        if not used_a[pa] and not used_b[pb]:
+            used_a[pa] = True
+            used_b[pb] = True
+            total += weight[e]
+            matches += 1
+    return total, matches
+
+
+@njit(cache=True, parallel=True)
+def greedy_cosine_pairs(mz_a: FloatArray, w_a: FloatArray, off_a: IntArray, mz_b: FloatArray, w_b: FloatArray,
+                        off_b: IntArray, ia: IntArray, ib: IntArray, shift: FloatArray,
+                        use_shift: npt.NDArray[np.bool_], tol: float) -> tuple[FloatArray, IntArray]:
+    """Greedy cosine numerators (sum of matched weight products) and match counts of pairs ``(ia, ib)``.
+
+    ``w_*`` are the peak weights ``mz ** mz_power * intensity ** intensity_power``; where ``use_shift``,
+    peaks also match after shifting ``b`` by ``shift`` (the modified cosine).
+    """
+    n = ia.shape[0]
+    total = np.zeros(n)
+    matches = np.zeros(n, dtype=np.int64)
+    for p in prange(n):
+        a, b = ia[p], ib[p]
+        t, m = _greedy_pair(mz_a, w_a, off_a[a], off_a[a + 1], mz_b, w_b, off_b[b], off_b[b + 1], tol,
+                            shift[p], use_shift[p])
+        total[p] = t
+        matches[p] = m
+    return total, matches
+
+
+@njit(cache=True, nogil=True)
+def _xlog2x(x: float) -> float:
+    return x * math.log2(x) if x > 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _entropy_pair(mz_a: FloatArray, in_a: FloatArray, sa: int, ea: int, mz_b: FloatArray, in_b: FloatArray,
+                  sb: int, eb: int, tol: float) -> float:
+    """Entropy similarity of one pair of cleaned, entropy-weighted spectra.
+
+    A matched edge counts when it is the first partner of both its peaks (ms_entropy's one-pass merge
+    on the exact ties that peaks cleaned ``2 * tol`` apart still allow).
+    """
+    n = _count_edges(mz_a, sa, ea, mz_b, sb, eb, tol, 0.0)
+    if n == 0:
+        return 0.0
+    pa = np.empty(n, dtype=np.int64)
+    pb = np.empty(n, dtype=np.int64)
+    _fill_edges(mz_a, sa, ea, mz_b, sb, eb, tol, 0.0, pa, pb, 0)
+    first_b = np.full(ea - sa, -1, dtype=np.int64)
+    first_a = np.full(eb - sb, -1, dtype=np.int64)
+    for e in range(n):  # edges come ordered by (peak of a, peak of b)
+        if first_b[pa[e]] < 0:
+            first_b[pa[e]] = pb[e]
+        if first_a[pb[e]] < 0 or pa[e] < first_a[pb[e]]:
+            first_a[pb[e]] = pa[e]
+    gain = 0.0
+    for e in range(n):
+        if first_b[pa[e]] == pb[e] and first_a[pb[e]] == pa[e]:
+            x, y = in_a[sa + pa[e]], in_b[sb + pb[e]]
+            gain += _xlog2x(x + y) - _xlog2x(x) - _xlog2x(y)
+    return gain / 2.0
+
+
+@njit(cache=True, parallel=True)
+def entropy_pairs(mz_a: FloatArray, in_a: FloatArray, off_a: IntArray, mz_b: FloatArray, in_b: FloatArray,
+                  off_b: IntArray, ia: IntArray, ib: IntArray, tol: float) -> FloatArray:
+    """Entropy similarity of pairs ``(ia, ib)`` of prepared spectra (see :func:`_entropy_pair`)."""
+    n = ia.shape[0]
+    out = np.zeros(n)
+    for p in prange(n):
+        a, b = ia[p], ib[p]
+        out[p] = _entropy_pair(mz_a, in_a, off_a[a], off_a[a + 1], mz_b, in_b, off_b[b], off_b[b + 1], tol)
+    return out
