@@ -8,16 +8,19 @@ structure (RDKit fingerprint, 2048 bits; a query without a hit counts 0), and qu
 machine, one process (ours: embedding + index search + exact re-scoring + annotation; Flash: cleaning
 + search; matchms: scoring only).
 
-Usage: ``python -m benchmarks.search.run [--model CKPT] [--analogue-subsample 1000]``.
+Usage: ``python benchmarks/search/run.py [--model CKPT] [--analogue-subsample 1000]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also runnable as a script
 
 import numpy as np
 import numpy.typing as npt

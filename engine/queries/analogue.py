@@ -159,13 +159,14 @@ def consensus_scores(query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.f
     group = np.cumsum(np.r_[0, query_index[keep][1:] != query_index[keep][:-1]])
     n_groups = int(group[-1]) + 1
     top = int(rank.max())  # queries may have fewer candidates than ``top``
-    slot = np.full((n_groups, top), -1, dtype=np.int64)
-    slot[group, rank - 1] = keep
+    slot = np.full((n_groups, top), -1, dtype=np.int64)  # position in ``keep`` of each query's k-th candidate
+    slot[group, rank - 1] = np.arange(keep.shape[0])
+    valid = slot >= 0
+    at = np.maximum(slot, 0)
     words = _as_words(fingerprints[keep])
     counts = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-    valid = slot >= 0
-    f = words[np.maximum(slot, 0).T]  # (top, queries, words); invalid slots are masked below
-    c = np.where(valid, counts[np.maximum(slot, 0)], 0)
+    f = words[at.T]  # (top, queries, words); invalid slots are masked below
+    c = np.where(valid, counts[at], 0)
     tani = np.zeros((n_groups, top, top))
     tani[:, np.arange(top), np.arange(top)] = 1.0
     for i in range(top):  # the upper triangle, one candidate pair across all queries at a time
@@ -175,11 +176,11 @@ def consensus_scores(query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.f
             t = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
             tani[:, i, j] = tani[:, j, i] = t
     tani *= valid[:, :, None] & valid[:, None, :]
-    z = np.where(valid, logit[np.maximum(slot, 0)] / temperature, -np.inf)
+    z = np.where(valid, logit[keep[at]] / temperature, -np.inf)
     w = np.exp(z - z.max(axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
     mbr = np.einsum("qkl,ql->qk", tani, w)
-    out[slot[valid]] = mbr[valid]
+    out[keep[slot[valid]]] = mbr[valid]
     return out
 
 
