@@ -4,7 +4,8 @@ The model is trained so that the cosine of two spectrum embeddings regresses the
 structures, but the raw cosine is mis-scaled at the top and across ion modes. A :class:`TanimotoMap`
 is one monotone (isotonic) piecewise-linear map ``cosine -> Tanimoto`` per *mode pairing*
 (``positive`` = both positive, ``negative`` = both negative, ``cross`` = one of each), a few dozen knots
-each, fitted by :func:`fit_tanimoto_map` with every 0.1-wide Tanimoto bin weighted equally.
+each, fitted by :func:`fit_tanimoto_map` with every 0.1-wide Tanimoto bin weighted equally, on spectrum
+pairs drawn evenly over the bins by :func:`balanced_pairs` (:func:`fit_from_embeddings` does both).
 
 The fitted map lives in ``engine/data/calibration/tanimoto_map.json`` with the encoder hash of the model
 whose embeddings it was fitted on (refit with ``tools/fit_tanimoto_map.py``). :func:`load_tanimoto_map`
@@ -220,5 +221,91 @@ def fit_tanimoto_map(cosine: npt.ArrayLike, tanimoto: npt.ArrayLike, pairing: np
     return TanimotoMap(encoder_hash=encoder_hash, cosine=xs, tanimoto=ys, info=meta)
 
 
-__all__ = ["MAP_NAME", "PAIRINGS", "TanimotoMap", "bin_of", "fit_tanimoto_map", "isotonic_knots",
+def pair_weights(n_pos: npt.NDArray[np.int64], n_neg: npt.NDArray[np.int64], pairing: str
+                 ) -> npt.NDArray[np.float64]:
+    """Number of distinct spectrum pairs of each structure pair (s <= t) with the given mode pairing."""
+    p, q = n_pos.astype(np.float64), n_neg.astype(np.float64)
+    if pairing == "cross":
+        w = np.outer(p, q) + np.outer(q, p)
+        np.fill_diagonal(w, p * q)
+    else:
+        c = p if pairing == "positive" else q
+        w = np.outer(c, c)
+        np.fill_diagonal(w, c * (c - 1) / 2)
+    return np.triu(w)
+
+
+def balanced_pairs(struct: npt.NDArray[np.int64], positive: npt.NDArray[np.bool_], tani: npt.NDArray[np.float32],
+                   per_bin: int, rng: np.random.Generator) -> dict[str, tuple[npt.NDArray[np.int64], ...]]:
+    """Per pairing, spectrum index arrays ``(a, b)``: up to ``per_bin`` pairs per Tanimoto bin, uniform over
+    the distinct spectrum pairs of that bin and pairing (structure pair drawn by its pair count, then
+    spectra uniformly within it)."""
+    n_struct = tani.shape[0]
+    # spectra sorted by (mode, structure): members of (mode, s) are order[start[mode][s]: + count[mode][s]]
+    order = np.lexsort((struct, ~positive))
+    count = {m: np.bincount(struct[positive == (m == "positive")], minlength=n_struct)
+             for m in ("positive", "negative")}
+    start = {"positive": np.concatenate([[0], np.cumsum(count["positive"])[:-1]]),
+             "negative": int(count["positive"].sum()) + np.concatenate([[0], np.cumsum(count["negative"])[:-1]])}
+
+    def pick(mode: str, s: npt.NDArray[np.int64], skip: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
+        c = count[mode][s] - (0 if skip is None else 1)
+        k = np.floor(rng.random(s.shape[0]) * c).astype(np.int64)
+        if skip is not None:
+            k += k >= skip
+        return k
+
+    bins = bin_of(tani)
+    out: dict[str, tuple[npt.NDArray[np.int64], ...]] = {}
+    for pairing in PAIRINGS:
+        w = pair_weights(count["positive"], count["negative"], pairing)
+        a_all, b_all = [], []
+        for b in range(N_BINS):
+            wb = np.where(bins == b, w, 0.0).ravel()
+            total = wb.sum()
+            if total <= 0:
+                continue
+            cells = rng.choice(wb.shape[0], size=int(min(per_bin, total)), p=wb / total)
+            s, t = np.divmod(cells, n_struct)
+            if pairing == "cross":
+                # (positive of s, negative of t) or (negative of s, positive of t), by their pair counts
+                fwd = count["positive"][s] * count["negative"][t]
+                bwd = np.where(s == t, 0, count["negative"][s] * count["positive"][t])
+                first_pos = rng.random(s.shape[0]) * (fwd + bwd) < fwd
+                mode_a = np.where(first_pos, 0, 1)
+                ka = np.where(first_pos, pick("positive", s), pick("negative", s))
+                kb = np.where(first_pos, pick("negative", t), pick("positive", t))
+                ia = np.where(mode_a == 0, start["positive"][s], start["negative"][s]) + ka
+                ib = np.where(mode_a == 0, start["negative"][t], start["positive"][t]) + kb
+            else:
+                ka = pick(pairing, s)
+                kb = np.where(s == t, pick(pairing, t, skip=ka), pick(pairing, t))
+                ia, ib = start[pairing][s] + ka, start[pairing][t] + kb
+            a_all.append(order[ia])
+            b_all.append(order[ib])
+        out[pairing] = (np.concatenate(a_all).astype(np.int64), np.concatenate(b_all).astype(np.int64))
+    return out
+
+
+def fit_from_embeddings(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani: npt.NDArray[np.float32],
+                 positive: npt.NDArray[np.bool_], *, encoder_hash: str, per_bin: int = 20_000, n_knots: int = 32,
+                 seed: int = 0, info: dict[str, Any] | None = None) -> TanimotoMap:
+    """Fit a map from spectrum embeddings: :func:`balanced_pairs` (seeded), then :func:`fit_tanimoto_map`.
+
+    ``struct`` indexes rows of the structure Tanimoto matrix ``tani`` for every spectrum."""
+    rng = np.random.default_rng(seed)
+    pairs = balanced_pairs(struct, positive, tani, per_bin, rng)
+    cos, tan, code = [], [], []
+    for k, name in enumerate(PAIRINGS):
+        a, b = pairs[name]
+        cos.append(np.einsum("ij,ij->i", emb[a], emb[b]))
+        tan.append(tani[struct[a], struct[b]])
+        code.append(np.full(a.shape[0], k, np.int8))
+    return fit_tanimoto_map(np.concatenate(cos), np.concatenate(tan), np.concatenate(code),
+                            encoder_hash=encoder_hash, n_knots=n_knots,
+                            info={"per_bin": per_bin, "seed": seed, **(info or {})})
+
+
+__all__ = ["MAP_NAME", "PAIRINGS", "TanimotoMap", "balanced_pairs", "bin_of", "fit_from_embeddings",
+           "fit_tanimoto_map", "isotonic_knots",
            "load_tanimoto_map", "mode_pairing", "positive_mask", "predict_tanimoto"]
