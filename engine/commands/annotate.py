@@ -35,13 +35,17 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--workers", default=0, show_default=True,
               help="Run on Ray Data with N embedding and N search actors (0: in this process).")
 @click.option("--ray-address", default=None, help="Ray cluster address (e.g. ray://head:10001); implies Ray.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Torch threads for embedding in this process (1 leaves the other cores to the reader thread "
+                   "and the search kernels; several threads slow down badly on a busy machine).")
 @click.option("--dry-run", is_flag=True, help="List the files and what would be done, then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_errors
 def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str | None, candidates: str | None,
              candidates_by: str, precursor_tolerance_ppm: float, max_mass_difference: float | None,
              analogue_candidates: int, chunk_size: int, on_invalid: str, dataset: str | None,
-             ion_mode: str | None, workers: int, ray_address: str | None, dry_run: bool, quiet: bool) -> None:
+             ion_mode: str | None, workers: int, ray_address: str | None, threads: int, dry_run: bool,
+             quiet: bool) -> None:
     """Annotate every MS2 spectrum of INPUTS (mzML, mzXML, MGF, MSP files, directories, globs, @lists):
     library match, analogue and (with --candidates) candidate ranking."""
     from engine.jobs.annotate import JobOptions
@@ -67,6 +71,9 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
     spec = AnnotatorSpec(library=library, model=model, candidates=candidates, settings=settings)
     options = JobOptions(on_invalid=on_invalid, dataset=dataset,  # type: ignore[arg-type]
                          default_ion_mode=ion_mode)  # type: ignore[arg-type]
+    import torch
+
+    torch.set_num_threads(threads)  # this command's process only; Ray actors get one thread per CPU they hold
     summary = run(inputs, out, spec=spec, options=options, workers=workers, ray_address=ray_address,
                   progress=not quiet)
     if summary.invalidated:
