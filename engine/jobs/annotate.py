@@ -170,11 +170,15 @@ def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
     if workers or ray_address:
         from engine.jobs.ray_runner import run_ray
 
+        opened = time.perf_counter() - start
         seconds = run_ray(files, output, spec, options, workers=max(workers, 1), ray_address=ray_address,
                           progress=progress)
     else:
+        annotator.references.prepare()  # library peaks and fingerprints now, not inside the first chunk
+        opened = time.perf_counter() - start
         seconds = run_local(files, output, annotator, options, chunk_size=spec.settings.chunk_size,
                             progress=progress)
+    seconds["start"] = opened  # hashing inputs, opening model and library
     seconds["total"] = time.perf_counter() - start
     summary = summarise(output, files)
     summary.files_done_before = done_before

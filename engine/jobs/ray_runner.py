@@ -93,6 +93,7 @@ class SearchActor:
         from engine.jobs.annotator import Annotator
 
         self.annotator = Annotator(spec)
+        self.annotator.references.prepare()
         self.output = JobOutput(out, {})
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
