@@ -125,11 +125,13 @@ def main() -> None:
                       "load avg start -> end": (f"{r['load_start']:.1f} -> {r['load_end']:.1f}"
                                                 if "load_start" in r else ""),
                       "commit": r.get("commit"), "error": r.get("error")})
-    body = (markdown_table(table) + "\n\nStage shares are of the summed stage times (read = parse + validate "
-            "+ batch, embed = model, search = identity + analogue search with exact re-scoring, write = Parquet); "
-            "per-stage rates divide the spectra by a stage's busy time (summed over actors on Ray, so they are "
-            "per-core-ish rates, not wall rates); wall time includes start-up (imports, opening the model and "
-            "library, structure fingerprints of the library: ~10 s), which dominates the small raw-file set. "
+    body = (markdown_table(table) + "\n\nStages: start = hashing the inputs and opening the model and library "
+            "(imports, library peaks, structure fingerprints); read = parse + validate + batch (in the local runner "
+            "a reader thread does this ahead of the pipeline, so it overlaps embedding and search, and read_wait "
+            "is the time the pipeline waited for it); embed = model; search = identity + analogue search with "
+            "exact re-scoring; write = Parquet. Shares are of the summed stage times; per-stage rates divide the "
+            "spectra by a stage's busy time (summed over actors on Ray, so per-process rates, not wall rates). "
+            "Start-up dominates the small raw-file set. "
             "Target: >= 5,000 spectra/s end to end for the 1M MGF on 2 cores.")
     write_results("annotate", "Batch annotation (issue 6)", body, {"rows": rows}, HERE / "results.json")
 
