@@ -244,6 +244,17 @@ def _segment_norm(weights: FloatArray, peaks: PeakSet) -> FloatArray:
     return np.sqrt(np.bincount(seg, weights=weights ** 2, minlength=len(peaks)))
 
 
+def _precursor_shift(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float
+                     ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Per pair: the modified cosine's shift ``precursor_a - precursor_b`` and whether it applies (matchms
+    falls back to the plain cosine when the shift is within ``tolerance``)."""
+    shift = a.precursor_mz[ia] - b.precursor_mz[ib]
+    if np.isnan(shift).any():
+        bad = int(np.flatnonzero(np.isnan(shift))[0])
+        raise ValueError(f"modified cosine needs precursor m/z on both spectra (pair {bad} lacks one)")
+    return shift, np.abs(shift) > tolerance
+
+
 def _greedy_edges(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
                   intensity_power: float, modified: bool
                   ) -> tuple[IntArray, IntArray, IntArray, FloatArray, npt.NDArray[np.bool_]]:
@@ -255,11 +266,7 @@ def _greedy_edges(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance:
     pair, pa_, pb_ = _find_peak_pairs(a, b, ia, ib, tolerance, zero)
     part = np.zeros(pair.shape[0], dtype=np.int64)
     if modified:
-        shift = a.precursor_mz[ia] - b.precursor_mz[ib]
-        if np.isnan(shift).any():
-            bad = int(np.flatnonzero(np.isnan(shift))[0])
-            raise ValueError(f"modified cosine needs precursor m/z on both spectra (pair {bad} lacks one)")
-        use = np.abs(shift) > tolerance  # matchms falls back to the plain cosine otherwise
+        shift, use = _precursor_shift(a, b, ia, ib, tolerance)
         sel = np.flatnonzero(use)
         if sel.size:
             p2, a2, b2 = _find_peak_pairs(a, b, ia[sel], ib[sel], tolerance, shift[sel])
@@ -291,11 +298,7 @@ def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float
     wa = a.mz ** mz_power * a.intensity ** intensity_power
     wb = b.mz ** mz_power * b.intensity ** intensity_power
     if modified:
-        shift = a.precursor_mz[ia] - b.precursor_mz[ib]
-        if np.isnan(shift).any():
-            bad = int(np.flatnonzero(np.isnan(shift))[0])
-            raise ValueError(f"modified cosine needs precursor m/z on both spectra (pair {bad} lacks one)")
-        use = np.abs(shift) > tolerance  # matchms falls back to the plain cosine otherwise
+        shift, use = _precursor_shift(a, b, ia, ib, tolerance)
     else:
         shift, use = np.zeros(n_pairs), np.zeros(n_pairs, dtype=bool)
     total, matches = greedy_cosine_pairs(a.mz, wa, a.offsets, b.mz, wb, b.offsets, ia, ib,
