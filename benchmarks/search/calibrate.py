@@ -14,6 +14,9 @@ on (:func:`benchmarks.search.common.calibration_fold`), so embedding cosines the
   structures (RDKit fingerprint, 2048 bits). Writes ``analogue_rank.json`` (listwise linear ranker) and
   ``analogue_scale.json`` (reliability: logistic with the Tanimoto as soft label on each query's top 10).
 
+Only records whose licence allows redistribution (CC0, CC BY, CC BY-SA, dl-de/by-2-0) are used, queries
+and libraries alike, as for the bundled model (``--all-licences`` to use every record, not for shipping).
+
 Usage: ``python -m benchmarks.search.calibrate [--model CKPT] [--max-analogue-queries 4000]``.
 """
 
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from benchmarks.search.common import build_library, calibration_fold, embed
 from benchmarks.search.data import SPECTRA, fingerprints, tanimoto
@@ -127,7 +131,8 @@ def fit_identity(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     qi, rows, feats = batched_candidates(identity_candidates, table, queries, emb, quality, index, refs, settings)
     label = (keys[rows] == keys[queries[qi]]).astype(np.float64)
     n = len(queries)
-    info = {"fitted_on": "calibration fold of train (structures held out of model training)", "queries": n,
+    info = {"fitted_on": "calibration fold of train (structures held out of model training)",
+            "licences": sorted(set(table.column("license").to_pylist())), "queries": n,
             "pairs": len(qi)}
     out: dict[str, Any] = {"queries": n, "pairs": len(qi), "positives": int(label.sum())}
     ranker = fit_logistic(IDENTITY_RANKER, feats, label, feature_names=IDENTITY_FEATURES,
@@ -166,6 +171,7 @@ def fit_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     tani = tanimoto(fps[inverse[queries[qi]]], fps[inverse[rows]])
     n = len(queries)
     info = {"fitted_on": "calibration fold of train (queries) vs train outside the fold",
+            "licences": sorted(set(table.column("license").to_pylist())),
             "target": "Tanimoto (RDKit fingerprint, 2048 bits)", "queries": n, "pairs": len(qi)}
     listwise = fit_listwise(ANALOGUE_RANKER, feats, qi, tani, feature_names=ANALOGUE_RANK_FEATURES,
                             temperature=ANALOGUE_TEMPERATURE, encoder_hash=encoder_hash, info=info)
@@ -213,11 +219,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     parser.add_argument("--max-analogue-queries", type=int, default=4000)
+    parser.add_argument("--all-licences", action="store_true",
+                        help="also fit on records whose licence does not allow redistribution (not for shipping)")
     args = parser.parse_args()
     from engine.model import load_model
 
     model = load_model(args.model)
     table = load_table()
+    if not args.all_licences:  # what ships is fitted on records whose licence allows redistribution
+        from engine.training.config import REDISTRIBUTABLE_LICENSES
+
+        table = table.filter(pc.is_in(table.column("license"), pa.array(list(REDISTRIBUTABLE_LICENSES))))
     emb, quality, seconds = embed(model, table)
     fold = calibration_fold(table)
     print(f"embedded {table.num_rows} spectra in {seconds:.1f} s; calibration fold: {int(fold.sum())} spectra")

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.queries.calibration import CALIBRATION_DIR
 from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -98,6 +99,14 @@ def _digest_files(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def _digest_contents(paths: list[Path]) -> str:
+    """Content digest of small files (the search calibrations: they decide scores and orderings)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 class Annotator:
     """Holds the model, the opened library and the candidate table; annotates chunks."""
 
@@ -132,6 +141,7 @@ class Annotator:
             "library": str(lib.resolve()),
             "library_digest": _digest_files([lib]),
             "candidates": _digest_files([Path(self.spec.candidates)]) if self.spec.candidates else None,
+            "calibrations": _digest_contents(sorted(CALIBRATION_DIR.glob("*.json"))),
             "settings": asdict(self.settings),
         }
 
