@@ -17,7 +17,7 @@ on (:func:`benchmarks.search.common.calibration_fold`), so embedding cosines the
 Only records whose licence allows redistribution (CC0, CC BY, CC BY-SA, dl-de/by-2-0) are used, queries
 and libraries alike, as for the bundled model (``--all-licences`` to use every record, not for shipping).
 
-Usage: ``python -m benchmarks.search.calibrate [--model CKPT] [--max-analogue-queries 4000]``.
+Usage: ``python benchmarks/search/calibrate.py [--model CKPT] [--max-analogue-queries 4000]``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also runnable as a script
 
 import numpy as np
 import numpy.typing as npt
