@@ -35,9 +35,9 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--workers", default=0, show_default=True,
               help="Run on Ray Data with N embedding and N search actors (0: in this process).")
 @click.option("--ray-address", default=None, help="Ray cluster address (e.g. ray://head:10001); implies Ray.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Torch threads for embedding in this process (1 leaves the other cores to the reader thread "
-                   "and the search kernels; several threads slow down badly on a busy machine).")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Torch threads for embedding in this process (0: torch's default, all cores; 1 is much "
+                   "faster on a machine other jobs keep busy).")
 @click.option("--dry-run", is_flag=True, help="List the files and what would be done, then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_errors
@@ -73,7 +73,8 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
                          default_ion_mode=ion_mode)  # type: ignore[arg-type]
     import torch
 
-    torch.set_num_threads(threads)  # this command's process only; Ray actors get one thread per CPU they hold
+    if threads:
+        torch.set_num_threads(threads)  # this command's process only; Ray actors get one per CPU they hold
     summary = run(inputs, out, spec=spec, options=options, workers=workers, ray_address=ray_address,
                   progress=not quiet)
     if summary.invalidated:

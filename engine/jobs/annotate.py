@@ -2,9 +2,10 @@
 
 The job plans its input files (content-hashed), skips files already complete in ``OUT`` and, inside a
 file, chunks already written; each chunk's results are written atomically (see
-:mod:`engine.jobs.output`). The local runner does read -> embed -> search -> write in one process, with
-reading a thread ahead (:mod:`engine.jobs.prefetch`); the Ray runner (:mod:`engine.jobs.ray_runner`)
-runs the same stages on Ray Data.
+:mod:`engine.jobs.output`). The local runner does read -> embed -> search -> write in one process
+(a reader thread ahead of it measured slower: parsing holds the GIL that the embedding's numpy and
+torch code needs); the Ray runner (:mod:`engine.jobs.ray_runner`) runs the same stages in separate
+processes on Ray Data.
 """
 
 from __future__ import annotations
@@ -12,20 +13,17 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from engine.errors import InvalidInputError
 from engine.inputs import expand_inputs, file_sha256
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput
-from engine.jobs.prefetch import prefetch
 from engine.records import IonMode
 from engine.stream import OnInvalid, ReadReport
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -100,19 +98,6 @@ def file_info(report: ReadReport, n_chunks: int) -> dict[str, Any]:
     return {"n_chunks": n_chunks, **report.to_dict(), "rejects": report.rejects[:1000]}
 
 
-def _timed(items: Iterator[T], seconds: dict[str, float], key: str) -> Iterator[T]:
-    """``items`` as they are, with the time spent producing them added to ``seconds[key]``."""
-    while True:
-        t = time.perf_counter()
-        try:
-            item = next(items)
-        except StopIteration:
-            seconds[key] += time.perf_counter() - t
-            return
-        seconds[key] += time.perf_counter() - t
-        yield item
-
-
 def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, options: JobOptions, *,
               chunk_size: int, progress: bool = True) -> dict[str, float]:
     """Annotate ``files`` in this process; returns seconds per stage."""
@@ -129,8 +114,8 @@ def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, opt
                 chunks = iter_chunks(f, chunk_size=chunk_size, on_invalid=options.on_invalid,
                                      dataset=options.dataset, default_ion_mode=options.default_ion_mode,
                                      report=report, skip=lambda k, f=f: output.has_part(f, k))  # type: ignore[misc]
-                for chunk in prefetch(_timed(chunks, seconds, "read"), depth=2):
-                    seconds["read_wait"] += time.perf_counter() - t  # the reader thread was behind
+                for chunk in chunks:
+                    seconds["read"] += time.perf_counter() - t
                     if not output.has_part(f, chunk.index):
                         table = annotator(chunk.batch)
                         t = time.perf_counter()

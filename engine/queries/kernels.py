@@ -90,7 +90,7 @@ def _greedy_pair(mz_a: FloatArray, w_a: FloatArray, sa: int, ea: int, mz_b: Floa
     return total, matches
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def greedy_cosine_pairs(mz_a: FloatArray, w_a: FloatArray, off_a: IntArray, mz_b: FloatArray, w_b: FloatArray,
                         off_b: IntArray, ia: IntArray, ib: IntArray, shift: FloatArray,
                         use_shift: npt.NDArray[np.bool_], tol: float) -> tuple[FloatArray, IntArray]:
@@ -143,7 +143,7 @@ def _entropy_pair(mz_a: FloatArray, in_a: FloatArray, sa: int, ea: int, mz_b: Fl
     return gain / 2.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def entropy_pairs(mz_a: FloatArray, in_a: FloatArray, off_a: IntArray, mz_b: FloatArray, in_b: FloatArray,
                   off_b: IntArray, ia: IntArray, ib: IntArray, tol: float) -> FloatArray:
     """Entropy similarity of pairs ``(ia, ib)`` of prepared spectra (see :func:`_entropy_pair`)."""
@@ -155,7 +155,7 @@ def entropy_pairs(mz_a: FloatArray, in_a: FloatArray, off_a: IntArray, mz_b: Flo
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def pair_dots(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], ia: IntArray, ib: IntArray) -> FloatArray:
     """Dot products ``a[ia[p]] . b[ib[p]]`` of row pairs (no gathered copies of the rows)."""
     n = ia.shape[0]
