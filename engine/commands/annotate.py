@@ -21,6 +21,9 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--candidates", default=None, type=click.Path(exists=True),
               help="Molecule table (Parquet / LanceDB) to rank candidate structures from.")
 @click.option("--candidates-by", type=click.Choice(["mass", "formula"]), default="mass", show_default=True)
+@click.option("--library-evidence/--no-library-evidence", default=True, show_default=True,
+              help="Candidate ranking demotes candidates whose own reference spectra in the library do not "
+                   "match the spectrum.")
 @click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float)
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
 @click.option("--analogue-candidates", default=10, show_default=True,
@@ -42,7 +45,8 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_errors
 def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str | None, candidates: str | None,
-             candidates_by: str, precursor_tolerance_ppm: float, max_mass_difference: float | None,
+             candidates_by: str, library_evidence: bool, precursor_tolerance_ppm: float,
+             max_mass_difference: float | None,
              analogue_candidates: int, chunk_size: int, on_invalid: str, dataset: str | None,
              ion_mode: str | None, workers: int, ray_address: str | None, threads: int, dry_run: bool,
              quiet: bool) -> None:
@@ -65,7 +69,7 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
                                     max_mass_difference=max_mass_difference,
                                     analogue_candidates=analogue_candidates,
                                     candidates_by=candidates_by,  # type: ignore[arg-type]
-                                    chunk_size=chunk_size)
+                                    library_evidence=library_evidence, chunk_size=chunk_size)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     spec = AnnotatorSpec(library=library, model=model, candidates=candidates, settings=settings)

@@ -31,6 +31,9 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
               help="SQLite cache of PubChem answers [default: ~/.cache/ms-annotation-engine/pubchem.sqlite].")
 @click.option("--pubchem-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds to wait for PubChem before treating it as unreachable.")
+@click.option("--library", "library_path", type=click.Path(exists=True, file_okay=False), default=None,
+              metavar="LIBRARY", help="Spectral library embedded by the same model: candidates whose own reference "
+              "spectra (query's ion mode) do not match the query are demoted (see engine.queries.evidence).")
 @click.option("--top-k", type=click.IntRange(1), default=20, show_default=True, help="Candidates kept per query.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results Parquet file.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
@@ -42,13 +45,15 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_errors
 def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, tolerance_ppm: float,
-         lists_path: str | None, pubchem: bool, pubchem_cache: Path | None, pubchem_timeout: float, top_k: int,
+         lists_path: str | None, pubchem: bool, pubchem_cache: Path | None, pubchem_timeout: float,
+         library_path: str | None, top_k: int,
          out: Path, model_path: str | None, on_invalid: str, ion_mode: str | None, batch_size: int,
          quiet: bool) -> None:
     """Rank candidate structures for QUERIES (spectrum files, directories, globs).
 
-    Output: query_id, rank, score (spectrum-molecule cosine), smiles, inchikey, formula, plus
-    probability (softmax over the query's candidates), n_candidates and the query's quality.
+    Output: query_id, rank, score (spectrum-molecule cosine, lowered by --library evidence), smiles,
+    inchikey, formula, plus probability (softmax over the query's candidates), n_candidates, the query's
+    quality, the raw cosine and library_similarity (best match among the candidate's reference spectra).
     """
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -65,6 +70,15 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     if model_path is None and not DEFAULT_MODEL.exists():
         raise click.ClickException(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
     model = load_model(model_path)
+    evidence = None
+    if library_path is not None:
+        from engine.queries.evidence import LibraryEvidence
+        from indexes.library import Library
+
+        evidence = LibraryEvidence.from_library(Library.open(library_path), encoder_hash=model.encoder_hash,
+                                                dim=model.dim)
+        click.echo(f"library evidence: {len(evidence)} reference spectra of {len(evidence.groups)} "
+                   f"structure x ion-mode groups from {library_path}", err=True)
     molecules: MoleculeTable | None = None
     lists = read_candidate_lists(lists_path) if lists_path is not None else None
     client = None
@@ -112,7 +126,8 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     with pq.ParquetWriter(str(out), RANK_SCHEMA) as writer, \
             tqdm(unit=" spectra", disable=quiet, file=sys.stderr, mininterval=0.5) as bar:
         for batch in batches:
-            table = rank_candidates(batch, candidates_for(batch), model, top_k=top_k, report=report)
+            table = rank_candidates(batch, candidates_for(batch), model, top_k=top_k, report=report,
+                                    evidence=evidence)
             writer.write_table(table)
             rows += table.num_rows
             bar.update(batch.num_rows)
@@ -120,3 +135,6 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     click.echo(f"{read_report.kept} query spectra ({read_report.n_skipped} skipped); {info['candidates']} "
                f"candidates scored, {info['queries_without_candidates']} queries without candidates, "
                f"{info['invalid_smiles']} invalid SMILES skipped; {rows} rows written to {out}", err=True)
+    if evidence is not None:
+        click.echo(f"{info['candidates_with_references']} candidates had reference spectra in the library, "
+                   f"{info['candidates_demoted']} demoted", err=True)

@@ -68,6 +68,7 @@ class AnnotateSettings:
     analogue_candidates: int = 10
     candidates_by: Literal["formula", "mass"] = "mass"
     candidate_tolerance_ppm: float = 10.0
+    library_evidence: bool = True
     chunk_size: int = 4096
 
     def __post_init__(self) -> None:
@@ -130,6 +131,7 @@ class Annotator:
             from engine.queries.candidates import MoleculeTable
 
             self.molecules = MoleculeTable.open(spec.candidates)
+        self._evidence: Any = None
         self.seconds: dict[str, float] = defaultdict(float)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -202,7 +204,19 @@ class Annotator:
             qs.append(q)
         cands = select_candidates(qs, self.molecules, by=self.settings.candidates_by,
                                   tolerance_ppm=self.settings.candidate_tolerance_ppm)
-        return rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality))
+        return rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality),
+                               evidence=self.evidence())
+
+    def evidence(self) -> Any:
+        """The library's reference spectra as candidate-ranking evidence (read once), or None when off."""
+        if not self.settings.library_evidence:
+            return None
+        if self._evidence is None:
+            from engine.queries.evidence import LibraryEvidence
+
+            self._evidence = LibraryEvidence.from_library(self.library, encoder_hash=self.model.encoder_hash,
+                                                          dim=self.model.dim)
+        return self._evidence
 
     def _assemble(self, batch: pa.RecordBatch, quality: npt.NDArray[np.float32], ident: pa.Table,
                   analog: pa.Table, ranked: pa.Table | None) -> pa.Table:

@@ -2,9 +2,11 @@
 
 Candidates come as one long table (:data:`~engine.queries.candidates.CANDIDATE_SCHEMA`). Each distinct
 SMILES is embedded once per call (invalid SMILES are skipped and counted); missing InChIKeys and
-formulas are filled in with RDKit. ``score`` is the cosine; ``probability`` a softmax over the query's
-candidates at the model's contrastive temperature (when it has one), i.e. how the model would split its
-belief among them.
+formulas are filled in with RDKit. ``cosine`` is the spectrum-molecule cosine; ``score`` is the cosine,
+lowered when library evidence is given and the candidate's own reference spectra do not match the query
+(:mod:`engine.queries.evidence`; ``library_similarity`` is then the best such match, null where the
+candidate has none); ``probability`` a softmax of the scores over the query's candidates at the model's
+contrastive temperature (when it has one), i.e. how the model would split its belief among them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.encoders.base import MoleculeEmbedder, SpectrumEmbedder
+from engine.queries.evidence import LibraryEvidence
 from engine.queries.hits import as_batch, top_per_query
 from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
@@ -31,6 +34,8 @@ _RANK_FIELDS: list[pa.Field] = [
     pa.field("probability", pa.float32()),
     pa.field("n_candidates", pa.int32()),
     pa.field("quality", pa.float32()),
+    pa.field("cosine", pa.float32()),
+    pa.field("library_similarity", pa.float32()),
 ]
 RANK_SCHEMA = pa.schema(_RANK_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
@@ -44,11 +49,15 @@ class RankReport:
     candidates: int = 0
     invalid_smiles: int = 0
     invalid_examples: list[str] = field(default_factory=list)
+    candidates_with_references: int = 0
+    candidates_demoted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"queries": self.queries, "queries_without_candidates": self.queries_without_candidates,
                 "candidates": self.candidates, "invalid_smiles": self.invalid_smiles,
-                "invalid_examples": self.invalid_examples[:10]}
+                "invalid_examples": self.invalid_examples[:10],
+                "candidates_with_references": self.candidates_with_references,
+                "candidates_demoted": self.candidates_demoted}
 
 
 def fill_identifiers(smiles: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
@@ -98,11 +107,12 @@ def _embed_unique(model: MoleculeEmbedder, smiles: list[str], report: RankReport
 
 def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, model: Any, *, top_k: int = 20,
                     report: RankReport | None = None,
-                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
-                    ) -> pa.Table:
+                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+                    evidence: LibraryEvidence | None = None) -> pa.Table:
     """Rank each query's candidates (rows of ``candidates`` with its ``query_id``); top ``top_k`` per query.
 
-    ``model`` embeds spectra and molecules into one space (:class:`~engine.model.JointModel`).
+    ``model`` embeds spectra and molecules into one space (:class:`~engine.model.JointModel`); ``evidence``
+    (reference spectra embedded by the same model) demotes candidates whose references do not match.
     """
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
@@ -127,7 +137,26 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     qi, inverse = qi[ok], inverse[ok]
     cand = cand.filter(pa.array(ok))
     report.candidates += cand.num_rows
-    score = np.einsum("ij,ij->i", emb[qi].astype(np.float64), mol_emb[inverse].astype(np.float64))
+    cosine = np.einsum("ij,ij->i", emb[qi].astype(np.float64), mol_emb[inverse].astype(np.float64))
+    score, lib_sim = cosine, np.full(cosine.shape[0], np.nan)
+    if evidence is not None:
+        if evidence.encoder_hash != getattr(model, "encoder_hash", evidence.encoder_hash):
+            from engine.errors import IncompatibleArtifactError
+
+            raise IncompatibleArtifactError("library evidence was embedded by another model "
+                                            f"({evidence.encoder_hash}, ranking model {model.encoder_hash})")
+        cand_keys: list[str | None] = (cand.column("inchikey").to_pylist() if "inchikey" in cand.column_names
+                                       else [None] * cand.num_rows)
+        unkeyed = [i for i, k in enumerate(cand_keys) if not k]
+        if unkeyed:
+            filled = fill_identifiers([str(s) for s in cand.take(pa.array(unkeyed)).column("smiles").to_pylist()])[0]
+            for j, i in enumerate(unkeyed):
+                cand_keys[i] = filled[j]
+        modes = batch.column("ion_mode").to_pylist() if "ion_mode" in batch.schema.names else [None] * len(qids)
+        lib_sim = evidence.similarity(emb, modes, qi, cand_keys)
+        score = evidence.adjust(cosine, lib_sim)
+        report.candidates_with_references += int(np.isfinite(lib_sim).sum())
+        report.candidates_demoted += int((score < cosine).sum())
     scale = _logit_scale(model)
     counts = np.bincount(qi, minlength=batch.num_rows)
     prob = None
@@ -158,6 +187,8 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
                         else pa.nulls(len(keep), pa.float32())),
         "n_candidates": pa.array(counts[qi[keep]].astype(np.int32)),
         "quality": pa.array(np.asarray(quality, dtype=np.float32)[qi[keep]]),
+        "cosine": pa.array(cosine[keep].astype(np.float32)),
+        "library_similarity": pa.array(lib_sim[keep].astype(np.float32), from_pandas=True),
     }, schema=RANK_SCHEMA)
 
 

@@ -163,3 +163,33 @@ def test_ray_two_workers_same_results_and_survives_a_killed_worker(
         print("ray gave up after the kill; resuming")
         annotate(QUERIES, out, spec=spec, options=JobOptions(), progress=False)
     assert results(out) == reference[1]
+
+
+def test_candidate_ranking_with_library_evidence(tmp_path: Path) -> None:
+    """Bundled model, library and candidates: the evidence setting changes only the candidate columns and
+    demotes only candidates whose reference spectra in the library do not match the query."""
+    from engine.jobs.annotator import AnnotateSettings, Annotator, AnnotatorSpec
+
+    bundled = Path(__file__).resolve().parents[2] / "engine" / "data" / "candidates" / "molecules.parquet"
+    query = [str(DATA / "massbank" / "massbank.msp")]
+    rows = {}
+    for flag in ("--library-evidence", "--no-library-evidence"):
+        out = tmp_path / flag.strip("-")
+        result = CliRunner().invoke(main, ["annotate", *query, "--out", str(out), "--candidates", str(bundled),
+                                           flag, "--quiet"])
+        assert result.exit_code == 0, result.output
+        rows[flag] = results(out)
+    on, off = rows["--library-evidence"], rows["--no-library-evidence"]
+    assert sum(r["candidate_smiles"] is not None for r in on) >= 20
+    cand_cols = {"candidate_score", "candidate_smiles", "candidate_inchikey", "candidate_formula"}
+    for a, b in zip(on, off, strict=True):
+        assert {k: v for k, v in a.items() if k not in cand_cols} == {k: v for k, v in b.items() if k not in cand_cols}
+    # where the top candidate changed, the one chosen without evidence has unmatched reference spectra
+    evidence = Annotator(AnnotatorSpec(settings=AnnotateSettings())).evidence()
+    changed = [(a, b) for a, b in zip(on, off, strict=True) if a["candidate_inchikey"] != b["candidate_inchikey"]]
+    assert len(evidence) > 5_000 and {m for _, m in evidence.groups} == {"positive", "negative"}
+    for a, b in changed:
+        key = str(b["candidate_inchikey"]).split("-")[0]
+        assert (key, a["ion_mode"]) in evidence.groups
+    assert all(float(a["candidate_score"]) <= float(b["candidate_score"]) + 1e-6  # type: ignore[arg-type]
+               for a, b in zip(on, off, strict=True) if a["candidate_score"] is not None)
