@@ -23,8 +23,9 @@ from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput
 from engine.stream import ReadReport
 
-#: Actors are restarted and their tasks retried when a worker process dies.
-FAULT_TOLERANT = {"max_restarts": -1, "max_task_retries": -1}
+# A worker process that dies is restarted and its task retried: Ray Data's actor pools default to
+# max_restarts=-1 and max_task_retries=-1 (ray/data/_internal/execution/operators/actor_pool_map_operator.py),
+# which tests/jobs/test_annotate.py checks by killing a worker mid-job.
 
 
 def _to_ipc(batch: pa.RecordBatch) -> bytes:
@@ -144,10 +145,10 @@ def run_ray(files: Sequence[InputFile], output: JobOutput, spec: Any, options: A
         ds = ds.flat_map(read_chunks, fn_kwargs={"out": str(output.root), "chunk_size": spec.settings.chunk_size,
                                                  "options": options}, num_cpus=0.5)
         ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec}, batch_size=1, compute=pool,
-                            num_cpus=0.5, batch_format="numpy", ray_remote_args_fn=lambda: dict(FAULT_TOLERANT))
+                            num_cpus=0.5, batch_format="numpy")
         ds = ds.map_batches(SearchActor, fn_constructor_kwargs={"spec": spec, "out": str(output.root)},
                             batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.5,
-                            batch_format="numpy", ray_remote_args_fn=lambda: dict(FAULT_TOLERANT))
+                            batch_format="numpy")
         seconds = {"embed": 0.0, "search": 0.0}
         last: dict[tuple[str, str], dict[str, Any]] = {}
         with tqdm(unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:

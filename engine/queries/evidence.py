@@ -29,7 +29,7 @@ from engine.errors import IncompatibleArtifactError
 #: Embedding cosine at or above which a reference spectrum counts as matching the query.
 DEFAULT_THRESHOLD = 0.95
 #: Score lowered per unit of cosine below the threshold.
-DEFAULT_WEIGHT = 3.0
+DEFAULT_WEIGHT = 0.5
 
 
 def structure_key(inchikey: str | None) -> str | None:
