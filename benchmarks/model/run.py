@@ -590,7 +590,9 @@ def main() -> None:
         f"{speed['spectra_timed']} spectra (preprocessing, binning, encoder and quality included) and one pass "
         f"over {speed['molecules_timed']} candidate SMILES (RDKit featurisation included, and GNN alone). The "
         f"machine is shared: load average {speed['load_average_before']:.1f} before, "
-        f"{speed['load_average_after']:.1f} after; with other jobs on the 2 cores, 1 torch thread beats 2."
+        f"{speed['load_average_after']:.1f} after"
+        + ("; with other jobs on the 2 cores, 1 torch thread beats 2."
+           if speed["spectra_per_s_1_threads"] > speed["spectra_per_s_2_threads"] else ".")
         + reused_note,
         "",
         markdown_table([{"torch threads": t, "spectra/s": round(speed[f"spectra_per_s_{t}_threads"]),
