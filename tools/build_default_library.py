@@ -120,6 +120,10 @@ def main() -> None:
     attribution(rows, args.out / "ATTRIBUTION.md")
     if readme_text is not None:
         readme.write_text(readme_text)
+    from engine.queries.references import References
+    from indexes.library import Library
+
+    References(Library.open(args.out), preload=True).prepare()  # ships structure_fingerprints.npz
     print(f"{len(rows)} spectra -> {args.out}")
 
 

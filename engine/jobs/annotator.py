@@ -90,10 +90,14 @@ class AnnotatorSpec:
 
 
 def _digest_files(paths: list[Path]) -> str:
-    """Cheap content digest of artefacts: names, sizes and modification times of their files."""
+    """Cheap content digest of artefacts: names, sizes and modification times of their files (not the
+    library's fingerprint cache, derived data a job may write there and checked against its own digest)."""
+    from engine.queries.references import FINGERPRINT_CACHE
+
     h = hashlib.sha256()
     for root in paths:
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        files = (sorted(p for p in root.rglob("*") if p.is_file() and not p.name.lstrip(".").startswith(
+                        FINGERPRINT_CACHE)) if root.is_dir() else [root])
         for p in files:
             st = p.stat()
             h.update(f"{p.relative_to(root.parent)}:{st.st_size}:{st.st_mtime_ns}\n".encode())

@@ -8,6 +8,9 @@ of hits from LanceDB (``row_id IN (...)``, served by the scalar index).
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,9 @@ PRELOAD_MAX_ROWS = 2_000_000
 SCORING_MAX_PEAKS = 100
 #: Structure fingerprints for analogue consensus: RDKit fingerprint, 2048 bits (as the Tanimoto of the benchmarks).
 FINGERPRINT_BITS = 2048
+#: File in a library directory caching the rows' packed structure fingerprints (written on first use when the
+#: directory is writable; ignored unless its digest matches the library's row ids and SMILES).
+FINGERPRINT_CACHE = "structure_fingerprints.npz"
 
 
 class References:
@@ -107,10 +113,46 @@ class References:
         ids = np.asarray(row_ids, dtype=np.int64)
         if self.preloaded:
             if self._row_fps is None:
-                assert self._meta is not None
-                self._row_fps = self._fingerprints(self._smiles(self._meta))
+                assert self._meta is not None and self._rows is not None
+                smiles = self._smiles(self._meta)
+                digest = _fingerprint_digest(self._rows, smiles)
+                self._row_fps = self._cached_fingerprints(digest)
+                if self._row_fps is None:
+                    self._row_fps = self._fingerprints(smiles)
+                    self._store_fingerprints(digest, self._row_fps)
             return self._row_fps[self._positions(ids)]
         return self._fingerprints(self._smiles(self.meta(ids)))
+
+    def _cache_path(self) -> Path | None:
+        path = getattr(self._library, "path", None)
+        return Path(path) / FINGERPRINT_CACHE if path is not None else None
+
+    def _cached_fingerprints(self, digest: str) -> npt.NDArray[np.uint8] | None:
+        """The library directory's stored fingerprints when they were computed for these rows and SMILES."""
+        path = self._cache_path()
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path) as data:
+                if str(data["digest"]) != digest:
+                    return None
+                fps = np.asarray(data["fingerprints"], dtype=np.uint8)
+        except (OSError, ValueError, KeyError):
+            return None
+        assert self._rows is not None
+        return fps if fps.shape == (self._rows.shape[0], FINGERPRINT_BITS // 8) else None
+
+    def _store_fingerprints(self, digest: str, fps: npt.NDArray[np.uint8]) -> None:
+        """Write the fingerprints beside the library (atomically); a read-only directory is left alone."""
+        path = self._cache_path()
+        if path is None or not os.access(path.parent, os.W_OK):
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez_compressed(tmp, digest=np.array(digest), fingerprints=fps)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _smiles(meta: pa.Table) -> list[str]:
@@ -180,3 +222,11 @@ class References:
             sub = self._entropy.peaks.subset(self._positions(ids))
             return EntropyPeaks(sub, self._entropy.tolerance_da)
         return prepare_entropy(self._fetch(ids)[1], tolerance_da=self.entropy_tolerance_da)
+
+
+def _fingerprint_digest(rows: npt.NDArray[np.int64], smiles: list[str]) -> str:
+    """Digest of the row ids and their SMILES (and the fingerprint definition) the cached fingerprints belong to."""
+    h = hashlib.sha256(f"rdkit-{FINGERPRINT_BITS}\0".encode())
+    h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    h.update("\0".join(smiles).encode())
+    return h.hexdigest()
