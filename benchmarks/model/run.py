@@ -125,8 +125,9 @@ def evidence_ranks(spec_emb: npt.NDArray[np.float32], spec_struct: npt.NDArray[n
         sim = sim.reshape(queries.shape[0], len(keys))
         sim[:, 0] = np.nan
         if truth_in_library:
+            q_modes = np.asarray([modes[j] for j in queries])
             for a, i in enumerate(queries):
-                other = queries[(queries != i) & (np.asarray([modes[j] for j in queries]) == modes[i])]
+                other = queries[(queries != i) & (q_modes == modes[i])]
                 if other.shape[0]:
                     sim[a, 0] = float((spec_emb[other] @ spec_emb[i]).max())
         score = evidence.adjust((q @ cand.T).astype(np.float64), sim)
@@ -234,11 +235,11 @@ def rank_and_speed(model: JointModel, data: Path, table: Any, batch: pa.RecordBa
         train.column("ion_mode").to_pylist() + val_modes, np.vstack([train_emb, emb]),
         encoder_hash=model.encoder_hash)
     for name, v in sets.items():
-        base = rank_queries(emb, struct_of, v, cand_index, cand_matrix.embeddings, true_emb)[1]
+        sizes = np.asarray([v[s].shape[0] + 1 for s in struct_of], np.int64)
         for known in (False, True):
             ranks = evidence_ranks(emb, struct_of, val_modes, v, cand_index, cand_matrix.embeddings, true_emb,
                                    cands.inchikey14, structs, evidence, known)
-            r, z = ranks[clean], base[clean]
+            r, z = ranks[clean], sizes[clean]
             label = f"{name} + library evidence, true structure {'in' if known else 'not in'} library"
             res = {**hit_rates(r, KS), "queries": int(clean.sum()), "mean_candidates": float(z.mean()),
                    **{f"random_hit_rate@{k}": random_hit(z, k) for k in KS}}

@@ -75,6 +75,24 @@ def fill_identifiers(smiles: Sequence[str]) -> tuple[list[str | None], list[str 
     return keys, formulas
 
 
+def _identifiers(table: pa.Table) -> tuple[list[str | None], list[str | None]]:
+    """InChIKey and formula of each row of a candidate table, missing ones (or missing columns) filled in
+    with RDKit."""
+    n = table.num_rows
+    none: list[str | None] = [None] * n
+    keys: list[str | None] = table.column("inchikey").to_pylist() if "inchikey" in table.column_names else none
+    formulas: list[str | None] = (table.column("formula").to_pylist() if "formula" in table.column_names
+                                  else list(none))
+    missing = [i for i, (k, f) in enumerate(zip(keys, formulas, strict=True)) if not k or not f]
+    if missing:
+        smiles = table.column("smiles")
+        fk, ff = fill_identifiers([str(smiles[i].as_py()) for i in missing])
+        for j, i in enumerate(missing):
+            keys[i] = keys[i] or fk[j]
+            formulas[i] = formulas[i] or ff[j]
+    return keys, formulas
+
+
 def _embed_unique(model: MoleculeEmbedder, smiles: list[str], report: RankReport
                   ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
     """Embeddings of ``smiles`` (rows of invalid ones are zero) and the validity mask."""
@@ -139,21 +157,16 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     report.candidates += cand.num_rows
     cosine = np.einsum("ij,ij->i", emb[qi].astype(np.float64), mol_emb[inverse].astype(np.float64))
     score, lib_sim = cosine, np.full(cosine.shape[0], np.nan)
+    identifiers: tuple[list[str | None], list[str | None]] | None = None
     if evidence is not None:
         if evidence.encoder_hash != getattr(model, "encoder_hash", evidence.encoder_hash):
             from engine.errors import IncompatibleArtifactError
 
             raise IncompatibleArtifactError("library evidence was embedded by another model "
                                             f"({evidence.encoder_hash}, ranking model {model.encoder_hash})")
-        cand_keys: list[str | None] = (cand.column("inchikey").to_pylist() if "inchikey" in cand.column_names
-                                       else [None] * cand.num_rows)
-        unkeyed = [i for i, k in enumerate(cand_keys) if not k]
-        if unkeyed:
-            filled = fill_identifiers([str(s) for s in cand.take(pa.array(unkeyed)).column("smiles").to_pylist()])[0]
-            for j, i in enumerate(unkeyed):
-                cand_keys[i] = filled[j]
+        identifiers = _identifiers(cand)
         modes = batch.column("ion_mode").to_pylist() if "ion_mode" in batch.schema.names else [None] * len(qids)
-        lib_sim = evidence.similarity(emb, modes, qi, cand_keys)
+        lib_sim = evidence.similarity(emb, modes, qi, identifiers[0])
         score = evidence.adjust(cosine, lib_sim)
         report.candidates_with_references += int(np.isfinite(lib_sim).sum())
         report.candidates_demoted += int((score < cosine).sum())
@@ -168,14 +181,10 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         prob = ez / np.bincount(qi, weights=ez, minlength=batch.num_rows)[qi]
     keep, rank = top_per_query(qi, score, top_k)
     kept = cand.take(keep)
-    keys = kept.column("inchikey").to_pylist()
-    formulas = kept.column("formula").to_pylist()
-    missing = [i for i, (k, f) in enumerate(zip(keys, formulas, strict=True)) if not k or not f]
-    if missing:
-        fk, ff = fill_identifiers([kept.column("smiles")[i].as_py() for i in missing])
-        for j, i in enumerate(missing):
-            keys[i] = keys[i] or fk[j]
-            formulas[i] = formulas[i] or ff[j]
+    if identifiers is not None:  # already filled in for every candidate
+        keys, formulas = [identifiers[0][i] for i in keep], [identifiers[1][i] for i in keep]
+    else:
+        keys, formulas = _identifiers(kept)
     return pa.table({
         "query_id": pa.array([qids[i] for i in qi[keep]], pa.string()),
         "rank": pa.array(rank, pa.int32()),
