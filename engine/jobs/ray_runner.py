@@ -121,7 +121,13 @@ class SearchActor:
 def run_ray(files: Sequence[InputFile], output: JobOutput, spec: Any, options: Any, *, workers: int,
             ray_address: str | None, progress: bool = True) -> dict[str, float]:
     """Run the job on Ray Data with ``workers`` embedding and search actors; returns seconds per stage."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        from engine.errors import EngineError
+
+        raise EngineError("--workers / --ray-address need Ray Data, which is not installed: "
+                          "pip install 'ray[data]' (or this package's [distributed] extra)") from None
     from tqdm import tqdm
 
     todo = [f for f in files if not output.is_done(f)]
