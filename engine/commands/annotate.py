@@ -24,6 +24,9 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--library-evidence/--no-library-evidence", default=True, show_default=True,
               help="Candidate ranking demotes candidates whose own reference spectra in the library do not "
                    "match the spectrum.")
+@click.option("--fragments/--no-fragments", "fragment_scoring", default=True, show_default=True,
+              help="Candidate ranking adds the share of the spectrum's peaks explained by each candidate's "
+                   "in-silico fragments (MetFrag-style bond cleavage) to its score.")
 @click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float)
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
 @click.option("--analogue-candidates", default=10, show_default=True,
@@ -45,7 +48,7 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_errors
 def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str | None, candidates: str | None,
-             candidates_by: str, library_evidence: bool, precursor_tolerance_ppm: float,
+             candidates_by: str, library_evidence: bool, fragment_scoring: bool, precursor_tolerance_ppm: float,
              max_mass_difference: float | None,
              analogue_candidates: int, chunk_size: int, on_invalid: str, dataset: str | None,
              ion_mode: str | None, workers: int, ray_address: str | None, threads: int, dry_run: bool,
@@ -69,7 +72,8 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
                                     max_mass_difference=max_mass_difference,
                                     analogue_candidates=analogue_candidates,
                                     candidates_by=candidates_by,  # type: ignore[arg-type]
-                                    library_evidence=library_evidence, chunk_size=chunk_size)
+                                    library_evidence=library_evidence, fragment_scoring=fragment_scoring,
+                                    chunk_size=chunk_size)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     spec = AnnotatorSpec(library=library, model=model, candidates=candidates, settings=settings)

@@ -34,6 +34,9 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
 @click.option("--library", "library_path", type=click.Path(exists=True, file_okay=False), default=None,
               metavar="LIBRARY", help="Spectral library embedded by the same model: candidates whose own reference "
               "spectra (query's ion mode) do not match the query are demoted (see engine.queries.evidence).")
+@click.option("--fragments/--no-fragments", "fragment_scoring", default=True, show_default=True,
+              help="Add the share of the query's peaks explained by each candidate's in-silico fragments "
+                   "(MetFrag-style bond cleavage; see engine.queries.fragments) to its score.")
 @click.option("--top-k", type=click.IntRange(1), default=20, show_default=True, help="Candidates kept per query.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results Parquet file.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
@@ -46,14 +49,15 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
 @engine_errors
 def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, tolerance_ppm: float,
          lists_path: str | None, pubchem: bool, pubchem_cache: Path | None, pubchem_timeout: float,
-         library_path: str | None, top_k: int,
+         library_path: str | None, fragment_scoring: bool, top_k: int,
          out: Path, model_path: str | None, on_invalid: str, ion_mode: str | None, batch_size: int,
          quiet: bool) -> None:
     """Rank candidate structures for QUERIES (spectrum files, directories, globs).
 
-    Output: query_id, rank, score (spectrum-molecule cosine, lowered by --library evidence), smiles,
-    inchikey, formula, plus probability (softmax over the query's candidates), n_candidates, the query's
-    quality, the raw cosine and library_similarity (best match among the candidate's reference spectra).
+    Output: query_id, rank, score (spectrum-molecule cosine, raised by the fragment score, lowered by
+    --library evidence), smiles, inchikey, formula, plus probability (softmax over the query's candidates),
+    n_candidates, the query's quality, the raw cosine, library_similarity (best match among the
+    candidate's reference spectra) and fragment_score (share of the query's peaks its fragments explain).
     """
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -79,6 +83,11 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
                                                 dim=model.dim)
         click.echo(f"library evidence: {len(evidence)} reference spectra of {len(evidence.groups)} "
                    f"structure x ion-mode groups from {library_path}", err=True)
+    fragments = None
+    if fragment_scoring:
+        from engine.queries.fragments import FragmentScorer
+
+        fragments = FragmentScorer()
     molecules: MoleculeTable | None = None
     lists = read_candidate_lists(lists_path) if lists_path is not None else None
     client = None
@@ -127,7 +136,7 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
             tqdm(unit=" spectra", disable=quiet, file=sys.stderr, mininterval=0.5) as bar:
         for batch in batches:
             table = rank_candidates(batch, candidates_for(batch), model, top_k=top_k, report=report,
-                                    evidence=evidence)
+                                    evidence=evidence, fragments=fragments)
             writer.write_table(table)
             rows += table.num_rows
             bar.update(batch.num_rows)

@@ -69,6 +69,7 @@ class AnnotateSettings:
     candidates_by: Literal["formula", "mass"] = "mass"
     candidate_tolerance_ppm: float = 10.0
     library_evidence: bool = True
+    fragment_scoring: bool = True
     chunk_size: int = 4096
 
     def __post_init__(self) -> None:
@@ -136,6 +137,11 @@ class Annotator:
 
             self.molecules = MoleculeTable.open(spec.candidates)
         self._evidence: Any = None
+        self._fragments: Any = None
+        if self.settings.fragment_scoring:
+            from engine.queries.fragments import FragmentScorer
+
+            self._fragments = FragmentScorer()   # fragments of each candidate computed once per worker
         self.seconds: dict[str, float] = defaultdict(float)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -209,7 +215,7 @@ class Annotator:
         cands = select_candidates(qs, self.molecules, by=self.settings.candidates_by,
                                   tolerance_ppm=self.settings.candidate_tolerance_ppm)
         return rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality),
-                               evidence=self.evidence())
+                               evidence=self.evidence(), fragments=self._fragments)
 
     def evidence(self) -> Any:
         """The library's reference spectra as candidate-ranking evidence (read once), or None when off."""

@@ -5,7 +5,9 @@ SMILES is embedded once per call (invalid SMILES are skipped and counted); missi
 formulas are filled in with RDKit. ``cosine`` is the spectrum-molecule cosine; ``score`` is the cosine,
 lowered when library evidence is given and the candidate's own reference spectra do not match the query
 (:mod:`engine.queries.evidence`; ``library_similarity`` is then the best such match, null where the
-candidate has none); ``probability`` a softmax of the scores over the query's candidates at the model's
+candidate has none) and raised by the share of the query's peaks the candidate's in-silico fragments
+explain when a fragment scorer is given (:mod:`engine.queries.fragments`; ``fragment_score`` is that
+share); ``probability`` a softmax of the scores over the query's candidates at the model's
 contrastive temperature (when it has one), i.e. how the model would split its belief among them.
 """
 
@@ -21,6 +23,7 @@ import pyarrow as pa
 
 from engine.encoders.base import MoleculeEmbedder, SpectrumEmbedder
 from engine.queries.evidence import LibraryEvidence
+from engine.queries.fragments import FragmentScorer
 from engine.queries.hits import as_batch, top_per_query
 from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
@@ -36,6 +39,7 @@ _RANK_FIELDS: list[pa.Field] = [
     pa.field("quality", pa.float32()),
     pa.field("cosine", pa.float32()),
     pa.field("library_similarity", pa.float32()),
+    pa.field("fragment_score", pa.float32()),
 ]
 RANK_SCHEMA = pa.schema(_RANK_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
@@ -51,13 +55,15 @@ class RankReport:
     invalid_examples: list[str] = field(default_factory=list)
     candidates_with_references: int = 0
     candidates_demoted: int = 0
+    candidates_fragmented: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"queries": self.queries, "queries_without_candidates": self.queries_without_candidates,
                 "candidates": self.candidates, "invalid_smiles": self.invalid_smiles,
                 "invalid_examples": self.invalid_examples[:10],
                 "candidates_with_references": self.candidates_with_references,
-                "candidates_demoted": self.candidates_demoted}
+                "candidates_demoted": self.candidates_demoted,
+                "candidates_fragmented": self.candidates_fragmented}
 
 
 def fill_identifiers(smiles: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
@@ -126,11 +132,14 @@ def _embed_unique(model: MoleculeEmbedder, smiles: list[str], report: RankReport
 def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, model: Any, *, top_k: int = 20,
                     report: RankReport | None = None,
                     embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
-                    evidence: LibraryEvidence | None = None) -> pa.Table:
+                    evidence: LibraryEvidence | None = None, fragments: FragmentScorer | None = None
+                    ) -> pa.Table:
     """Rank each query's candidates (rows of ``candidates`` with its ``query_id``); top ``top_k`` per query.
 
     ``model`` embeds spectra and molecules into one space (:class:`~engine.model.JointModel`); ``evidence``
-    (reference spectra embedded by the same model) demotes candidates whose references do not match.
+    (reference spectra embedded by the same model) demotes candidates whose references do not match;
+    ``fragments`` adds ``fragments.weight`` times the share of the query's peaks that the candidate's
+    in-silico fragments explain.
     """
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
@@ -170,6 +179,11 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         score = evidence.adjust(cosine, lib_sim)
         report.candidates_with_references += int(np.isfinite(lib_sim).sum())
         report.candidates_demoted += int((score < cosine).sum())
+    frag = np.full(cosine.shape[0], np.nan)
+    if fragments is not None:
+        frag = _fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist())
+        score = score + fragments.weight * np.nan_to_num(frag)
+        report.candidates_fragmented += int(np.isfinite(frag).sum())
     scale = _logit_scale(model)
     counts = np.bincount(qi, minlength=batch.num_rows)
     prob = None
@@ -198,7 +212,23 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         "quality": pa.array(np.asarray(quality, dtype=np.float32)[qi[keep]]),
         "cosine": pa.array(cosine[keep].astype(np.float32)),
         "library_similarity": pa.array(lib_sim[keep].astype(np.float32), from_pandas=True),
+        "fragment_score": pa.array(frag[keep].astype(np.float32), from_pandas=True),
     }, schema=RANK_SCHEMA)
+
+
+def _fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, qi: npt.NDArray[np.int64],
+                     smiles: list[str]) -> npt.NDArray[np.float64]:
+    """Explained share of each (query, candidate) pair, on the peaks as the model's pipeline leaves them."""
+    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.model import model_pipeline
+    from engine.preprocess import Pipeline
+
+    pipeline = getattr(model, "pipeline", None)
+    peaks = preprocess_flat(flat_from_batch(batch), pipeline if isinstance(pipeline, Pipeline) else model_pipeline())
+    names = batch.schema.names
+    modes = batch.column("ion_mode").to_pylist() if "ion_mode" in names else [None] * batch.num_rows
+    adducts = batch.column("adduct").to_pylist() if "adduct" in names else [None] * batch.num_rows
+    return scorer.score_pairs(peaks, modes, adducts, qi, smiles)
 
 
 def _logit_scale(model: Any) -> float | None:

@@ -58,6 +58,11 @@ class TrainSettings:
     weight_contrastive: float = 1.0
     weight_tanimoto: float = 5.0
     weight_molecule_tanimoto: float = 2.0
+    #: listwise loss of each spectrum over its own molecule and its own hard negatives (same formula /
+    #: near mass): the candidate-ranking task itself; 0 = off
+    weight_candidates: float = 0.0
+    #: start from this checkpoint's weights (fine-tuning) instead of a random initialisation; "" = none
+    init_from: str = ""
     peak_dropout: float = 0.1
     intensity_jitter: float = 0.1
     val_max_spectra: int = 3000

@@ -21,7 +21,7 @@ from engine.encoders.spectrum import encoder_inputs
 from engine.model import JointModel, model_pipeline
 from engine.training.config import TrainConfig
 from engine.training.data import TRAIN, VAL, PreparedData, prepare_data, tanimoto_matrix
-from engine.training.losses import info_nce, pairwise_tanimoto_regression, tanimoto_regression
+from engine.training.losses import candidate_listwise, info_nce, pairwise_tanimoto_regression, tanimoto_regression
 from engine.training.metrics import balanced_pairs, binned_rmse, hit_rates, rank_of_true
 from engine.training.sampling import Sampler, augment
 
@@ -137,6 +137,12 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     data = prepare_data(config.data, model_pipeline(), seed=config.seed, log=log)
     torch.manual_seed(config.seed)
     model = JointModel(config.model, model_pipeline())
+    if config.train.init_from:
+        missing, unexpected = model.load_state_dict(_initial_weights(config), strict=False)
+        if unexpected or any(not k.startswith("quality") for k in missing):
+            raise ValueError(f"train.init_from {config.train.init_from}: weights do not fit the model "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        log(f"train: starting from the weights of {config.train.init_from}")
     sampler_tani = _train_tanimoto(data)
     sampler = Sampler(data, sampler_tani, batch_structures=config.train.batch_structures,
                       hard_negatives=config.train.hard_negatives, n_bins=config.train.tanimoto_bins,
@@ -178,7 +184,8 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
             losses = _step_losses(model, data, graphs, batch, sampler, rng, config)
             loss = (config.train.weight_contrastive * losses["contrastive"]
                     + config.train.weight_tanimoto * losses["tanimoto"]
-                    + config.train.weight_molecule_tanimoto * losses["molecule_tanimoto"])
+                    + config.train.weight_molecule_tanimoto * losses["molecule_tanimoto"]
+                    + config.train.weight_candidates * losses["candidates"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -227,6 +234,20 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     return TrainResult(run_dir, model_path, history, model)
 
 
+def _initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """Weights of ``config.train.init_from`` (float32), refused when its model config differs."""
+    from engine.model import load_model
+
+    init = load_model(config.train.init_from)
+    mine = JointModel(config.model, model_pipeline()).config_dict()
+    theirs = init.config_dict()
+    if {k: v for k, v in theirs.items() if k != "quality"} != {k: v for k, v in mine.items() if k != "quality"}:
+        raise ValueError(f"train.init_from {config.train.init_from}: its model config differs from [model]")
+    # the quality estimate is refitted after training, so only the encoders' weights carry over
+    return {k: v.float() if v.is_floating_point() else v for k, v in init.state_dict().items()
+            if not k.startswith("quality")}
+
+
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
     """The parts of a config that must match to resume (thread count is only an execution detail)."""
     return {**config, "train": {k: v for k, v in config["train"].items() if k != "threads"}}
@@ -260,4 +281,6 @@ def _step_losses(model: JointModel, data: PreparedData, graphs: Any, batch: Any,
         "tanimoto": tanimoto_regression(spec.repeat_interleave(settings.partners_per_anchor, dim=0), partner,
                                         torch.from_numpy(batch.pair_tanimoto)),
         "molecule_tanimoto": pairwise_tanimoto_regression(mol[:n], tani),
+        "candidates": (candidate_listwise(spec, mol, torch.from_numpy(batch.negative_owner), scale)
+                       if settings.weight_candidates else torch.zeros(())),
     }

@@ -23,6 +23,7 @@ class Batch:
     partner_spectra: npt.NDArray[np.int64]   # (anchor-major: anchor 0's partners first)
     pair_tanimoto: npt.NDArray[np.float32]   # Tanimoto(anchor, partner)
     molecules: npt.NDArray[np.int64]         # graph rows: the anchors' structures, then hard negatives
+    negative_owner: npt.NDArray[np.int64]    # for each hard negative, the batch position of its anchor
 
 
 class Sampler:
@@ -74,16 +75,19 @@ class Sampler:
         for start in range(0, len(self) * b, b):
             anchors = order[start:start + b].astype(np.int64)
             partners, sims = self.partners(np.repeat(anchors, self.partners_per_anchor), rng)
-            negatives = []
-            for a in self.train_structs[anchors]:
+            negatives, owners = [], []
+            for position, a in enumerate(self.train_structs[anchors]):
                 pool = self.data.neg_rows[self.data.neg_ptr[a]:self.data.neg_ptr[a + 1]]
                 if pool.shape[0] and self.hard_negatives:
                     negatives.append(rng.choice(pool, size=min(self.hard_negatives, pool.shape[0]),
                                                 replace=False))
+                    owners.append(np.full(negatives[-1].shape[0], position, np.int64))
             neg = np.concatenate(negatives) if negatives else np.zeros(0, np.int64)
+            owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
             yield Batch(anchors=anchors, spectra=self.random_spectra(anchors, rng), partners=partners,
                         partner_spectra=self.random_spectra(partners, rng), pair_tanimoto=sims,
-                        molecules=np.concatenate([self.train_structs[anchors], neg]).astype(np.int64))
+                        molecules=np.concatenate([self.train_structs[anchors], neg]).astype(np.int64),
+                        negative_owner=owner)
 
 
 def augment(peaks: FlatPeaks, rng: np.random.Generator, *, peak_dropout: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from engine.model import load_model, model_pipeline
@@ -125,3 +126,39 @@ val_pairs = 20
     bad.write_text("[train]\nepochs = 1\nunknown_key = 3\n")
     result = CliRunner().invoke(main, ["train", "--config", str(bad)])
     assert result.exit_code != 0 and "unknown_key" in result.output
+
+
+def test_candidate_listwise_loss_is_cross_entropy_over_own_negatives() -> None:
+    from torch.nn import functional as F  # noqa: N812
+
+    from engine.training.losses import candidate_listwise
+
+    gen = torch.Generator().manual_seed(0)
+    spec = F.normalize(torch.randn(3, 8, generator=gen), dim=1)
+    mol = F.normalize(torch.randn(3 + 4, 8, generator=gen), dim=1)
+    owner = torch.tensor([0, 0, 2, 2])     # spectrum 1 has no negatives of its own
+    scale = torch.tensor(10.0)
+    expected = []
+    for i, negs in ((0, [3, 4]), (1, []), (2, [5, 6])):
+        logits = scale * torch.stack([spec[i] @ mol[j] for j in [i, *negs]])
+        expected.append(F.cross_entropy(logits[None], torch.tensor([0])))
+    got = candidate_listwise(spec, mol, owner, scale)
+    assert torch.allclose(got, torch.stack(expected).mean(), atol=1e-6)
+    assert float(candidate_listwise(spec, mol[:3], torch.zeros(0, dtype=torch.long), scale)) == 0.0
+
+
+def test_fine_tune_starts_from_a_checkpoint(trained_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    base = tiny_config(tmp_path, name="tuned", epochs=1)
+    config = dataclasses.replace(base, train=dataclasses.replace(
+        base.train, init_from=str(trained_tiny.model_path), weight_candidates=1.0, lr=0.0))
+    tuned = train(config, log=lambda _: None, progress=False)
+    assert tuned.history[-1]["candidates"] > 0
+    start = load_model(trained_tiny.model_path)
+    for name, value in start.state_dict().items():   # lr 0: the weights stay those of the checkpoint
+        if not name.startswith("quality"):
+            assert torch.allclose(tuned.model.state_dict()[name].float(), value.float(), atol=1e-3), name
+    other = dataclasses.replace(config, model=dataclasses.replace(config.model, dim=8), name="other")
+    with pytest.raises(ValueError, match="init_from"):
+        train(other, log=lambda _: None, progress=False)
