@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +35,9 @@ PROTON = 1.007276466812
 HYDROGEN = 1.00782503207
 ELECTRON = 0.00054857990946
 SODIUM_ION = 22.989769282 - ELECTRON
+
+#: Bond-cleavage propensities the scorer uses by default (tools/fit_fragment_bonds.py writes it).
+DEFAULT_BOND_TABLE = Path(__file__).resolve().parents[1] / "data" / "calibration" / "fragment_bonds.json"
 
 #: At most this many cleavage sets per molecule; beyond it, the second step only cuts bonds outside rings.
 MAX_CLEAVAGE_SETS = 6_000
@@ -52,6 +56,8 @@ class FragmentSettings:
     #: peak weight = (preprocessed, square-root) intensity * m/z ** mz_power: heavier fragments say more
     #: about a structure than small ones any candidate of the formula explains
     mz_power: float = 1.0
+    #: learned cleavage weights are raised to this power (tempered) before they weigh explanations
+    propensity_power: float = 0.25
     #: peaks above ``precursor m/z - precursor_margin_da`` (the precursor and its isotopes) are left out:
     #: every candidate of the formula explains them
     precursor_margin_da: float = 1.5
@@ -67,12 +73,53 @@ class FragmentSettings:
 
 @dataclass(frozen=True)
 class Fragments:
-    """Distinct fragment masses of one molecule (neutral, implicit hydrogens kept) and the fewest cleavage
-    steps that give each; ``charged`` when the molecule has an atom with a formal charge."""
+    """Distinct fragment masses of one molecule (neutral, implicit hydrogens kept), the fewest cleavage
+    steps that give each, and the log weight of its likeliest cleavage; ``charged`` when the molecule has
+    an atom with a formal charge."""
 
     masses: npt.NDArray[np.float64]
     steps: npt.NDArray[np.int8]
-    charged: bool
+    log_weight: npt.NDArray[np.float64]
+    charged: bool   # net formal charge: the molecule is an ion by itself
+
+
+@dataclass(frozen=True)
+class BondPropensities:
+    """How often cutting a bond of each type gives an observed fragment ion (log probabilities, learned
+    from training spectra by ``tools/fit_fragment_bonds.py``); a cleavage's weight is the product over its
+    cut bonds, so likely cleavages (amide C-N, ester C-O) count more than unlikely ones (aromatic C-C)."""
+
+    log_p: dict[str, float]
+    default_log_p: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def of(self, types: Sequence[str]) -> npt.NDArray[np.float64]:
+        return np.array([self.log_p.get(t, self.default_log_p) for t in types], dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "bond-propensities-1", "default_log_p": self.default_log_p,
+                "log_p": dict(sorted(self.log_p.items())), "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BondPropensities:
+        if data.get("format") != "bond-propensities-1":
+            raise ValueError(f"not a bond-propensity table (format {data.get('format')!r})")
+        return cls({str(k): float(v) for k, v in data["log_p"].items()}, float(data["default_log_p"]),
+                   dict(data.get("provenance", {})))
+
+
+def bond_types(mol: Any) -> list[str]:
+    """Type of every bond: its end elements (lower case when aromatic), order and ring membership, e.g.
+    ``C-N:1`` (an amine C-N bond outside rings), ``c-c:1.5:r`` (aromatic ring), ``C-O:2`` (carbonyl)."""
+    out = []
+    for b in mol.GetBonds():
+        ends = []
+        for a in (b.GetBeginAtom(), b.GetEndAtom()):
+            sym = a.GetSymbol()
+            ends.append(sym.lower() if a.GetIsAromatic() else sym)
+        ends.sort()
+        out.append(f"{ends[0]}-{ends[1]}:{b.GetBondTypeAsDouble():g}{':r' if b.IsInRing() else ''}")
+    return out
 
 
 def _atom_table(mol: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], list[int], list[list[int]], bool]:
@@ -85,7 +132,7 @@ def _atom_table(mol: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64
     ends = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], dtype=np.int64)
     ring_bonds = [int(b.IsInRing()) for b in mol.GetBonds()]
     rings = [list(r) for r in mol.GetRingInfo().BondRings()]
-    charged = any(a.GetFormalCharge() != 0 for a in mol.GetAtoms())
+    charged = sum(a.GetFormalCharge() for a in mol.GetAtoms()) != 0   # a permanent ion, not a nitro group
     return masses, ends.reshape(-1, 2), ring_bonds, rings, charged
 
 
@@ -141,15 +188,22 @@ def _components(n_atoms: int, ends: npt.NDArray[np.int64], cut: npt.NDArray[np.b
     return labels
 
 
-def fragment_molecule(mol: Any, settings: FragmentSettings) -> Fragments:
+def fragment_molecule(mol: Any, settings: FragmentSettings, propensities: BondPropensities | None = None
+                      ) -> Fragments:
     """All distinct fragment masses of an RDKit molecule within ``settings.max_steps`` cleavage steps
-    (the intact molecule included, at 0 steps)."""
+    (the intact molecule included, at 0 steps), each with the log weight of its likeliest cleavage: from
+    ``propensities`` when given, else ``(steps - 1) * log(step_decay)``."""
     masses, ends, ring_bonds, rings, charged = _atom_table(mol)
     n_atoms = masses.shape[0]
     total = float(masses.sum())
     if n_atoms < 2 or ends.shape[0] == 0:
-        return Fragments(np.array([total]), np.zeros(1, np.int8), charged)
+        return Fragments(np.array([total]), np.zeros(1, np.int8), np.zeros(1), charged)
     cut, steps = _cleavage_sets(ends.shape[0], ring_bonds, rings, settings.max_steps)
+    if propensities is not None:
+        set_logw = cut.astype(np.float64) @ propensities.of(bond_types(mol))
+    else:
+        with np.errstate(divide="ignore"):
+            set_logw = np.maximum(steps.astype(np.float64) - 1, 0) * np.log(settings.step_decay)
     labels = _components(n_atoms, ends, cut)
     key = (np.arange(cut.shape[0])[:, None] * n_atoms + labels).ravel()
     comp_mass = np.bincount(key, weights=np.tile(masses, cut.shape[0]), minlength=cut.shape[0] * n_atoms)
@@ -157,20 +211,27 @@ def fragment_molecule(mol: Any, settings: FragmentSettings) -> Fragments:
     real = (comp_mass > 0) & (comp_mass < total - 1e-6)
     frag_mass = np.concatenate([[total], comp_mass[real]])
     frag_steps = np.concatenate([[0], steps[comp_set[real]]]).astype(np.int8)
+    frag_logw = np.concatenate([[0.0], set_logw[comp_set[real]]])
     rounded = np.round(frag_mass, 5)
-    order = np.lexsort((frag_steps, rounded))
-    rounded, frag_mass, frag_steps = rounded[order], frag_mass[order], frag_steps[order]
-    first = np.concatenate([[True], rounded[1:] != rounded[:-1]])
-    return Fragments(frag_mass[first], frag_steps[first], charged)
+    group = np.unique(rounded, return_inverse=True)[1]
+    n_groups = int(group.max()) + 1
+    best_steps = np.full(n_groups, 127, np.int8)
+    np.minimum.at(best_steps, group, frag_steps)
+    best_logw = np.full(n_groups, -np.inf)
+    np.maximum.at(best_logw, group, frag_logw)
+    first = np.zeros(n_groups, np.int64)
+    first[group[::-1]] = np.arange(group.shape[0])[::-1]     # a representative mass per group
+    return Fragments(frag_mass[first], best_steps, best_logw, charged)
 
 
-def fragment_smiles(smiles: str, settings: FragmentSettings) -> Fragments | None:
+def fragment_smiles(smiles: str, settings: FragmentSettings, propensities: BondPropensities | None = None
+                    ) -> Fragments | None:
     """Fragments of a SMILES; None when RDKit cannot parse it."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     mol = Chem.MolFromSmiles(smiles) if smiles else None
-    return None if mol is None else fragment_molecule(mol, settings)
+    return None if mol is None else fragment_molecule(mol, settings, propensities)
 
 
 def ion_table(fragments: Fragments, ion_mode: str, adduct: str | None, settings: FragmentSettings
@@ -187,7 +248,7 @@ def ion_table(fragments: Fragments, ion_mode: str, adduct: str | None, settings:
         if fragments.charged:
             carriers.append(-ELECTRON)
     shifts = np.arange(-settings.max_shift, settings.max_shift + 1)
-    step_w = settings.step_decay ** np.maximum(fragments.steps.astype(np.float64) - 1, 0)
+    step_w = np.exp(fragments.log_weight)
     mz = (fragments.masses[:, None, None] + shifts[None, :, None] * HYDROGEN
           + np.asarray(carriers)[None, None, :])
     weight = step_w[:, None, None] * (settings.shift_decay ** np.abs(shifts))[None, :, None] * np.ones_like(mz)
@@ -217,66 +278,203 @@ def explained_share(peak_mz: npt.NDArray[np.float64], peak_weight: npt.NDArray[n
     return float((best * peak_weight).sum() / total)
 
 
-#: Score added per unit of explained share when fragment scores join the embedding cosine in candidate
-#: ranking (chosen on the train split's calibration fold; see benchmarks/model).
-DEFAULT_WEIGHT = 0.75
+@dataclass(frozen=True)
+class QueryPeaks:
+    """One spectrum's peaks as fragment scoring uses them: m/z, weights (zero in the precursor region),
+    the m/z values that may be explained (sorted) and the window in which fragments are expected."""
+
+    mz: npt.NDArray[np.float64]
+    weight: npt.NDArray[np.float64]
+    explainable: npt.NDArray[np.float64]
+    lower: float
+    upper: float
+
+    @classmethod
+    def build(cls, mz: npt.NDArray[np.float64], intensity: npt.NDArray[np.floating[Any]], precursor_mz: float | None,
+              settings: FragmentSettings) -> QueryPeaks:
+        """Peak weight = intensity * m/z ** ``mz_power``; peaks above ``precursor - precursor_margin_da``
+        weigh nothing. Fragments are expected from ``max(50, lowest peak)`` to the precursor region."""
+        mz = np.asarray(mz, dtype=np.float64)
+        w = np.clip(np.asarray(intensity, dtype=np.float64), 0, None) * mz ** settings.mz_power
+        has_precursor = precursor_mz is not None and bool(np.isfinite(precursor_mz))
+        if has_precursor:
+            w = np.where(mz < float(precursor_mz) - settings.precursor_margin_da, w, 0.0)  # type: ignore[arg-type]
+        explainable = np.sort(mz[w > 0])
+        lower = max(50.0, float(explainable[0])) if explainable.shape[0] else 50.0
+        upper = (float(precursor_mz) - settings.precursor_margin_da if has_precursor  # type: ignore[arg-type]
+                 else (float(explainable[-1]) + 1.0 if explainable.shape[0] else 0.0))
+        return cls(mz, w, explainable, lower, upper)
+
+
+def recall_ions(fragments: Fragments, ion_mode: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Ions ``[n, 3]`` of the one-step fragments for hydrogen shifts -1, 0, +1, and each fragment's weight."""
+    one = fragments.steps == 1
+    carrier = -PROTON if ion_mode == "negative" else PROTON
+    ions = fragments.masses[one][:, None] + np.array([-1.0, 0.0, 1.0])[None, :] * HYDROGEN + carrier
+    return ions, np.exp(fragments.log_weight[one])
+
+
+def predicted_recall_of(ions: npt.NDArray[np.float64], weight: npt.NDArray[np.float64], peaks: QueryPeaks,
+                        settings: FragmentSettings) -> float:
+    """Share of the candidate's likely one-step fragment ions (weighted by their cleavage weight) that
+    the spectrum shows: a peak within tolerance for a hydrogen shift of -1, 0 or +1. Only fragments with
+    an ion inside the spectrum's window count."""
+    found = peaks.explainable
+    if found.shape[0] == 0 or ions.shape[0] == 0:
+        return 0.0
+    inside = ((ions >= peaks.lower) & (ions < peaks.upper)).any(axis=1)
+    pos = np.searchsorted(found, ions)
+    last = found.shape[0] - 1
+    gap = np.minimum(np.abs(found[np.clip(pos - 1, 0, last)] - ions), np.abs(found[np.clip(pos, 0, last)] - ions))
+    seen = (gap <= np.maximum(ions * settings.tolerance_ppm * 1e-6, settings.tolerance_da)).any(axis=1)
+    total = float((weight * inside).sum())
+    return float((weight * (inside & seen)).sum() / total) if total > 0 else 0.0
+
+
+def predicted_recall(fragments: Fragments, peak_mz: npt.NDArray[np.float64], ion_mode: str,
+                     precursor_mz: float | None, settings: FragmentSettings) -> float:
+    """:func:`predicted_recall_of` for peaks given as m/z values (all of them explainable)."""
+    peaks = QueryPeaks.build(peak_mz, np.ones_like(peak_mz), precursor_mz, settings)
+    ions, weight = recall_ions(fragments, ion_mode)
+    return predicted_recall_of(ions, weight, peaks, settings)
+
+
+@dataclass(frozen=True)
+class FragmentWeights:
+    """How the fragment evidence enters a candidate's score: ``share * explained share + recall *
+    predicted recall - size * log(number of fragment masses)`` (the last term offsets the chance matches
+    of candidates whose bonds break into many distinct masses). Chosen on the train split's calibration
+    fold (structures the model never trained on; ``benchmarks/model`` reports the effect on val)."""
+
+    share: float = 1.0
+    recall: float = 0.5
+    size: float = 0.05
+
+
+@dataclass(frozen=True)
+class FragmentEvidence:
+    """Fragment evidence of one (spectrum, candidate) pair; NaN everywhere for an unparsable SMILES."""
+
+    explained_share: float
+    predicted_recall: float
+    n_fragments: int
+    score: float
+
+
+def load_bond_propensities(path: str | Path | None = None) -> BondPropensities:
+    """The bond-propensity table at ``path`` (default: the bundled one)."""
+    import json
+
+    path = DEFAULT_BOND_TABLE if path is None else Path(path)
+    try:
+        return BondPropensities.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: cannot read bond propensities ({exc})") from None
 
 
 @dataclass
 class FragmentScorer:
-    """Explained-share scores of (spectrum, candidate) pairs; each SMILES is fragmented once per scorer.
+    """Fragment evidence for (spectrum, candidate) pairs; each SMILES is fragmented once per scorer.
 
-    ``weight`` is what candidate ranking multiplies the share by before adding it to the cosine.
+    ``propensities`` weight each cleavage by how often its bond types break in training spectra (the
+    bundled table by default; ``None`` in :meth:`plain` falls back to ``step_decay``).
     """
 
     settings: FragmentSettings = field(default_factory=FragmentSettings)
-    weight: float = DEFAULT_WEIGHT
+    weights: FragmentWeights = field(default_factory=FragmentWeights)
+    propensities: BondPropensities | None = field(default_factory=load_bond_propensities)
     _fragments: dict[str, Fragments | None] = field(default_factory=dict, repr=False)
-    _ions: dict[tuple[str, str, bool], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = field(
-        default_factory=dict, repr=False)
+    _ions: dict[tuple[str, str, bool], _Tables] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def plain(cls, settings: FragmentSettings | None = None) -> FragmentScorer:
+        """A scorer without learned bond propensities (every one-step cleavage weighs the same)."""
+        return cls(settings or FragmentSettings(), propensities=None)
 
     def fragments(self, smiles: str) -> Fragments | None:
         """Fragments of ``smiles`` (None when it does not parse), computed once."""
         if smiles not in self._fragments:
-            self._fragments[smiles] = fragment_smiles(smiles, self.settings)
+            self._fragments[smiles] = fragment_smiles(smiles, self.settings, self.propensities)
         return self._fragments[smiles]
 
-    def _ion_table(self, smiles: str, ion_mode: str, sodium: bool
-                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    def warm(self, smiles: Sequence[str], *, processes: int = 1) -> None:
+        """Fragment every SMILES not cached yet, in ``processes`` worker processes when more than one
+        (for large candidate sets: fragmentation is the costly part of scoring)."""
+        todo = sorted({s for s in smiles if s not in self._fragments})
+        if processes > 1 and len(todo) > 1000:
+            from concurrent.futures import ProcessPoolExecutor
+            from functools import partial
+
+            work = partial(fragment_smiles, settings=self.settings, propensities=self.propensities)
+            with ProcessPoolExecutor(processes) as pool:
+                done = list(pool.map(work, todo, chunksize=256))
+        else:
+            done = [fragment_smiles(s, self.settings, self.propensities) for s in todo]
+        self._fragments.update(zip(todo, done, strict=True))
+
+    def _tables(self, smiles: str, ion_mode: str, sodium: bool) -> _Tables | None:
         key = (smiles, ion_mode, sodium)
         if key not in self._ions:
             frags = self.fragments(smiles)
             if frags is None:
                 return None
-            self._ions[key] = ion_table(frags, ion_mode, "[M+Na]+" if sodium else None, self.settings)
+            mz, weight = ion_table(frags, ion_mode, "[M+Na]+" if sodium else None, self.settings)
+            if self.propensities is not None:   # temper the learned weights (they span orders of magnitude)
+                weight = weight ** self.settings.propensity_power
+            ions, ion_weight = recall_ions(frags, ion_mode)
+            self._ions[key] = _Tables(mz, weight, ions, ion_weight, int(frags.masses.shape[0]))
         return self._ions[key]
 
     def peak_weights(self, mz: npt.NDArray[np.float64], intensity: npt.NDArray[np.floating[Any]],
                      precursor_mz: float | None) -> npt.NDArray[np.float64]:
         """Weight of each peak in the explained share (zero for the precursor region)."""
-        w = np.clip(np.asarray(intensity, dtype=np.float64), 0, None) * mz ** self.settings.mz_power
-        if precursor_mz is not None and np.isfinite(precursor_mz):
-            w = np.where(mz < precursor_mz - self.settings.precursor_margin_da, w, 0.0)
-        return w
+        return QueryPeaks.build(mz, intensity, precursor_mz, self.settings).weight
 
-    def score(self, mz: npt.NDArray[np.float64], intensity: npt.NDArray[np.floating[Any]],
-              precursor_mz: float | None, ion_mode: str | None, adduct: str | None, smiles: str) -> float:
-        """Share of one spectrum's peak weight that ``smiles``' fragment ions explain (NaN when the SMILES
-        does not parse, 0 when no peak is left to explain). Pass preprocessed peaks (square-root
+    def _evidence(self, peaks: QueryPeaks, smiles: str, ion_mode: str, sodium: bool) -> FragmentEvidence:
+        tables = self._tables(smiles, ion_mode, sodium)
+        if tables is None:
+            nan = float("nan")
+            return FragmentEvidence(nan, nan, 0, nan)
+        share = explained_share(peaks.mz, peaks.weight, tables.mz, tables.weight, self.settings)
+        recall = predicted_recall_of(tables.recall_ions, tables.recall_weight, peaks, self.settings)
+        w = self.weights
+        score = w.share * share + w.recall * recall - w.size * float(np.log(max(tables.n_fragments, 1)))
+        return FragmentEvidence(share, recall, tables.n_fragments, score)
+
+    def evidence(self, mz: npt.NDArray[np.float64], intensity: npt.NDArray[np.floating[Any]],
+                 precursor_mz: float | None, ion_mode: str | None, adduct: str | None,
+                 smiles: str) -> FragmentEvidence:
+        """Fragment evidence of one spectrum for one candidate. Pass preprocessed peaks (square-root
         intensities, as the embedding sees them)."""
-        table = self._ion_table(smiles, ion_mode or "positive", bool(adduct and "Na" in adduct))
-        if table is None:
-            return float("nan")
-        return explained_share(mz, self.peak_weights(mz, intensity, precursor_mz), table[0], table[1],
-                               self.settings)
+        peaks = QueryPeaks.build(mz, intensity, precursor_mz, self.settings)
+        return self._evidence(peaks, smiles, ion_mode or "positive", bool(adduct and "Na" in adduct))
 
     def score_pairs(self, peaks: FlatPeaks, ion_modes: Sequence[str | None], adducts: Sequence[str | None],
-                    query: npt.NDArray[np.int64], smiles: Sequence[str]) -> npt.NDArray[np.float64]:
-        """:meth:`score` of every pair (spectrum ``query[k]`` of ``peaks``, candidate ``smiles[k]``)."""
+                    query: npt.NDArray[np.int64], smiles: Sequence[str]
+                    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Fragment score (the term candidate ranking adds) and explained share of every pair (spectrum
+        ``query[k]`` of ``peaks``, candidate ``smiles[k]``); NaN for unparsable SMILES."""
         starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
-        out = np.empty(len(smiles), dtype=np.float64)
+        score = np.empty(len(smiles), dtype=np.float64)
+        share = np.empty(len(smiles), dtype=np.float64)
+        current, prepared = -1, None
         for k, (q, smi) in enumerate(zip(query.tolist(), smiles, strict=True)):
-            a, b = starts[q], starts[q + 1]
-            out[k] = self.score(peaks.mz[a:b], peaks.intensity[a:b], float(peaks.precursor_mz[q]),
-                                ion_modes[q], adducts[q], smi)
-        return out
+            if q != current or prepared is None:
+                a, b = starts[q], starts[q + 1]
+                prepared = QueryPeaks.build(peaks.mz[a:b], peaks.intensity[a:b], float(peaks.precursor_mz[q]),
+                                            self.settings)
+                current = q
+            ev = self._evidence(prepared, smi, ion_modes[q] or "positive", bool(adducts[q] and "Na" in adducts[q]))
+            score[k], share[k] = ev.score, ev.explained_share
+        return score, share
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Per (candidate, ion mode, carrier): explanation ions and recall ions."""
+
+    mz: npt.NDArray[np.float64]
+    weight: npt.NDArray[np.float64]
+    recall_ions: npt.NDArray[np.float64]
+    recall_weight: npt.NDArray[np.float64]
+    n_fragments: int

@@ -5,10 +5,11 @@ SMILES is embedded once per call (invalid SMILES are skipped and counted); missi
 formulas are filled in with RDKit. ``cosine`` is the spectrum-molecule cosine; ``score`` is the cosine,
 lowered when library evidence is given and the candidate's own reference spectra do not match the query
 (:mod:`engine.queries.evidence`; ``library_similarity`` is then the best such match, null where the
-candidate has none) and raised by the share of the query's peaks the candidate's in-silico fragments
-explain when a fragment scorer is given (:mod:`engine.queries.fragments`; ``fragment_score`` is that
-share); ``probability`` a softmax of the scores over the query's candidates at the model's
-contrastive temperature (when it has one), i.e. how the model would split its belief among them.
+candidate has none) and raised by the fragment evidence when a fragment scorer is given
+(:mod:`engine.queries.fragments`: ``fragment_score`` is the term added, ``explained_share`` the share of
+the query's peak weight that the candidate's in-silico fragments explain); ``probability`` a softmax of
+the scores over the query's candidates at the model's contrastive temperature (when it has one), i.e. how
+the model would split its belief among them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _RANK_FIELDS: list[pa.Field] = [
     pa.field("cosine", pa.float32()),
     pa.field("library_similarity", pa.float32()),
     pa.field("fragment_score", pa.float32()),
+    pa.field("explained_share", pa.float32()),
 ]
 RANK_SCHEMA = pa.schema(_RANK_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
@@ -138,8 +140,8 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
 
     ``model`` embeds spectra and molecules into one space (:class:`~engine.model.JointModel`); ``evidence``
     (reference spectra embedded by the same model) demotes candidates whose references do not match;
-    ``fragments`` adds ``fragments.weight`` times the share of the query's peaks that the candidate's
-    in-silico fragments explain.
+    ``fragments`` adds the candidate's fragment score (how well its in-silico fragments explain the query's
+    peaks, and how many of its likely fragments the query shows).
     """
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
@@ -179,10 +181,10 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         score = evidence.adjust(cosine, lib_sim)
         report.candidates_with_references += int(np.isfinite(lib_sim).sum())
         report.candidates_demoted += int((score < cosine).sum())
-    frag = np.full(cosine.shape[0], np.nan)
+    frag = share = np.full(cosine.shape[0], np.nan)
     if fragments is not None:
-        frag = _fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist())
-        score = score + fragments.weight * np.nan_to_num(frag)
+        frag, share = _fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist())
+        score = score + np.nan_to_num(frag)
         report.candidates_fragmented += int(np.isfinite(frag).sum())
     scale = _logit_scale(model)
     counts = np.bincount(qi, minlength=batch.num_rows)
@@ -213,12 +215,14 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         "cosine": pa.array(cosine[keep].astype(np.float32)),
         "library_similarity": pa.array(lib_sim[keep].astype(np.float32), from_pandas=True),
         "fragment_score": pa.array(frag[keep].astype(np.float32), from_pandas=True),
+        "explained_share": pa.array(share[keep].astype(np.float32), from_pandas=True),
     }, schema=RANK_SCHEMA)
 
 
 def _fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, qi: npt.NDArray[np.int64],
-                     smiles: list[str]) -> npt.NDArray[np.float64]:
-    """Explained share of each (query, candidate) pair, on the peaks as the model's pipeline leaves them."""
+                     smiles: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Fragment score and explained share of each (query, candidate) pair, on the peaks as the model's
+    pipeline leaves them."""
     from engine.encoders.spectrum import flat_from_batch, preprocess_flat
     from engine.model import model_pipeline
     from engine.preprocess import Pipeline

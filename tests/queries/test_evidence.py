@@ -107,7 +107,8 @@ def test_evidence_from_library_and_cli(tmp_path: Path, tiny_model: object, sampl
                              "smiles": [s for r in refs[:3] for s in (r.smiles, "CCO")]}), lists)
     out = tmp_path / "ranked.parquet"
     res = CliRunner().invoke(rank, [str(queries), "--model", str(model_path), "--candidate-lists", str(lists),
-                                    "--library", str(lib_path), "--out", str(out), "--quiet"])
+                                    "--library", str(lib_path), "--out", str(out), "--quiet",
+                                        "--no-fragments"])
     assert res.exit_code == 0, res.output
     assert "candidates had reference spectra in the library" in res.output
     table = pq.read_table(out).to_pylist()

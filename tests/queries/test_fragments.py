@@ -12,10 +12,13 @@ import pytest
 from engine.queries.fragments import (
     HYDROGEN,
     PROTON,
+    BondPropensities,
     FragmentScorer,
     FragmentSettings,
     fragment_smiles,
     ion_table,
+    load_bond_propensities,
+    predicted_recall,
 )
 from engine.queries.rank import RankReport, rank_candidates
 from indexes.schema import spectra_to_batch
@@ -64,17 +67,47 @@ def test_ion_table_carriers() -> None:
 
 
 def test_explained_share_of_a_built_spectrum() -> None:
-    scorer = FragmentScorer(FragmentSettings(mz_power=0.0))
+    scorer = FragmentScorer.plain(FragmentSettings(mz_power=0.0))
     precursor = 2 * C + 6 * H + OX + PROTON
     explained = np.array([C + 3 * H + OX + PROTON, 2 * C + 5 * H + PROTON])   # CH2OH+ (as CH3OH-H) and C2H5+
     mz = np.sort(np.concatenate([explained, [20.5], [precursor]]))
     inten = np.where(np.isin(mz, explained), 1.0, 0.5)
-    share = scorer.score(mz, inten, precursor, "positive", "[M+H]+", "CCO")
+    ev = scorer.evidence(mz, inten, precursor, "positive", "[M+H]+", "CCO")
     # the precursor is left out; the two explained peaks carry 2.0 of the 2.5 that remains
-    assert share == pytest.approx(2.0 / 2.5)
-    assert np.isnan(scorer.score(mz, inten, precursor, "positive", None, "not a smiles"))
-    assert scorer.score(mz[:0], inten[:0], precursor, "positive", None, "CCO") == 0.0
+    assert ev.explained_share == pytest.approx(2.0 / 2.5)
+    w = scorer.weights
+    assert ev.score == pytest.approx(w.share * ev.explained_share + w.recall * ev.predicted_recall
+                                     - w.size * np.log(ev.n_fragments))
+    assert np.isnan(scorer.evidence(mz, inten, precursor, "positive", None, "not a smiles").score)
+    empty = scorer.evidence(mz[:0], inten[:0], precursor, "positive", None, "CCO")
+    assert empty.explained_share == 0.0 and empty.predicted_recall == 0.0
     assert len(scorer._fragments) == 2      # each SMILES fragmented once
+
+
+def test_predicted_recall_counts_likely_fragments_the_spectrum_shows() -> None:
+    frags = fragment_smiles("CCCCCCO", FragmentSettings(max_steps=1))   # hexanol: one-step pieces
+    assert frags is not None
+    one = frags.masses[frags.steps == 1]
+    ions = one + PROTON
+    lower = ions[(ions >= 50) & (ions < 100)]
+    settings = FragmentSettings()
+    everything = predicted_recall(frags, np.sort(lower), "positive", 200.0, settings)
+    assert everything == pytest.approx(1.0)
+    half = predicted_recall(frags, np.sort(lower)[: lower.shape[0] // 2], "positive", 200.0, settings)
+    assert 0.0 < half < 1.0
+    assert predicted_recall(frags, np.array([500.5]), "positive", 600.0, settings) == 0.0
+
+
+def test_bundled_bond_propensities_favour_labile_bonds() -> None:
+    table = load_bond_propensities()
+    assert table.provenance["spectra"] > 1000 and "val" not in table.provenance["data"].split("split")[0]
+    # an amide / amine C-N bond breaks far more often than an aromatic ring bond
+    assert table.log_p["C-N:1"] > table.log_p["c-c:1.5:r"]
+    assert table.of(["no-such-type"])[0] == table.default_log_p
+    with pytest.raises(ValueError, match="format"):
+        BondPropensities.from_dict({"format": "other"})
+    weighted = fragment_smiles("CC(=O)NCc1ccccc1", FragmentSettings(), table)
+    assert weighted is not None and np.all(weighted.log_weight[weighted.steps > 0] < 0)
 
 
 def test_large_ring_systems_stay_bounded() -> None:
@@ -106,8 +139,8 @@ def test_true_structures_explain_their_spectra_better_than_near_mass_decoys() ->
             query.append(i)
             smiles.append(smi)
             is_true.append(truth)
-    share = scorer.score_pairs(peaks, spectra.column("ion_mode").to_pylist(), spectra.column("adduct").to_pylist(),
-                               np.asarray(query), smiles)
+    _, share = scorer.score_pairs(peaks, spectra.column("ion_mode").to_pylist(),
+                                  spectra.column("adduct").to_pylist(), np.asarray(query), smiles)
     truth = np.asarray(is_true)
     assert np.nanmean(share[truth]) > np.nanmean(share[~truth]) + 0.2, (np.nanmean(share[truth]),
                                                                        np.nanmean(share[~truth]))
@@ -125,6 +158,6 @@ def test_rank_candidates_with_fragment_scores(tiny_model: object, sample_spectra
     rows = ranked.to_pylist()
     assert len(rows) == 2 and report.candidates_fragmented == 2 and report.invalid_smiles == 1
     for r in rows:
-        assert 0.0 <= r["fragment_score"] <= 1.0
-        assert r["score"] == pytest.approx(r["cosine"] + scorer.weight * r["fragment_score"], abs=1e-5)
+        assert 0.0 <= r["explained_share"] <= 1.0
+        assert r["score"] == pytest.approx(r["cosine"] + r["fragment_score"], abs=1e-5)
     assert [r["rank"] for r in rows] == [1, 2] and rows[0]["score"] >= rows[1]["score"]

@@ -68,6 +68,15 @@ def test_rank_command(tmp_path: Path, tiny_model: object, sample_spectra: list[S
     table = pq.read_table(out)
     assert {"query_id", "rank", "score", "smiles", "inchikey", "formula"} <= set(table.column_names)
     assert max(table.column("rank").to_pylist()) <= 3
+    # fragment evidence is on by default: every parsed candidate has a fragment score, --no-fragments drops it
+    assert table.num_rows and table.column("fragment_score").null_count == 0
+    plain = tmp_path / "plain.parquet"
+    res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--candidates", str(BUNDLED), "--by", "mass",
+                               "--tolerance-ppm", "20", "--top-k", "3", "--out", str(plain), "--quiet",
+                               "--no-fragments"])
+    assert res.exit_code == 0, res.output
+    untouched = pq.read_table(plain).to_pylist()
+    assert all(r["fragment_score"] is None and r["score"] == r["cosine"] for r in untouched)
     # PubChem offline (or any answer): with --candidates as fallback the command still succeeds
     res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--pubchem", "--pubchem-timeout", "3",
                                "--pubchem-cache", str(tmp_path / "pc.sqlite"), "--candidates", str(BUNDLED),
