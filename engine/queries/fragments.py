@@ -346,8 +346,8 @@ class FragmentWeights:
     of candidates whose bonds break into many distinct masses). Chosen on the train split's calibration
     fold (structures the model never trained on; ``benchmarks/model`` reports the effect on val)."""
 
-    share: float = 1.0
-    recall: float = 0.5
+    share: float = 0.75
+    recall: float = 0.75
     size: float = 0.05
 
 

@@ -161,3 +161,16 @@ def test_rank_candidates_with_fragment_scores(tiny_model: object, sample_spectra
         assert 0.0 <= r["explained_share"] <= 1.0
         assert r["score"] == pytest.approx(r["cosine"] + r["fragment_score"], abs=1e-5)
     assert [r["rank"] for r in rows] == [1, 2] and rows[0]["score"] >= rows[1]["score"]
+
+
+def test_warm_in_worker_processes_matches_direct_fragmentation() -> None:
+    smiles = [f"{'C' * n}O{'C' * m}" for n in range(1, 41) for m in range(0, 30)]   # 1,200 ethers / alcohols
+    scorer = FragmentScorer()
+    scorer.warm(smiles, processes=2)
+    assert len(scorer._fragments) == len(set(smiles))
+    for smi in smiles[::97]:
+        direct = fragment_smiles(smi, scorer.settings, scorer.propensities)
+        cached = scorer.fragments(smi)
+        assert direct is not None and cached is not None
+        np.testing.assert_allclose(cached.masses, direct.masses)
+        np.testing.assert_allclose(cached.log_weight, direct.log_weight)
