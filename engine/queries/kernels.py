@@ -167,3 +167,35 @@ def pair_dots(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], ia: IntArr
             total += x[k] * y[k]
         out[p] = total
     return out
+
+
+@njit(cache=True, nogil=True)
+def _root(parent: IntArray, i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True)
+def cut_components(n_atoms: int, ends: IntArray, cut: npt.NDArray[np.bool_]) -> IntArray:
+    """Connected-component label (smallest atom index) of every atom of a molecular graph with bonds
+    ``ends`` after removing the bonds of each row of ``cut`` (union-find per cut set)."""
+    n_sets, n_bonds = cut.shape
+    labels = np.empty((n_sets, n_atoms), np.int64)
+    parent = np.empty(n_atoms, np.int64)
+    for p in range(n_sets):
+        for i in range(n_atoms):
+            parent[i] = i
+        for e in range(n_bonds):
+            if cut[p, e]:
+                continue
+            a = _root(parent, ends[e, 0])
+            b = _root(parent, ends[e, 1])
+            if a < b:
+                parent[b] = a
+            elif b < a:
+                parent[a] = b
+        for i in range(n_atoms):
+            labels[p, i] = _root(parent, i)
+    return labels

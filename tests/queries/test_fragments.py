@@ -174,3 +174,16 @@ def test_warm_in_worker_processes_matches_direct_fragmentation() -> None:
         assert direct is not None and cached is not None
         np.testing.assert_allclose(cached.masses, direct.masses)
         np.testing.assert_allclose(cached.log_weight, direct.log_weight)
+
+
+@pytest.mark.parametrize("smiles", ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O",
+                                    "OC[C@H]1OC(O)[C@H](O)[C@@H](O)[C@@H]1O", "CC(=O)[O-].[NH4+]"])
+def test_compiled_components_match_the_numpy_reference(smiles: str) -> None:
+    from rdkit import Chem
+
+    from engine.queries.fragments import _atom_table, _cleavage_sets, _components
+    from engine.queries.kernels import cut_components
+
+    masses, ends, ring_bonds, rings, _ = _atom_table(Chem.MolFromSmiles(smiles))
+    cut, _ = _cleavage_sets(ends.shape[0], ring_bonds, rings, 2)
+    np.testing.assert_array_equal(cut_components(masses.shape[0], ends, cut), _components(masses.shape[0], ends, cut))
