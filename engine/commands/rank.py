@@ -144,6 +144,9 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     click.echo(f"{read_report.kept} query spectra ({read_report.n_skipped} skipped); {info['candidates']} "
                f"candidates scored, {info['queries_without_candidates']} queries without candidates, "
                f"{info['invalid_smiles']} invalid SMILES skipped; {rows} rows written to {out}", err=True)
+    if fragments is not None:
+        click.echo(f"fragment evidence: {info['candidates_fragmented']} candidates scored by their in-silico "
+                   f"fragments ({len(fragments)} distinct structures fragmented)", err=True)
     if evidence is not None:
         click.echo(f"{info['candidates_with_references']} candidates had reference spectra in the library, "
                    f"{info['candidates_demoted']} demoted", err=True)

@@ -396,6 +396,10 @@ class FragmentScorer:
         """A scorer without learned bond propensities (every one-step cleavage weighs the same)."""
         return cls(settings or FragmentSettings(), propensities=None)
 
+    def __len__(self) -> int:
+        """Number of distinct SMILES fragmented so far."""
+        return len(self._fragments)
+
     def fragments(self, smiles: str) -> Fragments | None:
         """Fragments of ``smiles`` (None when it does not parse), computed once."""
         if smiles not in self._fragments:

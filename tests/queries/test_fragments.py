@@ -81,7 +81,7 @@ def test_explained_share_of_a_built_spectrum() -> None:
     assert np.isnan(scorer.evidence(mz, inten, precursor, "positive", None, "not a smiles").score)
     empty = scorer.evidence(mz[:0], inten[:0], precursor, "positive", None, "CCO")
     assert empty.explained_share == 0.0 and empty.predicted_recall == 0.0
-    assert len(scorer._fragments) == 2      # each SMILES fragmented once
+    assert len(scorer) == 2      # each SMILES fragmented once
 
 
 def test_predicted_recall_counts_likely_fragments_the_spectrum_shows() -> None:
@@ -167,7 +167,7 @@ def test_warm_in_worker_processes_matches_direct_fragmentation() -> None:
     smiles = [f"{'C' * n}O{'C' * m}" for n in range(1, 41) for m in range(0, 30)]   # 1,200 ethers / alcohols
     scorer = FragmentScorer()
     scorer.warm(smiles, processes=2)
-    assert len(scorer._fragments) == len(set(smiles))
+    assert len(scorer) == len(set(smiles))
     for smi in smiles[::97]:
         direct = fragment_smiles(smi, scorer.settings, scorer.propensities)
         cached = scorer.fragments(smi)
