@@ -39,16 +39,16 @@ from engine.encoders.spectrum import flat_from_batch, preprocess_flat  # noqa: E
 from engine.model import load_model  # noqa: E402
 from engine.queries.fragments import (  # noqa: E402
     DEFAULT_BOND_TABLE,
-    ELECTRON,
     HYDROGEN,
-    PROTON,
-    SODIUM_ION,
     BondPropensities,
     FragmentSettings,
     _atom_table,
     _cleavage_sets,
-    _components,
     bond_types,
+    carries_sodium,
+    charge_carriers,
+    near_peak,
+    piece_masses,
 )
 from engine.training.config import REDISTRIBUTABLE_LICENSES  # noqa: E402
 
@@ -63,24 +63,14 @@ def observed_cleavages(smiles: str, mz: np.ndarray, weight: np.ndarray, ion_mode
         return None
     masses, ends, ring_bonds, rings, charged = _atom_table(mol)
     cut, _ = _cleavage_sets(ends.shape[0], ring_bonds, rings, 1)
-    labels = _components(masses.shape[0], ends, cut)
-    n_sets, n_atoms = cut.shape[0], masses.shape[0]
-    comp = np.bincount((np.arange(n_sets)[:, None] * n_atoms + labels).ravel(),
-                       weights=np.tile(masses, n_sets), minlength=n_sets * n_atoms).reshape(n_sets, n_atoms)
-    carriers = [-PROTON] if ion_mode == "negative" else [PROTON] + ([SODIUM_ION] if adduct and "Na" in adduct else [])
-    if charged:
-        carriers.append(ELECTRON if ion_mode == "negative" else -ELECTRON)
+    comp = piece_masses(masses, ends, cut)
     peaks = np.sort(mz[weight > 0])
-    observed = np.zeros(n_sets, dtype=bool)
+    observed = np.zeros(cut.shape[0], dtype=bool)
+    if peaks.shape[0] == 0:
+        return bond_types(mol), cut, observed
     for shift in (-1, 0, 1):
-        for carrier in carriers:
-            ion = comp + shift * HYDROGEN + carrier
-            tol = np.maximum(ion * settings.tolerance_ppm * 1e-6, settings.tolerance_da)
-            pos = np.clip(np.searchsorted(peaks, ion), 1, max(1, peaks.shape[0] - 1))
-            if peaks.shape[0] == 0:
-                continue
-            near = np.minimum(np.abs(peaks[pos - 1] - ion), np.abs(peaks[np.minimum(pos, peaks.shape[0] - 1)] - ion))
-            observed |= ((near <= tol) & (comp > 0)).any(axis=1)
+        for carrier in charge_carriers(ion_mode, carries_sodium(adduct), charged):
+            observed |= (near_peak(peaks, comp + shift * HYDROGEN + carrier, settings) & (comp > 0)).any(axis=1)
     return bond_types(mol), cut, observed
 
 

@@ -138,7 +138,7 @@ class Annotator:
             self.molecules = MoleculeTable.open(spec.candidates)
         self._evidence: Any = None
         self._fragments: Any = None
-        if self.settings.fragment_scoring:
+        if self.settings.fragment_scoring and spec.candidates:   # only candidate ranking uses it
             from engine.queries.fragments import FragmentScorer
 
             self._fragments = FragmentScorer()   # fragments of each candidate computed once per worker

@@ -4,13 +4,19 @@ A candidate's fragments are the connected pieces left after up to ``max_steps`` 
 being one bond outside rings or two bonds of one ring (a ring opens only when cut twice). Each fragment
 keeps its atoms' implicit hydrogens; its ions are ``fragment mass + shift * H + charge carrier`` (proton
 or, for ``[M+Na]+`` precursors, sodium; a deprotonation in negative mode; the bare electron loss for
-molecules with a charged atom) for hydrogen shifts ``-2..+2`` (MetFrag allows the same rearrangements).
+molecules with a net formal charge) for hydrogen shifts ``-2..+2`` (MetFrag allows the same
+rearrangements). Each cleavage is weighted by the learned propensities of the bond types it cuts
+(:class:`BondPropensities`, tempered by ``propensity_power``), or by ``step_decay ** (steps - 1)``
+without them; hydrogen shifts by ``shift_decay ** |shift|``.
 
-The score of a spectrum against a candidate is the share of the spectrum's square-root intensity that
-fragment ions explain within the m/z tolerance, each peak counted by its best explanation:
-``step_decay ** (steps - 1) * shift_decay ** |shift|`` (1 for a one-step fragment without hydrogen
-rearrangement). Same-formula candidates have the same atoms, so the score compares how their bond
-graphs could have produced the observed fragments, which the spectrum embedding sees only indirectly.
+A (spectrum, candidate) pair gets three numbers (:class:`FragmentEvidence`): the *explained share*, the
+share of the spectrum's peak weight (square-root intensity x m/z ** ``mz_power``, precursor region left
+out) that fragment ions explain within the m/z tolerance, each peak by its best-weighted explanation;
+the *predicted recall*, the share of the candidate's likely one-step fragments the spectrum shows; and
+the number of distinct fragment masses. :class:`FragmentWeights` combine them into the score candidate
+ranking adds to the cosine. Same-formula candidates have the same atoms, so the score compares how their
+bond graphs could have produced the observed fragments, which the spectrum embedding sees only
+indirectly.
 
 Fragmentation enumerates all cleavage sets of a molecule at once and labels the pieces of each with a
 compiled union-find (:func:`engine.queries.kernels.cut_components`; :func:`_components` is the NumPy
@@ -72,17 +78,21 @@ class FragmentSettings:
         if not (0 <= self.step_decay <= 1 and 0 <= self.shift_decay <= 1):
             raise ValueError("step_decay and shift_decay must lie in 0..1")
 
+    def tolerance_at(self, mz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Match tolerance (Da) at each m/z: ``tolerance_ppm``, but at least ``tolerance_da``."""
+        return np.maximum(mz * self.tolerance_ppm * 1e-6, self.tolerance_da)
+
 
 @dataclass(frozen=True)
 class Fragments:
     """Distinct fragment masses of one molecule (neutral, implicit hydrogens kept), the fewest cleavage
     steps that give each, and the log weight of its likeliest cleavage; ``charged`` when the molecule has
-    an atom with a formal charge."""
+    a net formal charge (an ion by itself, unlike a nitro group)."""
 
     masses: npt.NDArray[np.float64]
     steps: npt.NDArray[np.int8]
     log_weight: npt.NDArray[np.float64]
-    charged: bool   # net formal charge: the molecule is an ion by itself
+    charged: bool
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,19 @@ def _components(n_atoms: int, ends: npt.NDArray[np.int64], cut: npt.NDArray[np.b
     return labels
 
 
+def piece_masses(masses: npt.NDArray[np.float64], ends: npt.NDArray[np.int64], cut: npt.NDArray[np.bool_]
+                 ) -> npt.NDArray[np.float64]:
+    """Mass ``[set, label]`` of every piece left by each cut set (label = the piece's smallest atom index;
+    zero where no piece has that label)."""
+    from engine.queries.kernels import cut_components
+
+    n_sets, n_atoms = cut.shape[0], masses.shape[0]
+    labels = cut_components(n_atoms, np.ascontiguousarray(ends), np.ascontiguousarray(cut))
+    key = (np.arange(n_sets)[:, None] * n_atoms + labels).ravel()
+    summed = np.bincount(key, weights=np.tile(masses, n_sets), minlength=n_sets * n_atoms)
+    return np.asarray(summed, dtype=np.float64).reshape(n_sets, n_atoms)
+
+
 def fragment_molecule(mol: Any, settings: FragmentSettings, propensities: BondPropensities | None = None
                       ) -> Fragments:
     """All distinct fragment masses of an RDKit molecule within ``settings.max_steps`` cleavage steps
@@ -207,11 +230,7 @@ def fragment_molecule(mol: Any, settings: FragmentSettings, propensities: BondPr
     else:
         with np.errstate(divide="ignore"):
             set_logw = np.maximum(steps.astype(np.float64) - 1, 0) * np.log(settings.step_decay)
-    from engine.queries.kernels import cut_components
-
-    labels = cut_components(n_atoms, np.ascontiguousarray(ends), np.ascontiguousarray(cut))
-    key = (np.arange(cut.shape[0])[:, None] * n_atoms + labels).ravel()
-    comp_mass = np.bincount(key, weights=np.tile(masses, cut.shape[0]), minlength=cut.shape[0] * n_atoms)
+    comp_mass = piece_masses(masses, ends, cut).ravel()
     comp_set = np.repeat(np.arange(cut.shape[0]), n_atoms)
     real = (comp_mass > 0) & (comp_mass < total - 1e-6)
     frag_mass = np.concatenate([[total], comp_mass[real]])
@@ -239,19 +258,23 @@ def fragment_smiles(smiles: str, settings: FragmentSettings, propensities: BondP
     return None if mol is None else fragment_molecule(mol, settings, propensities)
 
 
-def ion_table(fragments: Fragments, ion_mode: str, adduct: str | None, settings: FragmentSettings
+def carries_sodium(adduct: str | None) -> bool:
+    """Whether a precursor adduct holds sodium (its fragments may carry Na+ instead of a proton)."""
+    return bool(adduct and "Na" in adduct)
+
+
+def charge_carriers(ion_mode: str, sodium: bool, charged: bool) -> list[float]:
+    """Mass added to a neutral fragment to make its ion: proton (or sodium) gained in positive mode,
+    proton lost in negative mode, and the electron for a molecule with a net charge of its own."""
+    if ion_mode == "negative":
+        return [-PROTON, *([ELECTRON] if charged else [])]
+    return [PROTON, *([SODIUM_ION] if sodium else []), *([-ELECTRON] if charged else [])]
+
+
+def ion_table(fragments: Fragments, ion_mode: str, sodium: bool, settings: FragmentSettings
               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Sorted fragment ion m/z values and the weight of each as an explanation."""
-    if ion_mode == "negative":
-        carriers = [-PROTON]
-        if fragments.charged:
-            carriers.append(ELECTRON)
-    else:
-        carriers = [PROTON]
-        if adduct and "Na" in adduct:
-            carriers.append(SODIUM_ION)
-        if fragments.charged:
-            carriers.append(-ELECTRON)
+    carriers = charge_carriers(ion_mode, sodium, fragments.charged)
     shifts = np.arange(-settings.max_shift, settings.max_shift + 1)
     step_w = np.exp(fragments.log_weight)
     mz = (fragments.masses[:, None, None] + shifts[None, :, None] * HYDROGEN
@@ -269,7 +292,7 @@ def explained_share(peak_mz: npt.NDArray[np.float64], peak_weight: npt.NDArray[n
     total = float(peak_weight.sum())
     if total <= 0 or ion_mz.shape[0] == 0:
         return 0.0
-    tol = np.maximum(peak_mz * settings.tolerance_ppm * 1e-6, settings.tolerance_da)
+    tol = settings.tolerance_at(peak_mz)
     lo = np.searchsorted(ion_mz, peak_mz - tol, side="left")
     hi = np.searchsorted(ion_mz, peak_mz + tol, side="right")
     best = np.zeros(peak_mz.shape[0])
@@ -319,6 +342,16 @@ def recall_ions(fragments: Fragments, ion_mode: str) -> tuple[npt.NDArray[np.flo
     return ions, np.exp(fragments.log_weight[one])
 
 
+def near_peak(sorted_mz: npt.NDArray[np.float64], ions: npt.NDArray[np.float64], settings: FragmentSettings
+              ) -> npt.NDArray[np.bool_]:
+    """Whether each ion (any shape) lies within tolerance of one of the non-empty ``sorted_mz``."""
+    pos = np.searchsorted(sorted_mz, ions)
+    last = sorted_mz.shape[0] - 1
+    gap = np.minimum(np.abs(sorted_mz[np.clip(pos - 1, 0, last)] - ions),
+                     np.abs(sorted_mz[np.clip(pos, 0, last)] - ions))
+    return np.asarray(gap <= settings.tolerance_at(ions))
+
+
 def predicted_recall_of(ions: npt.NDArray[np.float64], weight: npt.NDArray[np.float64], peaks: QueryPeaks,
                         settings: FragmentSettings) -> float:
     """Share of the candidate's likely one-step fragment ions (weighted by their cleavage weight) that
@@ -328,10 +361,7 @@ def predicted_recall_of(ions: npt.NDArray[np.float64], weight: npt.NDArray[np.fl
     if found.shape[0] == 0 or ions.shape[0] == 0:
         return 0.0
     inside = ((ions >= peaks.lower) & (ions < peaks.upper)).any(axis=1)
-    pos = np.searchsorted(found, ions)
-    last = found.shape[0] - 1
-    gap = np.minimum(np.abs(found[np.clip(pos - 1, 0, last)] - ions), np.abs(found[np.clip(pos, 0, last)] - ions))
-    seen = (gap <= np.maximum(ions * settings.tolerance_ppm * 1e-6, settings.tolerance_da)).any(axis=1)
+    seen = near_peak(found, ions, settings).any(axis=1)
     total = float((weight * inside).sum())
     return float((weight * (inside & seen)).sum() / total) if total > 0 else 0.0
 
@@ -427,17 +457,12 @@ class FragmentScorer:
             frags = self.fragments(smiles)
             if frags is None:
                 return None
-            mz, weight = ion_table(frags, ion_mode, "[M+Na]+" if sodium else None, self.settings)
+            mz, weight = ion_table(frags, ion_mode, sodium, self.settings)
             if self.propensities is not None:   # temper the learned weights (they span orders of magnitude)
                 weight = weight ** self.settings.propensity_power
             ions, ion_weight = recall_ions(frags, ion_mode)
             self._ions[key] = _Tables(mz, weight, ions, ion_weight, int(frags.masses.shape[0]))
         return self._ions[key]
-
-    def peak_weights(self, mz: npt.NDArray[np.float64], intensity: npt.NDArray[np.floating[Any]],
-                     precursor_mz: float | None) -> npt.NDArray[np.float64]:
-        """Weight of each peak in the explained share (zero for the precursor region)."""
-        return QueryPeaks.build(mz, intensity, precursor_mz, self.settings).weight
 
     def _evidence(self, peaks: QueryPeaks, smiles: str, ion_mode: str, sodium: bool) -> FragmentEvidence:
         tables = self._tables(smiles, ion_mode, sodium)
@@ -456,7 +481,7 @@ class FragmentScorer:
         """Fragment evidence of one spectrum for one candidate. Pass preprocessed peaks (square-root
         intensities, as the embedding sees them)."""
         peaks = QueryPeaks.build(mz, intensity, precursor_mz, self.settings)
-        return self._evidence(peaks, smiles, ion_mode or "positive", bool(adduct and "Na" in adduct))
+        return self._evidence(peaks, smiles, ion_mode or "positive", carries_sodium(adduct))
 
     def score_pairs(self, peaks: FlatPeaks, ion_modes: Sequence[str | None], adducts: Sequence[str | None],
                     query: npt.NDArray[np.int64], smiles: Sequence[str]
@@ -473,7 +498,7 @@ class FragmentScorer:
                 prepared = QueryPeaks.build(peaks.mz[a:b], peaks.intensity[a:b], float(peaks.precursor_mz[q]),
                                             self.settings)
                 current = q
-            ev = self._evidence(prepared, smi, ion_modes[q] or "positive", bool(adducts[q] and "Na" in adducts[q]))
+            ev = self._evidence(prepared, smi, ion_modes[q] or "positive", carries_sodium(adducts[q]))
             score[k], share[k] = ev.score, ev.explained_share
         return score, share
 

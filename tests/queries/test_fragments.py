@@ -15,6 +15,7 @@ from engine.queries.fragments import (
     BondPropensities,
     FragmentScorer,
     FragmentSettings,
+    carries_sodium,
     fragment_smiles,
     ion_table,
     load_bond_propensities,
@@ -55,13 +56,13 @@ def test_ion_table_carriers() -> None:
     frags = fragment_smiles("CCO", FragmentSettings())
     assert frags is not None
     s = FragmentSettings(max_shift=0)
-    pos, w = ion_table(frags, "positive", "[M+H]+", s)
+    pos, w = ion_table(frags, "positive", carries_sodium("[M+H]+"), s)
     assert _has(pos, 2 * C + 6 * H + OX + PROTON) and np.all(np.diff(pos) >= 0) and w.max() == 1.0
-    neg, _ = ion_table(frags, "negative", "[M-H]-", s)
+    neg, _ = ion_table(frags, "negative", carries_sodium("[M-H]-"), s)
     assert _has(neg, 2 * C + 6 * H + OX - PROTON)
-    sodium, _ = ion_table(frags, "positive", "[M+Na]+", s)
+    sodium, _ = ion_table(frags, "positive", carries_sodium("[M+Na]+"), s)
     assert sodium.shape[0] == 2 * pos.shape[0]
-    shifted, ws = ion_table(frags, "positive", None, FragmentSettings(max_shift=1, shift_decay=0.5))
+    shifted, ws = ion_table(frags, "positive", carries_sodium(None), FragmentSettings(max_shift=1, shift_decay=0.5))
     assert _has(shifted, C + 3 * H - H + PROTON)
     assert ws[np.argmin(np.abs(shifted - (C + 3 * H - H + PROTON)))] == pytest.approx(0.5)
 
