@@ -25,8 +25,8 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
               help="Candidate ranking demotes candidates whose own reference spectra in the library do not "
                    "match the spectrum.")
 @click.option("--fragments/--no-fragments", "fragment_scoring", default=True, show_default=True,
-              help="Candidate ranking adds the share of the spectrum's peaks explained by each candidate's "
-                   "in-silico fragments (MetFrag-style bond cleavage) to its score.")
+              help="Candidate ranking adds fragment evidence to each candidate's score: how much of the "
+                   "spectrum its in-silico fragments explain and how many of its likely fragments it shows.")
 @click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float)
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
 @click.option("--analogue-candidates", default=10, show_default=True,

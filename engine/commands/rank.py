@@ -35,8 +35,9 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
               metavar="LIBRARY", help="Spectral library embedded by the same model: candidates whose own reference "
               "spectra (query's ion mode) do not match the query are demoted (see engine.queries.evidence).")
 @click.option("--fragments/--no-fragments", "fragment_scoring", default=True, show_default=True,
-              help="Add the share of the query's peaks explained by each candidate's in-silico fragments "
-                   "(MetFrag-style bond cleavage; see engine.queries.fragments) to its score.")
+              help="Add fragment evidence to each candidate's score: how much of the query its in-silico "
+                   "fragments explain and how many of its likely fragments the query shows (MetFrag-style "
+                   "bond cleavage; see engine.queries.fragments).")
 @click.option("--top-k", type=click.IntRange(1), default=20, show_default=True, help="Candidates kept per query.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results Parquet file.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
@@ -57,7 +58,8 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     Output: query_id, rank, score (spectrum-molecule cosine, raised by the fragment score, lowered by
     --library evidence), smiles, inchikey, formula, plus probability (softmax over the query's candidates),
     n_candidates, the query's quality, the raw cosine, library_similarity (best match among the
-    candidate's reference spectra) and fragment_score (share of the query's peaks its fragments explain).
+    candidate's reference spectra), fragment_score (the term fragment evidence adds to the score) and
+    explained_share (share of the query's peak weight the candidate's in-silico fragments explain).
     """
     import pyarrow.parquet as pq
     from tqdm import tqdm
