@@ -42,6 +42,7 @@ from engine.queries.fragments import (  # noqa: E402
     HYDROGEN,
     BondPropensities,
     FragmentSettings,
+    QueryPeaks,
     _atom_table,
     _cleavage_sets,
     bond_types,
@@ -53,9 +54,10 @@ from engine.queries.fragments import (  # noqa: E402
 from engine.training.config import REDISTRIBUTABLE_LICENSES  # noqa: E402
 
 
-def observed_cleavages(smiles: str, mz: np.ndarray, weight: np.ndarray, ion_mode: str, adduct: str | None,
+def observed_cleavages(smiles: str, peaks: QueryPeaks, ion_mode: str, adduct: str | None,
                        settings: FragmentSettings) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """Bond types of the molecule, the one-step cut masks and whether each cleavage was observed."""
+    """Bond types of the molecule, the one-step cut masks and whether each cleavage was observed (a piece
+    matches one of the spectrum's explainable peaks)."""
     from rdkit import Chem
 
     mol = Chem.MolFromSmiles(smiles)
@@ -64,13 +66,13 @@ def observed_cleavages(smiles: str, mz: np.ndarray, weight: np.ndarray, ion_mode
     masses, ends, ring_bonds, rings, charged = _atom_table(mol)
     cut, _ = _cleavage_sets(ends.shape[0], ring_bonds, rings, 1)
     comp = piece_masses(masses, ends, cut)
-    peaks = np.sort(mz[weight > 0])
     observed = np.zeros(cut.shape[0], dtype=bool)
-    if peaks.shape[0] == 0:
+    if peaks.explainable.shape[0] == 0:
         return bond_types(mol), cut, observed
     for shift in (-1, 0, 1):
         for carrier in charge_carriers(ion_mode, carries_sodium(adduct), charged):
-            observed |= (near_peak(peaks, comp + shift * HYDROGEN + carrier, settings) & (comp > 0)).any(axis=1)
+            ions = comp + shift * HYDROGEN + carrier
+            observed |= (near_peak(peaks.explainable, ions, settings) & (comp > 0)).any(axis=1)
     return bond_types(mol), cut, observed
 
 
@@ -112,9 +114,8 @@ def main() -> None:
     seen: dict[str, int] = {}
     for i in range(table.num_rows):
         a, b = starts[i], starts[i + 1]
-        mz = peaks.mz[a:b]
-        weight = np.where(mz < precursor[i] - settings.precursor_margin_da, peaks.intensity[a:b], 0.0)
-        out = observed_cleavages(smiles[i], mz, weight, modes[i], adducts[i], settings)
+        query = QueryPeaks.build(peaks.mz[a:b], peaks.intensity[a:b], precursor[i], settings)
+        out = observed_cleavages(smiles[i], query, modes[i], adducts[i], settings)
         if out is None:
             continue
         types, cut, observed = out
