@@ -22,7 +22,10 @@ Fragmentation enumerates all cleavage sets of a molecule at once and labels the 
 compiled union-find (:func:`engine.queries.kernels.cut_components`; :func:`_components` is the NumPy
 statement of the same, kept as the reference the tests compare against): well under a millisecond for
 small molecules, a few for lipids and glycosides; :class:`FragmentScorer` keeps each SMILES' fragments
-for reuse across queries.
+for reuse across queries. Scoring many (spectrum, candidate) pairs (:meth:`FragmentScorer.score_pairs`)
+runs a compiled kernel over CSR-packed peaks and ion tables
+(:func:`engine.queries.kernels.fragment_pair_evidence`, parallel over pairs); :func:`explained_share` and
+:func:`predicted_recall_of` state the same computation for one pair and stay the reference.
 """
 
 from __future__ import annotations
@@ -487,20 +490,110 @@ class FragmentScorer:
                     query: npt.NDArray[np.int64], smiles: Sequence[str]
                     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Fragment score (the term candidate ranking adds) and explained share of every pair (spectrum
-        ``query[k]`` of ``peaks``, candidate ``smiles[k]``); NaN for unparsable SMILES."""
-        starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
-        score = np.empty(len(smiles), dtype=np.float64)
-        share = np.empty(len(smiles), dtype=np.float64)
-        current, prepared = -1, None
-        for k, (q, smi) in enumerate(zip(query.tolist(), smiles, strict=True)):
-            if q != current or prepared is None:
-                a, b = starts[q], starts[q + 1]
-                prepared = QueryPeaks.build(peaks.mz[a:b], peaks.intensity[a:b], float(peaks.precursor_mz[q]),
-                                            self.settings)
-                current = q
-            ev = self._evidence(prepared, smi, ion_modes[q] or "positive", carries_sodium(adducts[q]))
-            score[k], share[k] = ev.score, ev.explained_share
+        ``query[k]`` of ``peaks``, candidate ``smiles[k]``); NaN for unparsable SMILES.
+
+        The same numbers as :meth:`evidence` pair by pair, computed by a compiled kernel over all pairs
+        (:func:`engine.queries.kernels.fragment_pair_evidence`), ``PAIR_CHUNK`` pairs at a time."""
+        from engine.queries.kernels import fragment_pair_evidence
+
+        query = np.asarray(query, dtype=np.int64)
+        score = np.full(len(smiles), np.nan)
+        share = np.full(len(smiles), np.nan)
+        if query.shape[0] == 0:
+            return score, share
+        used, query = np.unique(query, return_inverse=True)   # pack only the spectra that have pairs
+        packed = _PackedQueries.build(peaks, used, self.settings)
+        ion_modes, adducts = [ion_modes[i] for i in used.tolist()], [adducts[i] for i in used.tolist()]
+        modes = [m or "positive" for m in ion_modes]
+        sodium = [carries_sodium(a) for a in adducts]
+        w, s = self.weights, self.settings
+        for a in range(0, query.shape[0], PAIR_CHUNK):
+            q = query[a:a + PAIR_CHUNK]
+            keys = [(smi, modes[i], sodium[i]) for i, smi in zip(q.tolist(), smiles[a:a + PAIR_CHUNK], strict=True)]
+            index: dict[tuple[str, str, bool], int] = {}
+            tables: list[_Tables] = []
+            table_of = np.full(q.shape[0], -1, dtype=np.int64)
+            for k, key in enumerate(keys):
+                t = index.get(key)
+                if t is None:
+                    found = self._tables(*key)
+                    t = index[key] = len(tables) if found is not None else -1
+                    if found is not None:
+                        tables.append(found)
+                table_of[k] = t
+            ok = table_of >= 0
+            if not ok.any():
+                continue
+            packed_tables = _PackedTables.build(tables)
+            sh, rc = fragment_pair_evidence(
+                packed.mz, packed.weight, packed.offsets, packed.found, packed.found_offsets, packed.lower,
+                packed.upper, packed_tables.mz, packed_tables.weight, packed_tables.offsets,
+                packed_tables.recall_ions, packed_tables.recall_weight, packed_tables.recall_offsets,
+                q[ok], table_of[ok], s.tolerance_ppm, s.tolerance_da)
+            rows = np.flatnonzero(ok) + a
+            size = np.log(np.maximum(packed_tables.n_fragments[table_of[ok]], 1))
+            share[rows] = sh
+            score[rows] = w.share * sh + w.recall * rc - w.size * size
         return score, share
+
+
+#: Pairs scored per kernel call (bounds the memory of the packed candidate tables).
+PAIR_CHUNK = 200_000
+
+
+@dataclass(frozen=True)
+class _PackedQueries:
+    """:class:`QueryPeaks` of a batch of spectra, CSR packed for the pair kernel."""
+
+    mz: npt.NDArray[np.float64]
+    weight: npt.NDArray[np.float64]
+    offsets: npt.NDArray[np.int64]
+    found: npt.NDArray[np.float64]
+    found_offsets: npt.NDArray[np.int64]
+    lower: npt.NDArray[np.float64]
+    upper: npt.NDArray[np.float64]
+
+    @classmethod
+    def build(cls, peaks: FlatPeaks, spectra: npt.NDArray[np.int64], settings: FragmentSettings) -> _PackedQueries:
+        """Spectra ``spectra`` (indices into ``peaks``), in that order."""
+        starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
+        built = [QueryPeaks.build(peaks.mz[starts[i]:starts[i + 1]], peaks.intensity[starts[i]:starts[i + 1]],
+                                  float(peaks.precursor_mz[i]), settings) for i in spectra.tolist()]
+        return cls(_concat([q.mz for q in built]), _concat([q.weight for q in built]),
+                   _offsets([q.mz.shape[0] for q in built]), _concat([q.explainable for q in built]),
+                   _offsets([q.explainable.shape[0] for q in built]),
+                   np.array([q.lower for q in built], dtype=np.float64),
+                   np.array([q.upper for q in built], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class _PackedTables:
+    """Candidate :class:`_Tables`, CSR packed for the pair kernel."""
+
+    mz: npt.NDArray[np.float64]
+    weight: npt.NDArray[np.float64]
+    offsets: npt.NDArray[np.int64]
+    recall_ions: npt.NDArray[np.float64]
+    recall_weight: npt.NDArray[np.float64]
+    recall_offsets: npt.NDArray[np.int64]
+    n_fragments: npt.NDArray[np.int64]
+
+    @classmethod
+    def build(cls, tables: Sequence[_Tables]) -> _PackedTables:
+        ions = [t.recall_ions.reshape(-1, 3) for t in tables]
+        return cls(_concat([t.mz for t in tables]), _concat([t.weight for t in tables]),
+                   _offsets([t.mz.shape[0] for t in tables]),
+                   np.ascontiguousarray(np.concatenate(ions) if ions else np.zeros((0, 3))),
+                   _concat([t.recall_weight for t in tables]), _offsets([i.shape[0] for i in ions]),
+                   np.array([t.n_fragments for t in tables], dtype=np.int64))
+
+
+def _concat(arrays: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.float64]:
+    return np.ascontiguousarray(np.concatenate(arrays) if arrays else np.zeros(0), dtype=np.float64)
+
+
+def _offsets(counts: Sequence[int]) -> npt.NDArray[np.int64]:
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ these kernels compute the same numbers pair by pair with a two-pointer walk over
 which needs no intermediate edge arrays and runs about ten times faster on the short candidate lists
 of library and analogue search. :func:`pair_dots` does the same for embedding dot products (the
 analogue feature ``structure_embedding_cosine``).
+:func:`cut_components` labels the pieces of a molecule after each set of bond cleavages, and
+:func:`fragment_pair_evidence` scores (spectrum, candidate) pairs against in-silico fragment ions
+(:mod:`engine.queries.fragments`).
 
 All arrays are CSR packed as in :class:`~engine.queries.similarity.PeakSet`: peaks of spectrum ``i``
 are ``offsets[i]:offsets[i + 1]``, m/z sorted within each spectrum. Compiled code is cached on disk
@@ -199,3 +202,73 @@ def cut_components(n_atoms: int, ends: IntArray, cut: npt.NDArray[np.bool_]) -> 
         for i in range(n_atoms):
             labels[p, i] = _root(parent, i)
     return labels
+
+
+@njit(cache=True, nogil=True)
+def _tolerance(mz: float, ppm: float, da: float) -> float:
+    return max(mz * ppm * 1e-6, da)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def fragment_pair_evidence(peak_mz: FloatArray, peak_w: FloatArray, peak_off: IntArray, found: FloatArray,
+                           found_off: IntArray, lower: FloatArray, upper: FloatArray, ion_mz: FloatArray,
+                           ion_w: FloatArray, ion_off: IntArray, rec_ions: FloatArray, rec_w: FloatArray,
+                           rec_off: IntArray, pair_q: IntArray, pair_t: IntArray, ppm: float, da: float
+                           ) -> tuple[FloatArray, FloatArray]:
+    """Explained share and predicted recall of every (query ``pair_q[p]``, candidate table ``pair_t[p]``)
+    pair, as :func:`engine.queries.fragments.explained_share` and
+    :func:`~engine.queries.fragments.predicted_recall_of` compute them for one pair.
+
+    Queries are CSR packed: peaks ``peak_mz`` / ``peak_w`` (weights, zero in the precursor region) by
+    ``peak_off``, the sorted explainable m/z values ``found`` by ``found_off``, and the fragment window
+    ``[lower, upper)``. Candidate tables likewise: sorted explanation ions ``ion_mz`` / ``ion_w`` by
+    ``ion_off``, recall fragments ``rec_ions`` (rows of 3 ions) / ``rec_w`` by ``rec_off``.
+    """
+    n = pair_q.shape[0]
+    share = np.zeros(n)
+    recall = np.zeros(n)
+    for p in prange(n):
+        q, t = pair_q[p], pair_t[p]
+        ia, ib = ion_off[t], ion_off[t + 1]
+        total = 0.0
+        explained = 0.0
+        if ib > ia:
+            ions = ion_mz[ia:ib]
+            for j in range(peak_off[q], peak_off[q + 1]):
+                w = peak_w[j]
+                total += w
+                if w <= 0.0:
+                    continue
+                tol = _tolerance(peak_mz[j], ppm, da)
+                lo = np.searchsorted(ions, peak_mz[j] - tol, side="left")
+                hi = np.searchsorted(ions, peak_mz[j] + tol, side="right")
+                best = 0.0
+                for k in range(lo, hi):
+                    if ion_w[ia + k] > best:
+                        best = ion_w[ia + k]
+                explained += best * w
+        share[p] = explained / total if total > 0.0 else 0.0
+        fa, fb = found_off[q], found_off[q + 1]
+        if fb == fa or rec_off[t + 1] == rec_off[t]:
+            continue
+        seen_mz = found[fa:fb]
+        last = fb - fa - 1
+        weight_in = 0.0
+        weight_seen = 0.0
+        for r in range(rec_off[t], rec_off[t + 1]):
+            inside = False
+            seen = False
+            for c in range(3):
+                ion = rec_ions[r, c]
+                if lower[q] <= ion < upper[q]:
+                    inside = True
+                pos = np.searchsorted(seen_mz, ion)
+                gap = min(abs(seen_mz[min(max(pos - 1, 0), last)] - ion), abs(seen_mz[min(pos, last)] - ion))
+                if gap <= _tolerance(ion, ppm, da):
+                    seen = True
+            if inside:
+                weight_in += rec_w[r]
+                if seen:
+                    weight_seen += rec_w[r]
+        recall[p] = weight_seen / weight_in if weight_in > 0.0 else 0.0
+    return share, recall

@@ -147,6 +147,41 @@ def test_true_structures_explain_their_spectra_better_than_near_mass_decoys() ->
                                                                        np.nanmean(share[~truth]))
 
 
+def test_compiled_pair_scores_equal_the_per_pair_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """score_pairs (compiled kernel over packed pairs) gives what evidence() computes pair by pair with
+    NumPy, across chunk boundaries, modes, sodium adducts, empty spectra and unparsable SMILES."""
+    import engine.queries.fragments as fragments_module
+    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.model import model_pipeline
+
+    spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet")
+    spectra = spectra.filter(pa.array([m is not None for m in spectra.column("precursor_mz").to_pylist()]))
+    peaks = preprocess_flat(flat_from_batch(spectra), model_pipeline())
+    cands = [c["smiles"] for c in pq.read_table(FIXTURES / "candidates_tiny.parquet").to_pylist()][:40]
+    cands += ["not a smiles", "[Na+].[Cl-]", "C"]
+    rng = np.random.default_rng(0)
+    query = rng.integers(0, spectra.num_rows, 600)
+    smiles = [cands[k] for k in rng.integers(0, len(cands), 600)]
+    modes = spectra.column("ion_mode").to_pylist()
+    adducts = [a if k % 3 else "[M+Na]+" for k, a in enumerate(spectra.column("adduct").to_pylist())]
+    modes[0] = None                                                          # defaults to positive
+    scorer = FragmentScorer()
+    monkeypatch.setattr(fragments_module, "PAIR_CHUNK", 97)                 # several kernel calls
+    score, share = scorer.score_pairs(peaks, modes, adducts, query, smiles)
+    starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
+    for k, (q, smi) in enumerate(zip(query.tolist(), smiles, strict=True)):
+        a, b = starts[q], starts[q + 1]
+        ev = scorer.evidence(peaks.mz[a:b], peaks.intensity[a:b], float(peaks.precursor_mz[q]), modes[q],
+                             adducts[q], smi)
+        assert np.isnan(score[k]) == np.isnan(ev.score), smi
+        if not np.isnan(ev.score):
+            assert score[k] == pytest.approx(ev.score, abs=1e-12)
+            assert share[k] == pytest.approx(ev.explained_share, abs=1e-12)
+    assert np.isfinite(score).sum() > 500 and (share[np.isfinite(share)] > 0).sum() > 100
+    empty = scorer.score_pairs(peaks, modes, adducts, np.zeros(0, np.int64), [])
+    assert empty[0].shape == (0,) and empty[1].shape == (0,)
+
+
 def test_rank_candidates_with_fragment_scores(tiny_model: object, sample_spectra: list) -> None:
     queries = [s for s in sample_spectra if s.precursor_mz][:2]
     qid = queries[0].spectrum_id
