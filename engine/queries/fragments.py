@@ -19,7 +19,7 @@ bond graphs could have produced the observed fragments, which the spectrum embed
 indirectly.
 
 Fragmentation enumerates all cleavage sets of a molecule at once and labels the pieces of each with a
-compiled union-find (:func:`engine.queries.kernels.cut_components`; :func:`_components` is the NumPy
+compiled union-find (:func:`engine.queries.kernels.cut_piece_masses`; :func:`_components` is the NumPy
 statement of the same, kept as the reference the tests compare against): well under a millisecond for
 small molecules, a few for lipids and glycosides; :class:`FragmentScorer` keeps each SMILES' fragments
 for reuse across queries. Scoring many (spectrum, candidate) pairs (:meth:`FragmentScorer.score_pairs`)
@@ -180,7 +180,7 @@ def _cleavage_sets(n_bonds: int, ring_bonds: list[int], rings: list[list[int]], 
 
 def _components(n_atoms: int, ends: npt.NDArray[np.int64], cut: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     """Component label (smallest atom index) of every atom for every cut mask, by min-label propagation
-    (NumPy reference of :func:`engine.queries.kernels.cut_components`)."""
+    (the NumPy reference of :func:`piece_masses`' compiled union-find)."""
     n_sets = cut.shape[0]
     src = np.concatenate([ends[:, 0], ends[:, 1]])
     dst = np.concatenate([ends[:, 1], ends[:, 0]])
@@ -207,14 +207,12 @@ def _components(n_atoms: int, ends: npt.NDArray[np.int64], cut: npt.NDArray[np.b
 def piece_masses(masses: npt.NDArray[np.float64], ends: npt.NDArray[np.int64], cut: npt.NDArray[np.bool_]
                  ) -> npt.NDArray[np.float64]:
     """Mass ``[set, label]`` of every piece left by each cut set (label = the piece's smallest atom index;
-    zero where no piece has that label)."""
-    from engine.queries.kernels import cut_components
+    zero where no piece has that label); compiled (:func:`engine.queries.kernels.cut_piece_masses`)."""
+    from engine.queries.kernels import cut_piece_masses
 
-    n_sets, n_atoms = cut.shape[0], masses.shape[0]
-    labels = cut_components(n_atoms, np.ascontiguousarray(ends), np.ascontiguousarray(cut))
-    key = (np.arange(n_sets)[:, None] * n_atoms + labels).ravel()
-    summed = np.bincount(key, weights=np.tile(masses, n_sets), minlength=n_sets * n_atoms)
-    return np.asarray(summed, dtype=np.float64).reshape(n_sets, n_atoms)
+    return np.asarray(cut_piece_masses(np.ascontiguousarray(masses, dtype=np.float64),
+                                       np.ascontiguousarray(ends, dtype=np.int64).reshape(-1, 2),
+                                       np.ascontiguousarray(cut, dtype=np.bool_)))
 
 
 def fragment_molecule(mol: Any, settings: FragmentSettings, propensities: BondPropensities | None = None

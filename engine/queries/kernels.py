@@ -6,7 +6,7 @@ these kernels compute the same numbers pair by pair with a two-pointer walk over
 which needs no intermediate edge arrays and runs about ten times faster on the short candidate lists
 of library and analogue search. :func:`pair_dots` does the same for embedding dot products (the
 analogue feature ``structure_embedding_cosine``).
-:func:`cut_components` labels the pieces of a molecule after each set of bond cleavages, and
+:func:`cut_piece_masses` weighs the pieces of a molecule after each set of bond cleavages, and
 :func:`fragment_pair_evidence` scores (spectrum, candidate) pairs against in-silico fragment ions
 (:mod:`engine.queries.fragments`).
 
@@ -181,11 +181,13 @@ def _root(parent: IntArray, i: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def cut_components(n_atoms: int, ends: IntArray, cut: npt.NDArray[np.bool_]) -> IntArray:
-    """Connected-component label (smallest atom index) of every atom of a molecular graph with bonds
-    ``ends`` after removing the bonds of each row of ``cut`` (union-find per cut set)."""
+def cut_piece_masses(masses: FloatArray, ends: IntArray, cut: npt.NDArray[np.bool_]) -> FloatArray:
+    """Mass ``[set, label]`` of every piece of a molecular graph with bonds ``ends`` left by removing the
+    bonds of each row of ``cut`` (union-find per cut set; label = the piece's smallest atom index, zero
+    where no piece has that label)."""
     n_sets, n_bonds = cut.shape
-    labels = np.empty((n_sets, n_atoms), np.int64)
+    n_atoms = masses.shape[0]
+    out = np.zeros((n_sets, n_atoms))
     parent = np.empty(n_atoms, np.int64)
     for p in range(n_sets):
         for i in range(n_atoms):
@@ -200,9 +202,8 @@ def cut_components(n_atoms: int, ends: IntArray, cut: npt.NDArray[np.bool_]) -> 
             elif b < a:
                 parent[a] = b
         for i in range(n_atoms):
-            labels[p, i] = _root(parent, i)
-    return labels
-
+            out[p, _root(parent, i)] += masses[i]
+    return out
 
 @njit(cache=True, nogil=True)
 def _tolerance(mz: float, ppm: float, da: float) -> float:
