@@ -38,6 +38,9 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
               help="Add fragment evidence to each candidate's score: how much of the query its in-silico "
                    "fragments explain and how many of its likely fragments the query shows (MetFrag-style "
                    "bond cleavage; see engine.queries.fragments).")
+@click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
+              help="Worker processes that fragment new candidate structures (fragment evidence); more pay off "
+                   "when a batch brings thousands of new candidates.")
 @click.option("--top-k", type=click.IntRange(1), default=20, show_default=True, help="Candidates kept per query.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results Parquet file.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
@@ -50,7 +53,7 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
 @engine_errors
 def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, tolerance_ppm: float,
          lists_path: str | None, pubchem: bool, pubchem_cache: Path | None, pubchem_timeout: float,
-         library_path: str | None, fragment_scoring: bool, top_k: int,
+         library_path: str | None, fragment_scoring: bool, processes: int, top_k: int,
          out: Path, model_path: str | None, on_invalid: str, ion_mode: str | None, batch_size: int,
          quiet: bool) -> None:
     """Rank candidate structures for QUERIES (spectrum files, directories, globs).
@@ -89,7 +92,7 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     if fragment_scoring:
         from engine.queries.fragments import FragmentScorer
 
-        fragments = FragmentScorer()
+        fragments = FragmentScorer(processes=processes)
     molecules: MoleculeTable | None = None
     lists = read_candidate_lists(lists_path) if lists_path is not None else None
     client = None

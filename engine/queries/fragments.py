@@ -413,12 +413,15 @@ class FragmentScorer:
     """Fragment evidence for (spectrum, candidate) pairs; each SMILES is fragmented once per scorer.
 
     ``propensities`` weight each cleavage by how often its bond types break in training spectra (the
-    bundled table by default; ``None`` in :meth:`plain` falls back to ``step_decay``).
+    bundled table by default; ``None`` in :meth:`plain` falls back to ``step_decay``). ``processes`` > 1
+    fragments the new SMILES of a :meth:`score_pairs` call in that many worker processes (when there are
+    more than a thousand of them).
     """
 
     settings: FragmentSettings = field(default_factory=FragmentSettings)
     weights: FragmentWeights = field(default_factory=FragmentWeights)
     propensities: BondPropensities | None = field(default_factory=load_bond_propensities)
+    processes: int = 1
     _fragments: dict[str, Fragments | None] = field(default_factory=dict, repr=False)
     _ions: dict[tuple[str, str, bool], _Tables] = field(default_factory=dict, repr=False)
 
@@ -499,6 +502,8 @@ class FragmentScorer:
         share = np.full(len(smiles), np.nan)
         if query.shape[0] == 0:
             return score, share
+        if self.processes > 1:
+            self.warm(smiles, processes=self.processes)
         used, query = np.unique(query, return_inverse=True)   # pack only the spectra that have pairs
         packed = _PackedQueries.build(peaks, used, self.settings)
         ion_modes, adducts = [ion_modes[i] for i in used.tolist()], [adducts[i] for i in used.tolist()]

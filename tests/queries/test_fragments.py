@@ -199,7 +199,11 @@ def test_rank_candidates_with_fragment_scores(tiny_model: object, sample_spectra
     assert [r["rank"] for r in rows] == [1, 2] and rows[0]["score"] >= rows[1]["score"]
 
 
-def test_warm_in_worker_processes_matches_direct_fragmentation() -> None:
+def test_fragmenting_in_worker_processes_matches_one_process() -> None:
+    """warm(processes=2), and score_pairs of a scorer with processes=2, give what one process computes."""
+    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.model import model_pipeline
+
     smiles = [f"{'C' * n}O{'C' * m}" for n in range(1, 41) for m in range(0, 30)]   # 1,200 ethers / alcohols
     scorer = FragmentScorer()
     scorer.warm(smiles, processes=2)
@@ -210,6 +214,16 @@ def test_warm_in_worker_processes_matches_direct_fragmentation() -> None:
         assert direct is not None and cached is not None
         np.testing.assert_allclose(cached.masses, direct.masses)
         np.testing.assert_allclose(cached.log_weight, direct.log_weight)
+    spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet").slice(0, 1)
+    peaks = preprocess_flat(flat_from_batch(spectra), model_pipeline())
+    modes, adducts = spectra.column("ion_mode").to_pylist(), spectra.column("adduct").to_pylist()
+    query = np.zeros(len(smiles), np.int64)
+    pooled = FragmentScorer(processes=2)
+    score, share = pooled.score_pairs(peaks, modes, adducts, query, smiles)
+    assert len(pooled) == len(smiles)
+    expected = FragmentScorer().score_pairs(peaks, modes, adducts, query, smiles)
+    np.testing.assert_array_equal(score, expected[0])
+    np.testing.assert_array_equal(share, expected[1])
 
 
 @pytest.mark.parametrize("smiles", ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O",

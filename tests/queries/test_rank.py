@@ -63,7 +63,8 @@ def test_rank_command(tmp_path: Path, tiny_model: object, sample_spectra: list[S
     out = tmp_path / "ranked.parquet"
     runner = CliRunner()
     res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--candidates", str(BUNDLED), "--by", "mass",
-                               "--tolerance-ppm", "20", "--top-k", "3", "--out", str(out), "--quiet"])
+                               "--tolerance-ppm", "20", "--top-k", "3", "--out", str(out), "--quiet",
+                               "--processes", "2"])
     assert res.exit_code == 0, res.output
     table = pq.read_table(out)
     assert {"query_id", "rank", "score", "smiles", "inchikey", "formula"} <= set(table.column_names)
