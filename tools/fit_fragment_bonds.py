@@ -43,11 +43,11 @@ from engine.queries.fragments import (  # noqa: E402
     BondPropensities,
     FragmentSettings,
     QueryPeaks,
-    _atom_table,
-    _cleavage_sets,
+    atom_table,
     bond_types,
     carries_sodium,
     charge_carriers,
+    cleavage_sets,
     near_peak,
     piece_masses,
 )
@@ -63,8 +63,8 @@ def observed_cleavages(smiles: str, peaks: QueryPeaks, ion_mode: str, adduct: st
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumBonds() == 0:
         return None
-    masses, ends, ring_bonds, rings, charged = _atom_table(mol)
-    cut, _ = _cleavage_sets(ends.shape[0], ring_bonds, rings, 1)
+    masses, ends, ring_bonds, rings, charged = atom_table(mol)
+    cut, _ = cleavage_sets(ends.shape[0], ring_bonds, rings, 1)
     comp = piece_masses(masses, ends, cut)
     observed = np.zeros(cut.shape[0], dtype=bool)
     if peaks.explainable.shape[0] == 0:

@@ -137,7 +137,7 @@ def bond_types(mol: Any) -> list[str]:
     return out
 
 
-def _atom_table(mol: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], list[int], list[list[int]], bool]:
+def atom_table(mol: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], list[int], list[list[int]], bool]:
     """Atom masses with their hydrogens, bond end points, ring-bond flags and the SSSR bond rings."""
     from rdkit import Chem
 
@@ -151,7 +151,7 @@ def _atom_table(mol: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64
     return masses, ends.reshape(-1, 2), ring_bonds, rings, charged
 
 
-def _cleavage_sets(n_bonds: int, ring_bonds: list[int], rings: list[list[int]], max_steps: int
+def cleavage_sets(n_bonds: int, ring_bonds: list[int], rings: list[list[int]], max_steps: int
                    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int8]]:
     """Boolean (sets x bonds) cut masks and the steps of each: single non-ring bonds and same-ring bond
     pairs are one step; two steps combine two of them."""
@@ -220,12 +220,12 @@ def fragment_molecule(mol: Any, settings: FragmentSettings, propensities: BondPr
     """All distinct fragment masses of an RDKit molecule within ``settings.max_steps`` cleavage steps
     (the intact molecule included, at 0 steps), each with the log weight of its likeliest cleavage: from
     ``propensities`` when given, else ``(steps - 1) * log(step_decay)``."""
-    masses, ends, ring_bonds, rings, charged = _atom_table(mol)
+    masses, ends, ring_bonds, rings, charged = atom_table(mol)
     n_atoms = masses.shape[0]
     total = float(masses.sum())
     if n_atoms < 2 or ends.shape[0] == 0:
         return Fragments(np.array([total]), np.zeros(1, np.int8), np.zeros(1), charged)
-    cut, steps = _cleavage_sets(ends.shape[0], ring_bonds, rings, settings.max_steps)
+    cut, steps = cleavage_sets(ends.shape[0], ring_bonds, rings, settings.max_steps)
     if propensities is not None:
         set_logw = cut.astype(np.float64) @ propensities.of(bond_types(mol))
     else:

@@ -231,10 +231,10 @@ def test_fragmenting_in_worker_processes_matches_one_process() -> None:
 def test_compiled_piece_masses_match_the_numpy_reference(smiles: str) -> None:
     from rdkit import Chem
 
-    from engine.queries.fragments import _atom_table, _cleavage_sets, _components, piece_masses
+    from engine.queries.fragments import _components, atom_table, cleavage_sets, piece_masses
 
-    masses, ends, ring_bonds, rings, _ = _atom_table(Chem.MolFromSmiles(smiles))
-    cut, _ = _cleavage_sets(ends.shape[0], ring_bonds, rings, 2)
+    masses, ends, ring_bonds, rings, _ = atom_table(Chem.MolFromSmiles(smiles))
+    cut, _ = cleavage_sets(ends.shape[0], ring_bonds, rings, 2)
     n_sets, n_atoms = cut.shape[0], masses.shape[0]
     labels = _components(n_atoms, ends, cut)
     expected = np.zeros((n_sets, n_atoms))
