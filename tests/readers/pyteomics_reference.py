@@ -13,11 +13,11 @@ from engine.errors import FileFormatError, InvalidRecordError
 from engine.readers import ReadItem
 from engine.readers.centroid import centroid_profile
 from engine.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
+from engine.readers.mzml import _sniff
 from engine.records import IonMode, Spectrum
 
 _TIME_FACTORS = {"second": 1.0, "s": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0, "h": 3600.0,
                  "millisecond": 0.001, "ms": 0.001}
-_SNIFF_BYTES = 8192
 
 
 def read_mzml(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadItem]:
@@ -40,21 +40,6 @@ def read_mzxml(path: str | Path, *, dataset: str | None = None) -> Iterator[Read
         check_dataset(dataset)
     reader = mzxml.MzXML(str(path), use_index=False, decode_binary=False, read_schema=False)
     yield from _stream(path, reader, _from_mzxml, dataset)
-
-
-def _sniff(path: str | Path, roots: tuple[str, ...], kind: str) -> None:
-    """Refuse early a file that is empty, binary or has no ``roots`` element near its start."""
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if not head:
-        raise FileFormatError("empty file (0 bytes)", path=str(path), reason="file_error")
-    text = head.decode("utf-8", "replace")
-    if not text.lstrip("\ufeff \t\r\n").startswith("<"):
-        raise FileFormatError(f"not XML (starts with {text[:20]!r}); not an {kind} file?", path=str(path),
-                              reason="file_error")
-    if not any(root in text for root in roots):
-        raise FileFormatError(f"no <{kind}> element in the first {_SNIFF_BYTES} bytes; not an {kind} file?",
-                              path=str(path), reason="file_error")
 
 
 Converter = Callable[[dict[str, Any], str, str | None, int], "Spectrum | InvalidRecordError | None"]
