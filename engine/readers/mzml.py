@@ -70,7 +70,7 @@ def read_mzml(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadI
             return None
         return _from_mzml(element, groups, path_str, dataset, position)
 
-    yield from _stream(path, ("{*}spectrum", "{*}referenceableParamGroup"), convert)
+    yield from _stream(path, ("{*}spectrum", "{*}referenceableParamGroup"), convert, "run")
 
 
 def read_mzxml(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadItem]:
@@ -82,7 +82,7 @@ def read_mzxml(path: str | Path, *, dataset: str | None = None) -> Iterator[Read
     def convert(element: Any, path_str: str, position: int) -> ReadItem | None:
         return _from_mzxml(element, path_str, dataset, position)
 
-    yield from _stream(path, ("{*}scan",), convert)
+    yield from _stream(path, ("{*}scan",), convert, "msRun")
 
 
 def _sniff(path: str | Path, roots: tuple[str, ...], kind: str) -> None:
@@ -103,15 +103,16 @@ def _sniff(path: str | Path, roots: tuple[str, ...], kind: str) -> None:
 Converter = Callable[[Any, str, int], "ReadItem | None"]
 
 
-def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter) -> Iterator[ReadItem]:
+def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter, run: str) -> Iterator[ReadItem]:
     """Convert every element named in ``tags`` at its end; spectra (and scans) are counted from 0 and
-    freed once converted, so memory stays at one spectrum whatever the file size."""
+    freed once converted, so memory stays at one spectrum whatever the file size. Reading stops at the
+    end of the ``run`` element: what follows (the offset index of indexed files) holds no spectra."""
     from lxml import etree
 
     path_str = str(path)
     position = 0
-    context = etree.iterparse(path_str, events=("end",), tag=tags, huge_tree=True, remove_comments=True,
-                              resolve_entities=False, no_network=True)
+    context = etree.iterparse(path_str, events=("end",), tag=(*tags, "{*}" + run), huge_tree=True,
+                              remove_comments=True, resolve_entities=False, no_network=True)
     iterator = iter(context)
     while True:
         try:
@@ -123,6 +124,8 @@ def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter) -> Iter
             raise FileFormatError(f"broken XML{line} after {position} scans (truncated or corrupt file): "
                                   f"{exc.msg if hasattr(exc, 'msg') else exc}", path=path_str,
                                   reason="file_error") from None
+        if _local(element.tag) == run:
+            return
         counted = _local(element.tag) in ("spectrum", "scan")
         item = convert(element, path_str, position)
         if counted:
