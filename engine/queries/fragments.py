@@ -423,7 +423,8 @@ class FragmentScorer:
     propensities: BondPropensities | None = field(default_factory=load_bond_propensities)
     processes: int = 1
     _fragments: dict[str, Fragments | None] = field(default_factory=dict, repr=False)
-    _ions: dict[tuple[str, str, bool], _Tables] = field(default_factory=dict, repr=False)
+    _ions: dict[tuple[str, str, bool], int] = field(default_factory=dict, repr=False)
+    _store: _TableStore = field(default_factory=lambda: _TableStore(), repr=False)
 
     @classmethod
     def plain(cls, settings: FragmentSettings | None = None) -> FragmentScorer:
@@ -455,18 +456,26 @@ class FragmentScorer:
             done = [fragment_smiles(s, self.settings, self.propensities) for s in todo]
         self._fragments.update(zip(todo, done, strict=True))
 
-    def _tables(self, smiles: str, ion_mode: str, sodium: bool) -> _Tables | None:
+    def _table_id(self, smiles: str, ion_mode: str, sodium: bool) -> int:
+        """Row of the candidate's ion tables in the store (built on first use); -1 when it does not parse."""
         key = (smiles, ion_mode, sodium)
-        if key not in self._ions:
+        table = self._ions.get(key)
+        if table is None:
             frags = self.fragments(smiles)
             if frags is None:
-                return None
-            mz, weight = ion_table(frags, ion_mode, sodium, self.settings)
-            if self.propensities is not None:   # temper the learned weights (they span orders of magnitude)
-                weight = weight ** self.settings.propensity_power
-            ions, ion_weight = recall_ions(frags, ion_mode)
-            self._ions[key] = _Tables(mz, weight, ions, ion_weight, int(frags.masses.shape[0]))
-        return self._ions[key]
+                table = -1
+            else:
+                mz, weight = ion_table(frags, ion_mode, sodium, self.settings)
+                if self.propensities is not None:   # temper the learned weights (they span orders of magnitude)
+                    weight = weight ** self.settings.propensity_power
+                ions, ion_weight = recall_ions(frags, ion_mode)
+                table = self._store.add(mz, weight, ions, ion_weight, int(frags.masses.shape[0]))
+            self._ions[key] = table
+        return table
+
+    def _tables(self, smiles: str, ion_mode: str, sodium: bool) -> _Tables | None:
+        table = self._table_id(smiles, ion_mode, sodium)
+        return None if table < 0 else self._store.view(table)
 
     def _evidence(self, peaks: QueryPeaks, smiles: str, ion_mode: str, sodium: bool) -> FragmentEvidence:
         tables = self._tables(smiles, ion_mode, sodium)
@@ -494,7 +503,8 @@ class FragmentScorer:
         ``query[k]`` of ``peaks``, candidate ``smiles[k]``); NaN for unparsable SMILES.
 
         The same numbers as :meth:`evidence` pair by pair, computed by a compiled kernel over all pairs
-        (:func:`engine.queries.kernels.fragment_pair_evidence`), ``PAIR_CHUNK`` pairs at a time."""
+        (:func:`engine.queries.kernels.fragment_pair_evidence`) that reads the candidates' ion tables where
+        the scorer keeps them (:class:`_TableStore`), ``PAIR_CHUNK`` pairs at a time."""
         from engine.queries.kernels import fragment_pair_evidence
 
         query = np.asarray(query, dtype=np.int64)
@@ -510,37 +520,27 @@ class FragmentScorer:
         modes = [m or "positive" for m in ion_modes]
         sodium = [carries_sodium(a) for a in adducts]
         w, s = self.weights, self.settings
+        store = self._store
         for a in range(0, query.shape[0], PAIR_CHUNK):
             q = query[a:a + PAIR_CHUNK]
-            keys = [(smi, modes[i], sodium[i]) for i, smi in zip(q.tolist(), smiles[a:a + PAIR_CHUNK], strict=True)]
-            index: dict[tuple[str, str, bool], int] = {}
-            tables: list[_Tables] = []
-            table_of = np.full(q.shape[0], -1, dtype=np.int64)
-            for k, key in enumerate(keys):
-                t = index.get(key)
-                if t is None:
-                    found = self._tables(*key)
-                    t = index[key] = len(tables) if found is not None else -1
-                    if found is not None:
-                        tables.append(found)
-                table_of[k] = t
+            table_of = np.array([self._table_id(smi, modes[i], sodium[i])
+                                 for i, smi in zip(q.tolist(), smiles[a:a + PAIR_CHUNK], strict=True)], dtype=np.int64)
             ok = table_of >= 0
             if not ok.any():
                 continue
-            packed_tables = _PackedTables.build(tables)
             sh, rc = fragment_pair_evidence(
                 packed.mz, packed.weight, packed.offsets, packed.found, packed.found_offsets, packed.lower,
-                packed.upper, packed_tables.mz, packed_tables.weight, packed_tables.offsets,
-                packed_tables.recall_ions, packed_tables.recall_weight, packed_tables.recall_offsets,
-                q[ok], table_of[ok], s.tolerance_ppm, s.tolerance_da)
+                packed.upper, store.mz.data, store.weight.data, store.offsets.data, store.recall_ions.data,
+                store.recall_weight.data, store.recall_offsets.data, q[ok], table_of[ok], s.tolerance_ppm,
+                s.tolerance_da)
             rows = np.flatnonzero(ok) + a
-            size = np.log(np.maximum(packed_tables.n_fragments[table_of[ok]], 1))
+            size = np.log(np.maximum(store.n_fragments.data[table_of[ok]], 1))
             share[rows] = sh
             score[rows] = w.share * sh + w.recall * rc - w.size * size
         return score, share
 
 
-#: Pairs scored per kernel call (bounds the memory of the packed candidate tables).
+#: Pairs keyed to their candidate tables and scored per kernel call.
 PAIR_CHUNK = 200_000
 
 
@@ -569,26 +569,61 @@ class _PackedQueries:
                    np.array([q.upper for q in built], dtype=np.float64))
 
 
-@dataclass(frozen=True)
-class _PackedTables:
-    """Candidate :class:`_Tables`, CSR packed for the pair kernel."""
+class _Growing:
+    """A flat array that grows by doubling its buffer (amortised constant-time appends)."""
 
-    mz: npt.NDArray[np.float64]
-    weight: npt.NDArray[np.float64]
-    offsets: npt.NDArray[np.int64]
-    recall_ions: npt.NDArray[np.float64]
-    recall_weight: npt.NDArray[np.float64]
-    recall_offsets: npt.NDArray[np.int64]
-    n_fragments: npt.NDArray[np.int64]
+    def __init__(self, dtype: type, first: Sequence[float] = ()) -> None:
+        self._buffer: npt.NDArray[Any] = np.zeros(max(1024, len(first)), dtype=dtype)
+        self.size = 0
+        if first:
+            self.append(np.asarray(first, dtype=dtype))
 
-    @classmethod
-    def build(cls, tables: Sequence[_Tables]) -> _PackedTables:
-        ions = [t.recall_ions.reshape(-1, 3) for t in tables]
-        return cls(_concat([t.mz for t in tables]), _concat([t.weight for t in tables]),
-                   _offsets([t.mz.shape[0] for t in tables]),
-                   np.ascontiguousarray(np.concatenate(ions) if ions else np.zeros((0, 3))),
-                   _concat([t.recall_weight for t in tables]), _offsets([i.shape[0] for i in ions]),
-                   np.array([t.n_fragments for t in tables], dtype=np.int64))
+    def append(self, values: npt.NDArray[Any]) -> None:
+        end = self.size + values.shape[0]
+        if end > self._buffer.shape[0]:
+            grown = np.zeros(max(end, 2 * self._buffer.shape[0]), dtype=self._buffer.dtype)
+            grown[:self.size] = self._buffer[:self.size]
+            self._buffer = grown
+        self._buffer[self.size:end] = values
+        self.size = end
+
+    @property
+    def data(self) -> npt.NDArray[Any]:
+        return self._buffer[:self.size]
+
+
+class _TableStore:
+    """Every candidate's ion tables, CSR packed in growing buffers: what the pair kernel reads, with no
+    per-call packing (recall ions flat, three per recall fragment)."""
+
+    def __init__(self) -> None:
+        self.mz = _Growing(np.float64)
+        self.weight = _Growing(np.float64)
+        self.offsets = _Growing(np.int64, [0])
+        self.recall_ions = _Growing(np.float64)
+        self.recall_weight = _Growing(np.float64)
+        self.recall_offsets = _Growing(np.int64, [0])
+        self.n_fragments = _Growing(np.int64)
+
+    def add(self, mz: npt.NDArray[np.float64], weight: npt.NDArray[np.float64], recall_ions: npt.NDArray[np.float64],
+            recall_weight: npt.NDArray[np.float64], n_fragments: int) -> int:
+        """Store one candidate's tables; their row."""
+        self.mz.append(np.asarray(mz, dtype=np.float64))
+        self.weight.append(np.asarray(weight, dtype=np.float64))
+        self.offsets.append(np.array([self.mz.size], dtype=np.int64))
+        ions = np.asarray(recall_ions, dtype=np.float64).reshape(-1, 3)
+        self.recall_ions.append(ions.ravel())
+        self.recall_weight.append(np.asarray(recall_weight, dtype=np.float64))
+        self.recall_offsets.append(np.array([self.recall_weight.size], dtype=np.int64))
+        self.n_fragments.append(np.array([n_fragments], dtype=np.int64))
+        return self.n_fragments.size - 1
+
+    def view(self, row: int) -> _Tables:
+        """The tables of one row (views into the buffers)."""
+        a, b = self.offsets.data[row], self.offsets.data[row + 1]
+        ra, rb = self.recall_offsets.data[row], self.recall_offsets.data[row + 1]
+        return _Tables(self.mz.data[a:b], self.weight.data[a:b], self.recall_ions.data[3 * ra:3 * rb].reshape(-1, 3),
+                       self.recall_weight.data[ra:rb], int(self.n_fragments.data[row]))
 
 
 def _concat(arrays: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.float64]:

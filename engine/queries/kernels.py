@@ -223,7 +223,8 @@ def fragment_pair_evidence(peak_mz: FloatArray, peak_w: FloatArray, peak_off: In
     Queries are CSR packed: peaks ``peak_mz`` / ``peak_w`` (weights, zero in the precursor region) by
     ``peak_off``, the sorted explainable m/z values ``found`` by ``found_off``, and the fragment window
     ``[lower, upper)``. Candidate tables likewise: sorted explanation ions ``ion_mz`` / ``ion_w`` by
-    ``ion_off``, recall fragments ``rec_ions`` (rows of 3 ions) / ``rec_w`` by ``rec_off``.
+    ``ion_off``, recall fragments ``rec_w`` by ``rec_off`` with their 3 ions each in ``rec_ions`` (flat:
+    fragment ``r``'s ions are ``rec_ions[3 * r:3 * r + 3]``).
     """
     n = pair_q.shape[0]
     share = np.zeros(n)
@@ -260,7 +261,7 @@ def fragment_pair_evidence(peak_mz: FloatArray, peak_w: FloatArray, peak_off: In
             inside = False
             seen = False
             for c in range(3):
-                ion = rec_ions[r, c]
+                ion = rec_ions[3 * r + c]
                 if lower[q] <= ion < upper[q]:
                     inside = True
                 pos = np.searchsorted(seen_mz, ion)
