@@ -126,14 +126,15 @@ class BondPropensities:
 def bond_types(mol: Any) -> list[str]:
     """Type of every bond: its end elements (lower case when aromatic), order and ring membership, e.g.
     ``C-N:1`` (an amine C-N bond outside rings), ``c-c:1.5:r`` (aromatic ring), ``C-O:2`` (carbonyl)."""
+    symbols = []
+    for i in range(mol.GetNumAtoms()):   # index access: RDKit's atom / bond sequences are slow to iterate
+        atom = mol.GetAtomWithIdx(i)
+        symbols.append(atom.GetSymbol().lower() if atom.GetIsAromatic() else atom.GetSymbol())
     out = []
-    for b in mol.GetBonds():
-        ends = []
-        for a in (b.GetBeginAtom(), b.GetEndAtom()):
-            sym = a.GetSymbol()
-            ends.append(sym.lower() if a.GetIsAromatic() else sym)
-        ends.sort()
-        out.append(f"{ends[0]}-{ends[1]}:{b.GetBondTypeAsDouble():g}{':r' if b.IsInRing() else ''}")
+    for k in range(mol.GetNumBonds()):
+        b = mol.GetBondWithIdx(k)
+        x, y = sorted((symbols[b.GetBeginAtomIdx()], symbols[b.GetEndAtomIdx()]))
+        out.append(f"{x}-{y}:{b.GetBondTypeAsDouble():g}{':r' if b.IsInRing() else ''}")
     return out
 
 
@@ -142,13 +143,21 @@ def atom_table(mol: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]
     from rdkit import Chem
 
     table = Chem.GetPeriodicTable()
-    masses = np.array([table.GetMostCommonIsotopeMass(a.GetAtomicNum()) + a.GetTotalNumHs() * HYDROGEN
-                       for a in mol.GetAtoms()], dtype=np.float64)
-    ends = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], dtype=np.int64)
-    ring_bonds = [int(b.IsInRing()) for b in mol.GetBonds()]
+    n_atoms, n_bonds = mol.GetNumAtoms(), mol.GetNumBonds()
+    masses = np.empty(n_atoms, dtype=np.float64)
+    charge = 0
+    for i in range(n_atoms):
+        a = mol.GetAtomWithIdx(i)
+        masses[i] = table.GetMostCommonIsotopeMass(a.GetAtomicNum()) + a.GetTotalNumHs() * HYDROGEN
+        charge += a.GetFormalCharge()
+    ends = np.empty((n_bonds, 2), dtype=np.int64)
+    ring_bonds = []
+    for k in range(n_bonds):
+        b = mol.GetBondWithIdx(k)
+        ends[k, 0], ends[k, 1] = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        ring_bonds.append(int(b.IsInRing()))
     rings = [list(r) for r in mol.GetRingInfo().BondRings()]
-    charged = sum(a.GetFormalCharge() for a in mol.GetAtoms()) != 0   # a permanent ion, not a nitro group
-    return masses, ends.reshape(-1, 2), ring_bonds, rings, charged
+    return masses, ends, ring_bonds, rings, charge != 0   # net charge: a permanent ion, not a nitro group
 
 
 def cleavage_sets(n_bonds: int, ring_bonds: list[int], rings: list[list[int]], max_steps: int
