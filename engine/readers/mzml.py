@@ -127,7 +127,12 @@ def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter, run: st
         if _local(element.tag) == run:
             return
         counted = _local(element.tag) in ("spectrum", "scan")
-        item = convert(element, path_str, position)
+        try:
+            item = convert(element, path_str, position)
+        except (ValueError, TypeError, KeyError) as exc:   # a malformed attribute or value: lose this record only
+            name = element.get("id") or element.get("num") or f"index={position}"
+            item = InvalidRecordError(f"cannot read the record: {type(exc).__name__}: {exc}", path=path_str,
+                                      record=str(name), reason="parse_error")
         if counted:
             position += 1
             parent = element.getparent()

@@ -233,3 +233,15 @@ def test_param_groups_integer_arrays_and_units_read_as_pyteomics_does(tmp_path: 
     assert s.metadata["activation"] == "collision-induced dissociation"
     np.testing.assert_allclose(s.mz, mz.astype(np.float64))
     np.testing.assert_array_equal(s.intensity, counts.astype(np.float32))
+
+
+def test_a_malformed_value_costs_only_its_record(tmp_path: Path) -> None:
+    """A non-numeric charge state in one spectrum: that record becomes a parse_error, the others read."""
+    text = (LOCAL_RAW / "matchms_testdata.mzML").read_text()
+    first = text.index('name="charge state" value="') + len('name="charge state" value="')
+    end = text.index('"', first)
+    path = tmp_path / "bad_value.mzML"
+    path.write_text(text[:first] + "two" + text[end:])
+    spectra, errors = spectra_and_errors(read_mzml(path))
+    assert len(errors) == 1 and errors[0].reason == "parse_error" and "bad_value.mzML" in str(errors[0])
+    assert len(spectra) + len(errors) == len(list(read_mzml(LOCAL_RAW / "matchms_testdata.mzML")))
