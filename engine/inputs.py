@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.errors import FileFormatError
-from engine.readers import SUFFIXES
+from engine.readers import is_spectrum_file
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
@@ -16,7 +16,8 @@ LIST_SUFFIXES = (".txt", ".lst", ".list")
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     """Return the spectrum files named by ``inputs``, sorted within each input and without repeats.
 
-    An input is a file, a directory (searched recursively for supported suffixes), a glob pattern, or
+    An input is a file, a directory (searched recursively for supported suffixes, ``.mzML.gz`` and the
+    like included), a glob pattern, or
     a text file list (``.txt``/``.lst``/``.list``, or any path prefixed with ``@``) with one path per line.
     """
     seen: set[Path] = set()
@@ -43,7 +44,7 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         path = Path(text)
         if path.is_dir():
             for p in sorted(path.rglob("*")):
-                if p.is_file() and p.suffix.lower() in SUFFIXES:
+                if p.is_file() and is_spectrum_file(p):
                     add(p)
         elif path.is_file():
             add(path)

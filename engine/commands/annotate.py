@@ -53,7 +53,7 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
              analogue_candidates: int, chunk_size: int, on_invalid: str, dataset: str | None,
              ion_mode: str | None, workers: int, ray_address: str | None, threads: int, dry_run: bool,
              quiet: bool) -> None:
-    """Annotate every MS2 spectrum of INPUTS (mzML, mzXML, MGF, MSP files, directories, globs, @lists):
+    """Annotate every MS2 spectrum of INPUTS (mzML, mzXML, MGF, MSP files, plain or .gz; directories, globs, @lists):
     library match, analogue and (with --candidates) candidate ranking."""
     from engine.jobs.annotate import JobOptions
     from engine.jobs.annotate import annotate as run

@@ -1,5 +1,8 @@
 """Streaming readers, one module per format; :func:`read_file` dispatches on the file suffix.
 
+MGF, MSP, mzML and mzXML files may be gzip-compressed (``run.mzML.gz``): :func:`open_binary`
+decompresses them while they stream.
+
 Every reader is a generator of :data:`ReadItem`: a parsed :class:`~engine.records.Spectrum`, or an
 :class:`~engine.errors.InvalidRecordError` for a record that could not be parsed (the reader goes on
 with the next record). A file that cannot be read at all raises :class:`~engine.errors.FileFormatError`.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from engine.errors import FileFormatError, InvalidRecordError
 from engine.records import Spectrum
@@ -26,13 +30,44 @@ SUFFIXES: dict[str, str] = {
 }
 
 
+#: Formats also read gzip-compressed (``run.mzML.gz``), decompressed while streaming.
+GZIP_FORMATS = ("mgf", "msp", "mzml", "mzxml")
+
+
 def format_of(path: str | Path) -> str:
-    """Return the format name of ``path`` from its suffix, or raise :class:`FileFormatError`."""
+    """Return the format name of ``path`` from its suffix (``.gz`` after a text or XML format's suffix
+    counts as that format, compressed), or raise :class:`FileFormatError`."""
     suffix = Path(path).suffix.lower()
+    if suffix == ".gz":
+        inner = Path(Path(path).stem).suffix.lower()
+        if SUFFIXES.get(inner) in GZIP_FORMATS:
+            return SUFFIXES[inner]
+        raise FileFormatError(f"unsupported compressed file type {inner + '.gz' if inner else '.gz'!r}; supported: "
+                              f"{', '.join(s + '.gz' for s, f in sorted(SUFFIXES.items()) if f in GZIP_FORMATS)}",
+                              path=str(path), reason="file_error")
     if suffix not in SUFFIXES:
         raise FileFormatError(f"unsupported file type {suffix or '(none)'!r}; supported: "
-                              f"{', '.join(sorted(SUFFIXES))}", path=str(path), reason="file_error")
+                              f"{', '.join(sorted(SUFFIXES))} (and .gz of the text and XML formats)",
+                              path=str(path), reason="file_error")
     return SUFFIXES[suffix]
+
+
+def is_spectrum_file(path: str | Path) -> bool:
+    """Whether ``path`` has a suffix some reader takes (see :func:`format_of`)."""
+    try:
+        format_of(path)
+    except FileFormatError:
+        return False
+    return True
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a spectrum file for reading bytes, decompressing a ``.gz`` file on the fly."""
+    if str(path).lower().endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile reads like IO[bytes]
+    return open(path, "rb")
 
 
 def read_file(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadItem]:
@@ -55,4 +90,5 @@ def read_file(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadI
     return read_parquet(path, dataset=dataset)
 
 
-__all__ = ["SUFFIXES", "FileFormatError", "ReadItem", "Spectrum", "format_of", "read_file"]
+__all__ = ["GZIP_FORMATS", "SUFFIXES", "FileFormatError", "ReadItem", "Spectrum", "format_of", "is_spectrum_file",
+           "open_binary", "read_file"]

@@ -20,7 +20,8 @@ or 32/64-bit integers; mzXML peaks are network-order m/z-intensity pairs. Profil
 ``profile spectrum``, mzXML ``centroided="0"``) are centroided with the local-maximum picker of
 :mod:`engine.readers.centroid` and marked with metadata ``centroided=local_maximum``.
 
-A file that is not well-formed XML (truncated, garbage), empty, or not mzML / mzXML at all raises
+Files ending in ``.gz`` are decompressed while streaming. A file that is not well-formed XML (truncated,
+garbage), empty, a corrupt ``.gz``, or not mzML / mzXML at all raises
 :class:`~engine.errors.FileFormatError` naming the file and the line; the scans read before the damage
 stay yielded. A scan whose arrays cannot be decoded is an ``InvalidRecordError`` (``parse_error``).
 Reading parses each spectrum element once with lxml's C parser, several times faster than pyteomics'
@@ -30,6 +31,7 @@ generic element-to-dict conversion (``benchmarks/ingest``).
 from __future__ import annotations
 
 import base64
+import gzip
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -39,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers import ReadItem
+from engine.readers import ReadItem, open_binary
 from engine.readers.centroid import centroid_profile
 from engine.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
 from engine.records import IonMode, Spectrum
@@ -87,8 +89,12 @@ def read_mzxml(path: str | Path, *, dataset: str | None = None) -> Iterator[Read
 
 def _sniff(path: str | Path, roots: tuple[str, ...], kind: str) -> None:
     """Refuse early a file that is empty, binary or has no ``roots`` element near its start."""
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
+    try:
+        with open_binary(path) as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise FileFormatError(f"cannot decompress: {type(exc).__name__}: {exc}", path=str(path),
+                              reason="file_error") from None
     if not head:
         raise FileFormatError("empty file (0 bytes)", path=str(path), reason="file_error")
     text = head.decode("utf-8", "replace")
@@ -107,11 +113,20 @@ def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter, run: st
     """Convert every element named in ``tags`` at its end; spectra (and scans) are counted from 0 and
     freed once converted, so memory stays at one spectrum whatever the file size. Reading stops at the
     end of the ``run`` element: what follows (the offset index of indexed files) holds no spectra."""
+    path_str = str(path)
+    if not path_str.lower().endswith(".gz"):
+        yield from _elements(path_str, path_str, tags, convert, run)   # libxml2 reads the file itself
+        return
+    with open_binary(path) as handle:
+        yield from _elements(handle, path_str, tags, convert, run)
+
+
+def _elements(source: Any, path_str: str, tags: tuple[str, ...], convert: Converter, run: str
+              ) -> Iterator[ReadItem]:
     from lxml import etree
 
-    path_str = str(path)
     position = 0
-    context = etree.iterparse(path_str, events=("end",), tag=(*tags, "{*}" + run), huge_tree=True,
+    context = etree.iterparse(source, events=("end",), tag=(*tags, "{*}" + run), huge_tree=True,
                               remove_comments=True, resolve_entities=False, no_network=True)
     iterator = iter(context)
     while True:
@@ -124,6 +139,9 @@ def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter, run: st
             raise FileFormatError(f"broken XML{line} after {position} scans (truncated or corrupt file): "
                                   f"{exc.msg if hasattr(exc, 'msg') else exc}", path=path_str,
                                   reason="file_error") from None
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:   # a corrupt or truncated .gz
+            raise FileFormatError(f"cannot decompress after {position} scans: {type(exc).__name__}: {exc}",
+                                  path=path_str, reason="file_error") from None
         if _local(element.tag) == run:
             return
         counted = _local(element.tag) in ("spectrum", "scan")

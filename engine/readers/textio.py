@@ -4,15 +4,19 @@ Files are read in chunks of about ``chunk_bytes`` cut at a line end, so memory s
 size while per-line work happens on large decoded strings. Bytes that are not UTF-8 do not stop the
 file: the chunk is decoded with ``surrogateescape`` and marked ``dirty``, and the format reader turns the
 offending line into a per-record error (see :func:`undecodable`). ``\\r\\n`` line ends are accepted.
+A ``.gz`` file is decompressed while it streams; a corrupt or truncated one is a file error.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from engine.errors import FileFormatError
+from engine.readers import open_binary
 
 CHUNK_BYTES = 4 << 20
 _SNIFF_BYTES = 1 << 16
@@ -47,51 +51,59 @@ def iter_text_chunks(path: str | Path, *, chunk_bytes: int = CHUNK_BYTES,
     file or one that looks binary (NUL bytes).
     """
     marker = b"\n" + boundary if boundary else b""
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
+        try:
+            yield from _chunks(handle, path, chunk_bytes, marker)
+        except (OSError, EOFError, zlib.error) as exc:   # an unreadable file, or a corrupt or truncated .gz
+            raise FileFormatError(f"cannot read the file: {type(exc).__name__}: {exc}", path=str(path),
+                                  reason="file_error") from None
+
+
+def _chunks(handle: IO[bytes], path: str | Path, chunk_bytes: int, marker: bytes) -> Iterator[TextChunk]:
+    data = handle.read(chunk_bytes)
+    if not data:
+        raise FileFormatError("empty file (0 bytes)", path=str(path), reason="file_error")
+    nul = data.find(b"\x00", 0, _SNIFF_BYTES)
+    if nul != -1:
+        raise FileFormatError(f"binary file, not text (NUL byte at offset {nul}); is it compressed?",
+                              path=str(path), reason="file_error")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    carry = b""
+    line_no = 1
+    while True:
+        buf = carry + data if carry else data
+        more = len(data) > 0
+        if more:
+            cut = 0
+            if marker:
+                at = buf.rfind(marker)
+                if at != -1:
+                    cut = buf.find(b"\n", at + len(marker)) + 1
+            if cut == 0:
+                cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                carry = buf
+                data = handle.read(chunk_bytes)
+                continue
+            carry, buf = buf[cut:], buf[:cut]
+        elif not buf:
+            return
+        try:
+            text = buf.decode("utf-8")
+            dirty = False
+        except UnicodeDecodeError:
+            text = buf.decode("utf-8", "surrogateescape")
+            dirty = True
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        yield TextChunk(text, line_no, dirty)
+        line_no += text.count("\n")
+        if not more:
+            return
         data = handle.read(chunk_bytes)
-        if not data:
-            raise FileFormatError("empty file (0 bytes)", path=str(path), reason="file_error")
-        nul = data.find(b"\x00", 0, _SNIFF_BYTES)
-        if nul != -1:
-            raise FileFormatError(f"binary file, not text (NUL byte at offset {nul}); is it compressed?",
-                                  path=str(path), reason="file_error")
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        carry = b""
-        line_no = 1
-        while True:
-            buf = carry + data if carry else data
-            more = len(data) > 0
-            if more:
-                cut = 0
-                if marker:
-                    at = buf.rfind(marker)
-                    if at != -1:
-                        cut = buf.find(b"\n", at + len(marker)) + 1
-                if cut == 0:
-                    cut = buf.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = buf
-                    data = handle.read(chunk_bytes)
-                    continue
-                carry, buf = buf[cut:], buf[:cut]
-            elif not buf:
-                return
-            try:
-                text = buf.decode("utf-8")
-                dirty = False
-            except UnicodeDecodeError:
-                text = buf.decode("utf-8", "surrogateescape")
-                dirty = True
-            if "\r" in text:
-                text = text.replace("\r\n", "\n").replace("\r", "\n")
-            yield TextChunk(text, line_no, dirty)
-            line_no += text.count("\n")
-            if not more:
-                return
-            data = handle.read(chunk_bytes)
-            if not data and not carry:
-                return
+        if not data and not carry:
+            return
 
 
 def undecodable(line: str) -> str | None:
