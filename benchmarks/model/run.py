@@ -37,6 +37,7 @@ from benchmarks._results import markdown_table, write_results  # noqa: E402
 from engine.model import JointModel, load_model  # noqa: E402
 from engine.queries.evidence import DEFAULT_THRESHOLD, DEFAULT_WEIGHT, LibraryEvidence  # noqa: E402
 from engine.queries.fragments import FragmentScorer  # noqa: E402
+from engine.queries.rank import fragment_scores  # noqa: E402
 from engine.tanimoto_map import TanimotoMap, load_tanimoto_map, mode_pairing  # noqa: E402
 from engine.training.candidates import CandidateTable  # noqa: E402
 from engine.training.data import FP_BITS, massbank_batch, tanimoto_matrix  # noqa: E402
@@ -143,21 +144,18 @@ def evidence_ranks(spec_emb: npt.NDArray[np.float32], spec_struct: npt.NDArray[n
     return ranks
 
 
-def fragment_terms(scorer: FragmentScorer, table: Any, model: JointModel, spec_struct: npt.NDArray[np.int64],
-                   sets: list[npt.NDArray[np.int64]], cand_smiles: dict[int, str], struct_smiles: list[str]
-                   ) -> dict[int, npt.NDArray[np.float64]]:
-    """Fragment score (:mod:`engine.queries.fragments`) of every query against [true, *set] of its structure
-    (the molecules already fragmented: :meth:`FragmentScorer.warm`), scored in one call over all pairs."""
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-
-    peaks = preprocess_flat(flat_from_batch(table.combine_chunks()), model.pipeline)
-    modes, adducts = table.column("ion_mode").to_pylist(), table.column("adduct").to_pylist()
+def fragment_terms(scorer: FragmentScorer, batch: pa.RecordBatch, model: JointModel,
+                   spec_struct: npt.NDArray[np.int64], sets: list[npt.NDArray[np.int64]], cand_smiles: dict[int, str],
+                   struct_smiles: list[str]) -> dict[int, npt.NDArray[np.float64]]:
+    """Fragment score (:func:`engine.queries.rank.fragment_scores`, as ``engine rank`` adds it) of every query
+    against [true, *set] of its structure, scored in one call over all pairs (the molecules already
+    fragmented: :meth:`FragmentScorer.warm`)."""
     lists = {s: [struct_smiles[s], *(cand_smiles[int(r)] for r in rows)] for s, rows in enumerate(sets)}
     queries = {s: np.flatnonzero(spec_struct == s) for s in lists}
     order = [s for s in lists if queries[s].shape[0]]
     query = np.concatenate([np.repeat(queries[s], len(lists[s])) for s in order])
     smiles = [smi for s in order for _ in range(queries[s].shape[0]) for smi in lists[s]]
-    score, _ = scorer.score_pairs(peaks, modes, adducts, query, smiles)
+    score, _ = fragment_scores(scorer, batch, model, query, smiles)
     out: dict[int, npt.NDArray[np.float64]] = {}
     start = 0
     for s in order:
@@ -179,10 +177,9 @@ def hit_curve_figure(out_dir: Path, curves: dict[str, tuple[npt.NDArray[np.int64
     ks = np.arange(1, 21)
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3), dpi=100, sharey=True)
     for ax, protocol in zip(axes, ("formula", "mass256"), strict=True):
-        for label, style in (("model alone", "-"), ("+ fragment evidence", "-")):
-            key = protocol if label == "model alone" else f"{protocol} + fragments"
-            ranks, sizes = curves[key]
-            ax.plot(ks, [100 * float(np.mean(ranks <= k)) for k in ks], style, label=label)
+        for label, key in (("model alone", protocol), ("+ fragment evidence", f"{protocol} + fragments")):
+            ranks = curves[key][0]
+            ax.plot(ks, [100 * float(np.mean(ranks <= k)) for k in ks], label=label)
         ranks, sizes = curves[protocol]
         ax.plot(ks, [100 * random_hit(sizes, int(k)) for k in ks], "k:", label="random")
         ax.set_title(f"{protocol} (clean val, {ranks.shape[0]} queries)", fontsize=9)
@@ -282,7 +279,7 @@ def rank_and_speed(model: JointModel, data: Path, table: Any, batch: pa.RecordBa
     scorer.warm([*s_smiles, *cand_smiles.values()], processes=2)
     warm_seconds = time.time() - t0
     t0 = time.time()
-    frag_terms = {name: fragment_terms(scorer, table, model, struct_of, v, cand_smiles, s_smiles)
+    frag_terms = {name: fragment_terms(scorer, batch, model, struct_of, v, cand_smiles, s_smiles)
                   for name, v in sets.items()}
     n_pairs = sum(int(m.size) for terms in frag_terms.values() for m in terms.values())
     frag_seconds = time.time() - t0
@@ -592,6 +589,8 @@ def main() -> None:
     if tmap is not None:
         bars["calibrated"] = rmse["all_calibrated"]["all"]["per_bin_rmse"]
     figs = figures(Path(args.figures), pred, true, quality, threshold, history, bars)
+    if (Path(args.figures) / "hit_at_k.png").exists():   # drawn with the ranking (kept when it is reused)
+        figs.append("hit_at_k.png")
 
     targets = {
         "mass256 hit@1 >= 15%": ranking["clean/mass256"]["hit_rate@1"] >= 0.15,

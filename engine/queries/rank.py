@@ -183,7 +183,7 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         report.candidates_demoted += int((score < cosine).sum())
     frag = share = np.full(cosine.shape[0], np.nan)
     if fragments is not None:
-        frag, share = _fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist())
+        frag, share = fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist())
         score = score + np.nan_to_num(frag)
         report.candidates_fragmented += int(np.isfinite(frag).sum())
     scale = _logit_scale(model)
@@ -219,10 +219,10 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     }, schema=RANK_SCHEMA)
 
 
-def _fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, qi: npt.NDArray[np.int64],
-                     smiles: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Fragment score and explained share of each (query, candidate) pair, on the peaks as the model's
-    pipeline leaves them."""
+def fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, qi: npt.NDArray[np.int64],
+                    smiles: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Fragment score and explained share of each (query ``batch`` row ``qi[k]``, candidate ``smiles[k]``)
+    pair, on the peaks as the model's pipeline leaves them."""
     from engine.encoders.spectrum import flat_from_batch, preprocess_flat
     from engine.model import model_pipeline
     from engine.preprocess import Pipeline
