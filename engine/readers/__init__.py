@@ -11,6 +11,8 @@ Readers do not validate peaks (see :mod:`engine.validate`) and never import torc
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -61,11 +63,13 @@ def is_spectrum_file(path: str | Path) -> bool:
     return True
 
 
+#: What reading a corrupt or truncated ``.gz`` raises (readers turn it into a FileFormatError naming the file).
+GZIP_ERRORS: tuple[type[Exception], ...] = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
     """Open a spectrum file for reading bytes, decompressing a ``.gz`` file on the fly."""
     if str(path).lower().endswith(".gz"):
-        import gzip
-
         return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile reads like IO[bytes]
     return open(path, "rb")
 
@@ -90,5 +94,5 @@ def read_file(path: str | Path, *, dataset: str | None = None) -> Iterator[ReadI
     return read_parquet(path, dataset=dataset)
 
 
-__all__ = ["GZIP_FORMATS", "SUFFIXES", "FileFormatError", "ReadItem", "Spectrum", "format_of", "is_spectrum_file",
-           "open_binary", "read_file"]
+__all__ = ["GZIP_ERRORS", "GZIP_FORMATS", "SUFFIXES", "FileFormatError", "ReadItem", "Spectrum", "format_of",
+           "is_spectrum_file", "open_binary", "read_file"]

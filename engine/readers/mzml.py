@@ -31,7 +31,6 @@ generic element-to-dict conversion (``benchmarks/ingest``).
 from __future__ import annotations
 
 import base64
-import gzip
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers import ReadItem, open_binary
+from engine.readers import GZIP_ERRORS, ReadItem, open_binary
 from engine.readers.centroid import centroid_profile
 from engine.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
 from engine.records import IonMode, Spectrum
@@ -92,7 +91,7 @@ def _sniff(path: str | Path, roots: tuple[str, ...], kind: str) -> None:
     try:
         with open_binary(path) as handle:
             head = handle.read(_SNIFF_BYTES)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except GZIP_ERRORS as exc:
         raise FileFormatError(f"cannot decompress: {type(exc).__name__}: {exc}", path=str(path),
                               reason="file_error") from None
     if not head:
@@ -139,7 +138,7 @@ def _elements(source: Any, path_str: str, tags: tuple[str, ...], convert: Conver
             raise FileFormatError(f"broken XML{line} after {position} scans (truncated or corrupt file): "
                                   f"{exc.msg if hasattr(exc, 'msg') else exc}", path=path_str,
                                   reason="file_error") from None
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:   # a corrupt or truncated .gz
+        except GZIP_ERRORS as exc:   # a corrupt or truncated .gz
             raise FileFormatError(f"cannot decompress after {position} scans: {type(exc).__name__}: {exc}",
                                   path=path_str, reason="file_error") from None
         if _local(element.tag) == run:

@@ -9,17 +9,18 @@ A ``.gz`` file is decompressed while it streams; a corrupt or truncated one is a
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from engine.errors import FileFormatError
-from engine.readers import open_binary
+from engine.readers import GZIP_ERRORS, open_binary
 
 CHUNK_BYTES = 4 << 20
 _SNIFF_BYTES = 1 << 16
+#: An unreadable file, or a corrupt or truncated .gz.
+_READ_ERRORS: tuple[type[Exception], ...] = (OSError, *GZIP_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def iter_text_chunks(path: str | Path, *, chunk_bytes: int = CHUNK_BYTES,
     with open_binary(path) as handle:
         try:
             yield from _chunks(handle, path, chunk_bytes, marker)
-        except (OSError, EOFError, zlib.error) as exc:   # an unreadable file, or a corrupt or truncated .gz
+        except _READ_ERRORS as exc:
             raise FileFormatError(f"cannot read the file: {type(exc).__name__}: {exc}", path=str(path),
                                   reason="file_error") from None
 
