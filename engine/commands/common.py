@@ -30,6 +30,21 @@ on_invalid_option = click.option(
     "--on-invalid", type=click.Choice(["error", "skip"]), default="error", show_default=True,
     help="error: stop at the first bad record with a message naming file and record; "
          "skip: keep every good record and count the bad ones by reason in the report.")
+report_option = click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), default=None,
+    help="Write skipped records (file, record, reason) to this Parquet file.")
+
+
+def echo_skips(report: Any, report_path: str | None) -> None:
+    """Skipped records by reason on stderr, and the rejects (file, record, reason, message) as Parquet
+    when ``report_path`` is given (``report`` is an :class:`engine.stream.ReadReport`)."""
+    for reason, n in sorted(report.skipped.items()):
+        click.echo(f"  skipped {reason}: {n}", err=True)
+    if report_path:
+        report.write_parquet(report_path)
+        click.echo(f"skipped records: {report_path}", err=True)
+
+
 dataset_option = click.option(
     "--dataset", default=None, metavar="MSV...",
     help="MassIVE accession; spectrum identifiers become USIs (mzspec:MSV...:<file>:scan:<n>).")

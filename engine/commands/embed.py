@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from engine.commands.common import dataset_option, engine_errors, ion_mode_option, on_invalid_option
+from engine.commands.common import dataset_option, engine_errors, ion_mode_option, on_invalid_option, report_option
 
 model_option = click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
                             help="Model checkpoint (default: the bundled model).")
@@ -29,8 +29,7 @@ def embed() -> None:
 @ion_mode_option
 @batch_option
 @threads_option
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write skipped records (file, record, reason) to this Parquet file.")
+@report_option
 @engine_errors
 def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invalid: str, dataset: str | None,
             ion_mode: str | None, batch_size: int, threads: int | None, report_path: str | None) -> None:

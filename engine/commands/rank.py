@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from engine.commands.common import engine_errors, ion_mode_option, on_invalid_option
+from engine.commands.common import echo_skips, engine_errors, ion_mode_option, on_invalid_option, report_option
 
 BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates" / "molecules.parquet"
 
@@ -50,12 +50,13 @@ BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates"
 @click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True,
               help="Query spectra per batch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@report_option
 @engine_errors
 def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, tolerance_ppm: float,
          lists_path: str | None, pubchem: bool, pubchem_cache: Path | None, pubchem_timeout: float,
          library_path: str | None, fragment_scoring: bool, processes: int, top_k: int,
          out: Path, model_path: str | None, on_invalid: str, ion_mode: str | None, batch_size: int,
-         quiet: bool) -> None:
+         quiet: bool, report_path: str | None) -> None:
     """Rank candidate structures for QUERIES (spectrum files, directories, globs).
 
     Output: query_id, rank, score (spectrum-molecule cosine, raised by the fragment score, lowered by
@@ -149,6 +150,7 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     click.echo(f"{read_report.kept} query spectra ({read_report.n_skipped} skipped); {info['candidates']} "
                f"candidates scored, {info['queries_without_candidates']} queries without candidates, "
                f"{info['invalid_smiles']} invalid SMILES skipped; {rows} rows written to {out}", err=True)
+    echo_skips(read_report, report_path)
     if fragments is not None:
         click.echo(f"fragment evidence: {info['candidates_fragmented']} candidates scored by their in-silico "
                    f"fragments ({len(fragments)} distinct structures fragmented)", err=True)

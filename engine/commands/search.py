@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from engine.commands.common import engine_errors, ion_mode_option, on_invalid_option
+from engine.commands.common import echo_skips, engine_errors, ion_mode_option, on_invalid_option, report_option
 
 
 def open_library_and_model(library_path: str, model_path: str | None, fixed: bool, *,
@@ -87,11 +87,12 @@ def write_or_print(tables: Any, out: Path | None, *, columns: tuple[str, ...]) -
 @click.option("--batch-size", type=click.IntRange(1), default=2048, show_default=True,
               help="Query spectra per batch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@report_option
 @engine_errors
 def search(queries: tuple[str, ...], library_path: str, mode: str, smiles: tuple[str, ...], top_k: int,
            precursor_tolerance_ppm: float, max_mass_difference: float | None, min_library_quality: float | None,
            adducts: tuple[str, ...], out: Path | None, model_path: str | None, fixed_embedder: bool,
-           on_invalid: str, ion_mode: str | None, batch_size: int, quiet: bool) -> None:
+           on_invalid: str, ion_mode: str | None, batch_size: int, quiet: bool, report_path: str | None) -> None:
     """Search QUERIES (spectrum files, directories, globs) against LIBRARY, or --smiles against it.
 
     Results: one row per hit with query_id, rank, score, library_id, inchikey, smiles, name,
@@ -155,3 +156,4 @@ def search(queries: tuple[str, ...], library_path: str, mode: str, smiles: tuple
         pq.write_table(search_schema(mode).empty_table(), str(out))
     click.echo(f"{report.kept} query spectra ({report.n_skipped} skipped), {n} hits"
                + (f" written to {out}" if out is not None else ""), err=True)
+    echo_skips(report, report_path)

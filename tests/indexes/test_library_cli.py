@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -143,3 +144,17 @@ def test_index_update_and_retrain_cli(mgfs: tuple[Path, Path], sample_table: pa.
     assert pos["stale"] is None
     hits = Library.open(lib_path).search(e[:1], top_k=1, mass=[300.0], tolerance=Tolerance(1, "ppm"))
     assert hits.column("spectrum_id").to_pylist() == ["extra-0"]
+
+
+def test_search_cli_reports_skipped_records(mgfs: tuple[Path, Path], tmp_path: Path) -> None:
+    lib = str(tmp_path / "lib")
+    assert run("library", "build", str(mgfs[0]), "--out", lib, "--fixed-embedder", "--quiet")[0] == 0
+    queries = tmp_path / "q.mgf"
+    queries.write_text(mgfs[0].read_text().split("END IONS", 2)[0] + "END IONS\n"
+                       + "BEGIN IONS\nTITLE=broken\nPEPMASS=abc\n100.0 5\nEND IONS\n")
+    rejects = tmp_path / "rejects.parquet"
+    code, out = run("search", str(queries), "--library", lib, "--fixed-embedder", "--quiet", "--on-invalid", "skip",
+                    "--out", str(tmp_path / "hits.parquet"), "--report", str(rejects))
+    assert code == 0 and "1 query spectra (1 skipped)" in out and "skipped parse_error: 1" in out, out
+    rows = pq.read_table(rejects).to_pylist()
+    assert len(rows) == 1 and rows[0]["reason"] == "parse_error" and "broken" in rows[0]["record"]

@@ -87,3 +87,29 @@ def test_rank_command(tmp_path: Path, tiny_model: object, sample_spectra: list[S
     res = runner.invoke(rank, [str(mgf), "--model", str(model_path), "--candidate-lists", str(out), "--pubchem",
                                "--out", str(out)])
     assert res.exit_code != 0 and "excludes" in res.output
+
+
+BAD_RECORDS = ("BEGIN IONS\nTITLE=no_precursor\nPEPMASS=abc\n100.0 5\nEND IONS\n"
+               "BEGIN IONS\nTITLE=negative\nPEPMASS=300.1\nIONMODE=positive\n100 10\n200 -5\nEND IONS\n")
+
+
+def test_rank_command_reports_skipped_records(tmp_path: Path, tiny_model: object,
+                                              sample_spectra: list[Spectrum]) -> None:
+    from engine.commands.rank import rank
+
+    model_path = tmp_path / "model.pt"
+    tiny_model.save(model_path)  # type: ignore[attr-defined]
+    mgf = write_mgf(sample_spectra[:3], tmp_path / "q.mgf")
+    mgf.write_text(mgf.read_text() + BAD_RECORDS)
+    args = [str(mgf), "--model", str(model_path), "--candidates", str(BUNDLED), "--by", "mass", "--quiet",
+            "--no-fragments", "--out", str(tmp_path / "r.parquet")]
+    res = CliRunner().invoke(rank, args)
+    assert res.exit_code != 0 and "q.mgf" in res.output and "no_precursor" in res.output
+    rejects = tmp_path / "rejects.parquet"
+    res = CliRunner().invoke(rank, [*args, "--on-invalid", "skip", "--report", str(rejects)])
+    assert res.exit_code == 0, res.output
+    assert "3 query spectra (2 skipped)" in res.output
+    assert "skipped parse_error: 1" in res.output and "skipped negative_values: 1" in res.output
+    rows = pq.read_table(rejects).to_pylist()
+    assert [(r["file"], r["reason"]) for r in rows] == [(str(mgf), "parse_error"), (str(mgf), "negative_values")]
+    assert "no_precursor" in rows[0]["record"] and "PEPMASS" in rows[0]["message"]
