@@ -2,7 +2,9 @@
 
 The page is self-contained (no external files or scripts). Mirror plots show each query (top, blue)
 against its top hit (bottom, red), peaks scaled to the base peak, and the peaks the modified cosine
-pairs in colour; the rest grey.
+pairs in colour; the rest grey. For candidate rankings (``engine rank``), fragment plots show each
+query with the peaks its top candidate's in-silico fragments explain, coloured by cleavage steps
+(:mod:`engine.queries.peak_annotation`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import html
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.records import Spectrum
+
+if TYPE_CHECKING:
+    from engine.queries.peak_annotation import PeakAnnotation
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -103,6 +108,55 @@ def mirror_plot_png(query: Spectrum, hit: Spectrum, *, title: str = "", toleranc
             color="#1f77b4")
     ax.text(0.01, 0.03, f"hit: {hit.spectrum_id}", transform=ax.transAxes, fontsize=8, va="bottom",
             color="#d62728")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+_STEP_COLOURS = {0: ("#2ca02c", "intact molecule"), 1: ("#1f77b4", "1 cleavage step"),
+                 2: ("#9467bd", "2 cleavage steps")}
+
+
+def fragment_plot_png(query: Spectrum, annotation: PeakAnnotation, *, title: str = "", labels: int = 8,
+                      margin_da: float = 1.5) -> str:
+    """The query's peaks (relative intensity), those the candidate's fragments explain coloured by
+    cleavage steps and the ``labels`` most intense of them labelled with m/z, steps and hydrogen shift;
+    the precursor region (``margin_da`` below the precursor m/z: not scored) shaded. Base64 PNG."""
+    from matplotlib.figure import Figure
+
+    base = max(float(query.intensity.max()), 1e-12) if query.n_peaks else 1.0
+    fig = Figure(figsize=(8.0, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.vlines(query.mz, 0, query.intensity / base, color="#bbbbbb", linewidth=1.0, label="not explained")
+    rel = annotation.intensity / base
+    for steps, (colour, label) in _STEP_COLOURS.items():
+        sel = annotation.explained & (annotation.steps == steps)
+        if sel.any():
+            ax.vlines(annotation.mz[sel], 0, rel[sel], color=colour, linewidth=1.6, label=label)
+    scored = annotation.weight > 0
+    if query.precursor_mz is not None:
+        ax.axvspan(float(query.precursor_mz) - margin_da, float(query.precursor_mz) + 3, color="#ececec", zorder=0,
+                   label="precursor region (not scored)")
+    top = np.flatnonzero(annotation.explained & scored)
+    right = max(float(query.mz.max()) if query.n_peaks else 0.0, query.precursor_mz or 0.0)
+    placed: list[float] = []
+    for i in top[np.argsort(-rel[top])]:
+        if len(placed) >= labels or any(abs(annotation.mz[i] - x) < 0.04 * right for x in placed):
+            continue   # keep labels apart
+        placed.append(float(annotation.mz[i]))
+        steps, shift = int(annotation.steps[i]), int(annotation.shift[i])
+        text = f"{annotation.mz[i]:.4f}\n{steps} step{'s' if steps != 1 else ''}" + (f" {shift:+d}H" if shift else "")
+        ax.annotate(text, (annotation.mz[i], rel[i]), xytext=(0, 3), textcoords="offset points", ha="center",
+                    va="bottom", fontsize=7, color="#333333")
+    if query.precursor_mz is not None:
+        ax.plot([query.precursor_mz], [1.06], marker="v", color="#555555", markersize=5)
+    ax.set_xlim(0, right * 1.05 + 5)
+    ax.set_ylim(0, 1.32)
+    ax.set_xlabel("m/z")
+    ax.set_ylabel("relative intensity")
+    ax.legend(frameon=False, fontsize=7, loc="upper left", ncol=5, handlelength=1.2, columnspacing=1.0)
     if title:
         ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
@@ -229,8 +283,39 @@ def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = 
         if missing:
             parts.append(f"<p class='meta'>{missing} top hits not plotted: query or library spectrum not "
                          f"found (give --queries and --library).</p>")
+    elif "smiles" in cols:
+        parts += _fragment_section(data, top_rows, queries, score, max_plots)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _fragment_section(data: dict[str, list[Any]], top_rows: list[int], queries: Mapping[str, Spectrum],
+                      score: npt.NDArray[np.float64], max_plots: int) -> list[str]:
+    """Fragment plots of each query against its top candidate (candidate rankings)."""
+    from engine.queries.fragments import FragmentScorer
+    from engine.queries.peak_annotation import annotate_spectrum
+
+    scorer = FragmentScorer()
+    parts = [f"<h2>Fragment annotation (top candidate, at most {max_plots})</h2>"]
+    plotted, missing = 0, 0
+    for i in top_rows:
+        if plotted >= max_plots:
+            break
+        q = queries.get(data["query_id"][i])
+        annotation = annotate_spectrum(scorer, q, str(data["smiles"][i])) if q is not None else None
+        if q is None or annotation is None:
+            missing += 1
+            continue
+        caption = (f"{q.spectrum_id}: {data['smiles'][i]} — score {score[i]:.3f}, "
+                   f"explained share {annotation.explained_share:.2f}")
+        png = fragment_plot_png(q, annotation, title=caption, margin_da=scorer.settings.precursor_margin_da)
+        parts.append(f"<div class='plot'><img alt='fragment plot {html.escape(q.spectrum_id)}' "
+                     f"src='data:image/png;base64,{png}'></div>")
+        plotted += 1
+    if missing:
+        parts.append(f"<p class='meta'>{missing} top candidates not plotted: query spectrum not found (give "
+                     f"--queries) or SMILES not parsed.</p>")
+    return parts
 
 
 def write_report(results_path: str | Path, out: str | Path, *, queries: Sequence[str | Path] = (),

@@ -1,4 +1,4 @@
-"""``engine report``: an HTML page for a results file (score histogram, mirror plots)."""
+"""``engine report``: an HTML page for a results file (score histogram, mirror or fragment plots)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from engine.commands.common import engine_errors
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write.")
 @click.option("--max-plots", default=50, show_default=True, type=click.IntRange(0),
-              help="Mirror plots at most (one per query, against its top hit).")
+              help="Mirror or fragment plots at most (one per query, for its top hit or candidate).")
 @engine_errors
 def report(results: Path, queries: tuple[str, ...], library: tuple[str, ...], out: Path,
            max_plots: int) -> None:
-    """Write an HTML report for RESULTS (from engine search or engine rank): score histogram and
-    mirror plots of each query against its top hit, images embedded in the page."""
+    """Write an HTML report for RESULTS (from engine search or engine rank): score histogram, and per
+    query a mirror plot against its top library hit (search) or the peaks its top candidate's in-silico
+    fragments explain (rank); images embedded in the page."""
     from engine.report import write_report
 
     path = write_report(results, out, queries=queries, library=library, max_plots=max_plots)
