@@ -26,6 +26,7 @@ for reuse across queries. Scoring many (spectrum, candidate) pairs (:meth:`Fragm
 runs a compiled kernel over CSR-packed peaks and ion tables
 (:func:`engine.queries.kernels.fragment_pair_evidence`, parallel over pairs); :func:`explained_share` and
 :func:`predicted_recall_of` state the same computation for one pair and stay the reference.
+:mod:`engine.queries.peak_annotation` gives the per-peak view (which fragment explains which peak).
 """
 
 from __future__ import annotations
