@@ -2,17 +2,20 @@
 demoted.
 
 A spectral library holds reference spectra of known structures. When a candidate structure has reference
-spectra in the query's ion mode and none of them is close to the query in the embedding space, the query is
-unlikely to be that structure (had it been, its library match would have been found). Candidate ranking
-then lowers the candidate's score by ``weight * (threshold - best cosine)``; candidates without reference
-spectra, and those whose reference spectra match (cosine >= ``threshold``), keep the model's score.
+spectra in the query's ion mode and none of them is close to the query, the query is unlikely to be that
+structure (had it been, its library match would have been found). Candidate ranking then lowers the
+candidate's score by ``weight * (threshold - best similarity)``; candidates without reference spectra, and
+those whose reference spectra match (similarity >= ``threshold``), keep their score.
 
-The default ``threshold`` and ``weight`` were chosen on the MassBank validation split (a small grid) with
-the train and val spectra as the library, the query's own structure hidden, and checked for the case where
-the true structure has reference spectra of its own (``benchmarks/model/``, the `+ library evidence` rows):
-same-formula isomers have similar spectra, so only a strict threshold separates "this is not that
-compound" from "a related compound", and a small weight keeps a true structure whose reference was
-recorded under other conditions from being pushed down.
+"Close" is the spectral entropy similarity of the peaks when the evidence holds the reference peaks (the
+default from a library: it tells a compound's own spectra from a same-formula isomer's far better than the
+embedding does, ROC AUC 0.96 against 0.90 on the calibration fold of the train split), else the embedding
+cosine. Threshold and weight per measure were chosen on that calibration fold (train structures the model
+never trained on, the training fold as the library, val never read), for both the case where the true
+structure has no reference spectra and the case where its other spectra stand as references: same-formula
+isomers have similar spectra, so only a strict threshold separates "this is not that compound" from "a
+related compound", and a moderate weight keeps a true structure whose reference was recorded under other
+conditions from being pushed far down.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import IncompatibleArtifactError
+from engine.queries.similarity import EntropyPeaks, PeakSet, entropy_similarity, prepare_entropy
 
 #: Embedding cosine at or above which a reference spectrum counts as matching the query.
 DEFAULT_THRESHOLD = 0.95
 #: Score lowered per unit of cosine below the threshold.
 DEFAULT_WEIGHT = 0.5
+#: The same for the spectral entropy similarity (used when the evidence holds reference peaks).
+ENTROPY_THRESHOLD = 0.6
+ENTROPY_WEIGHT = 2.0
 
 
 def structure_key(inchikey: str | None) -> str | None:
@@ -41,64 +48,108 @@ def structure_key(inchikey: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class LibraryEvidence:
-    """Reference-spectrum embeddings grouped by (structure key, ion mode)."""
+    """Reference spectra grouped by (structure key, ion mode): their embeddings and, when ``peaks`` holds
+    them (prepared for :func:`~engine.queries.similarity.entropy_similarity`, one per embedding row), their
+    peaks; the evidence then compares peaks (``measure`` "entropy"), else embeddings."""
 
     embeddings: npt.NDArray[np.float32]
     groups: dict[tuple[str, str], npt.NDArray[np.int64]]
     encoder_hash: str
     threshold: float = DEFAULT_THRESHOLD
     weight: float = DEFAULT_WEIGHT
+    peaks: EntropyPeaks | None = None
+
+    @property
+    def measure(self) -> str:
+        """"entropy" (reference peaks held) or "embedding"."""
+        return "embedding" if self.peaks is None else "entropy"
 
     @classmethod
     def from_arrays(cls, inchikeys: Sequence[str | None], ion_modes: Sequence[str | None],
-                    embeddings: npt.ArrayLike, *, encoder_hash: str, threshold: float = DEFAULT_THRESHOLD,
-                    weight: float = DEFAULT_WEIGHT) -> LibraryEvidence:
-        """Evidence from parallel arrays (rows without an InChIKey or ion mode are left out)."""
+                    embeddings: npt.ArrayLike, *, encoder_hash: str, peaks: PeakSet | None = None,
+                    threshold: float | None = None, weight: float | None = None) -> LibraryEvidence:
+        """Evidence from parallel arrays (rows without an InChIKey or ion mode are left out); with ``peaks``
+        (one spectrum per row) it compares peaks. Threshold and weight default to those of the measure."""
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(inchikeys) or len(ion_modes) != len(inchikeys):
             raise ValueError("inchikeys, ion_modes and embeddings must have one row per reference spectrum")
+        if peaks is not None and len(peaks) != emb.shape[0]:
+            raise ValueError("peaks must have one spectrum per reference row")
         rows: dict[tuple[str, str], list[int]] = {}
         for i, (key, mode) in enumerate(zip(inchikeys, ion_modes, strict=True)):
             k = structure_key(key)
             if k and mode:
                 rows.setdefault((k, mode), []).append(i)
         groups = {k: np.asarray(v, dtype=np.int64) for k, v in rows.items()}
-        return cls(emb, groups, encoder_hash, threshold, weight)
+        entropy = peaks is not None
+        return cls(emb, groups, encoder_hash,
+                   threshold if threshold is not None else (ENTROPY_THRESHOLD if entropy else DEFAULT_THRESHOLD),
+                   weight if weight is not None else (ENTROPY_WEIGHT if entropy else DEFAULT_WEIGHT),
+                   prepare_entropy(peaks) if peaks is not None else None)
 
     @classmethod
-    def from_library(cls, library: Any, *, encoder_hash: str, dim: int, threshold: float = DEFAULT_THRESHOLD,
-                     weight: float = DEFAULT_WEIGHT) -> LibraryEvidence:
+    def from_library(cls, library: Any, *, encoder_hash: str, dim: int, compare_peaks: bool = True,
+                     threshold: float | None = None, weight: float | None = None) -> LibraryEvidence:
         """Evidence from an opened spectrum :class:`~indexes.library.Library` embedded by the ranking model
-        (another model's library is refused)."""
+        (another model's library is refused); it compares peaks unless ``compare_peaks`` is False."""
         if library.layout.ion_mode_column is None:
             raise IncompatibleArtifactError(f"{library.path}: a molecule database, not a spectrum library")
         library.table.check_encoder(dim=dim, encoder_hash=encoder_hash)
         names = library.table.schema.names
         if "inchikey" not in names:
             raise IncompatibleArtifactError(f"{library.path}: the library has no inchikey column")
-        batches = list(library.table.scan(["inchikey", "ion_mode", "embedding"], where="inchikey IS NOT NULL"))
+        with_peaks = compare_peaks and {"mz", "intensity"} <= set(names)
+        columns = ["inchikey", "ion_mode", "embedding", *(["mz", "intensity"] if with_peaks else [])]
+        batches = list(library.table.scan(columns, where="inchikey IS NOT NULL"))
         if not batches:
-            return cls(np.zeros((0, dim), np.float32), {}, encoder_hash, threshold, weight)
+            empty = PeakSet(np.zeros(0), np.zeros(0), np.zeros(1, np.int64), np.zeros(0))
+            return cls.from_arrays([], [], np.zeros((0, dim), np.float32), encoder_hash=encoder_hash,
+                                   peaks=empty if with_peaks else None, threshold=threshold, weight=weight)
         table = pa.Table.from_batches(batches)
         flat = pc.list_flatten(table.column("embedding")).to_numpy()
         return cls.from_arrays(table.column("inchikey").to_pylist(), table.column("ion_mode").to_pylist(),
                                np.asarray(flat, np.float32).reshape(table.num_rows, dim),
-                               encoder_hash=encoder_hash, threshold=threshold, weight=weight)
+                               encoder_hash=encoder_hash, peaks=PeakSet.from_arrow(table) if with_peaks else None,
+                               threshold=threshold, weight=weight)
 
     def __len__(self) -> int:
         return int(sum(g.shape[0] for g in self.groups.values()))
 
+    def query_peaks(self, batch: pa.RecordBatch | pa.Table) -> EntropyPeaks | None:
+        """The query spectra of ``batch`` prepared as :meth:`similarity` needs them (None for embeddings)."""
+        return None if self.peaks is None else prepare_entropy(PeakSet.from_arrow(batch))
+
     def similarity(self, query_embeddings: npt.NDArray[np.float32], query_modes: Sequence[str | None],
-                   query_index: npt.NDArray[np.int64], candidate_keys: Sequence[str | None]
-                   ) -> npt.NDArray[np.float64]:
-        """Best cosine between each (query, candidate) pair's query and the candidate's reference spectra in
-        the query's ion mode; NaN where the candidate has none."""
+                   query_index: npt.NDArray[np.int64], candidate_keys: Sequence[str | None],
+                   query_peaks: EntropyPeaks | None = None) -> npt.NDArray[np.float64]:
+        """Best similarity between each (query, candidate) pair's query and the candidate's reference spectra
+        in the query's ion mode; NaN where the candidate has none. Peaks are compared when the evidence
+        holds reference peaks (``query_peaks``, from :meth:`query_peaks`, is then required)."""
+        if self.peaks is not None and query_peaks is None:
+            raise ValueError("this evidence compares peaks: give query_peaks (LibraryEvidence.query_peaks)")
         out = np.full(query_index.shape[0], np.nan)
+        pair_rows: list[npt.NDArray[np.int64]] = []
+        pair_of: list[int] = []
         for j, (qi, key) in enumerate(zip(query_index.tolist(), candidate_keys, strict=True)):
             k, mode = structure_key(key), query_modes[qi]
             rows = self.groups.get((k, mode)) if k and mode else None
             if rows is not None:
-                out[j] = float((self.embeddings[rows] @ query_embeddings[qi]).max())
+                pair_rows.append(rows)
+                pair_of.append(j)
+        if not pair_of:
+            return out
+        counts = np.fromiter((r.shape[0] for r in pair_rows), np.int64, len(pair_rows))
+        refs = np.concatenate(pair_rows)
+        owner = np.repeat(np.asarray(pair_of, np.int64), counts)
+        queries = query_index[owner]
+        if self.peaks is not None:
+            sims = entropy_similarity(query_peaks, self.peaks, queries, refs)  # type: ignore[arg-type]
+        else:
+            sims = np.einsum("ij,ij->i", self.embeddings[refs].astype(np.float64),
+                             query_embeddings[queries].astype(np.float64))
+        best = np.full(query_index.shape[0], -np.inf)
+        np.maximum.at(best, owner, sims)
+        out[pair_of] = best[pair_of]
         return out
 
     def adjust(self, score: npt.NDArray[np.float64], similarity: npt.NDArray[np.float64]

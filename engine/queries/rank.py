@@ -177,7 +177,7 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
                                             f"({evidence.encoder_hash}, ranking model {model.encoder_hash})")
         identifiers = _identifiers(cand)
         modes = batch.column("ion_mode").to_pylist() if "ion_mode" in batch.schema.names else [None] * len(qids)
-        lib_sim = evidence.similarity(emb, modes, qi, identifiers[0])
+        lib_sim = evidence.similarity(emb, modes, qi, identifiers[0], evidence.query_peaks(batch))
         score = evidence.adjust(cosine, lib_sim)
         report.candidates_with_references += int(np.isfinite(lib_sim).sum())
         report.candidates_demoted += int((score < cosine).sum())

@@ -94,7 +94,7 @@ def test_evidence_from_library_and_cli(tmp_path: Path, tiny_model: object, sampl
     lib_path = tmp_path / "lib"
     build_library([write_mgf(refs, tmp_path / "refs.mgf")], lib_path, model, progress=False)
     ev = LibraryEvidence.from_library(Library.open(lib_path), encoder_hash=model.encoder_hash, dim=model.dim)
-    assert len(ev) == len(refs)
+    assert len(ev) == len(refs) and ev.measure == "entropy" and len(ev.peaks.peaks) == len(refs)  # type: ignore[union-attr]
     assert {k for k, _ in ev.groups} == {structure_key(s.inchikey) for s in refs}
     fixed_lib = tmp_path / "fixed"
     build_library([tmp_path / "refs.mgf"], fixed_lib, FixedSpectrumEmbedder(dim=32), progress=False)
@@ -116,3 +116,39 @@ def test_evidence_from_library_and_cli(tmp_path: Path, tiny_model: object, sampl
     own = [r for r in table if r["smiles"] != "CCO"]
     assert own and all(r["library_similarity"] == pytest.approx(1.0, abs=1e-4) for r in own)
     assert all(r["score"] == r["cosine"] for r in own)
+
+
+def test_entropy_evidence_compares_peaks(tiny_model: object, sample_spectra: list[Spectrum]) -> None:
+    from engine.queries.evidence import ENTROPY_THRESHOLD, ENTROPY_WEIGHT
+    from engine.queries.similarity import PeakSet, entropy_similarity
+
+    query = sample_spectra[0]
+    other = next(s for s in sample_spectra if s.ion_mode == query.ion_mode and s.inchikey != query.inchikey)
+    batch = spectra_to_batch([query])
+    smiles = ["CCO", "CCN", "c1ccccc1O", "CC(=O)O"]
+    cands = pa.table({"query_id": [query.spectrum_id] * 4, "smiles": smiles})
+    plain = rank_candidates(batch, cands, tiny_model, top_k=4)
+    top = plain.column("smiles")[0].as_py()
+    key = fill_identifiers([top])[0][0]
+    emb, _ = tiny_model.embed_spectra(spectra_to_batch([query, other]))  # type: ignore[attr-defined]
+    refs = spectra_to_batch([query, other])
+    # the top candidate's references: another compound's spectrum (its embedding made identical to the
+    # query's, so only the peaks tell them apart), then the query's own spectrum
+    unlike = LibraryEvidence.from_arrays([key], [query.ion_mode], emb[:1],
+                                         encoder_hash=tiny_model.encoder_hash,  # type: ignore[attr-defined]
+                                         peaks=PeakSet.from_arrow(refs.slice(1, 1)))
+    assert unlike.measure == "entropy" and (unlike.threshold, unlike.weight) == (ENTROPY_THRESHOLD, ENTROPY_WEIGHT)
+    with pytest.raises(ValueError, match="query_peaks"):
+        unlike.similarity(emb[:1], [query.ion_mode], np.array([0]), [key])
+    expected = float(entropy_similarity(unlike.query_peaks(batch), unlike.peaks, [0], [0])[0])  # type: ignore[arg-type]
+    assert expected < ENTROPY_THRESHOLD
+    ranked = {r["smiles"]: r for r in rank_candidates(batch, cands, tiny_model, top_k=4, evidence=unlike).to_pylist()}
+    assert ranked[top]["library_similarity"] == pytest.approx(expected, abs=1e-6)
+    demoted = ranked[top]["cosine"] - ENTROPY_WEIGHT * (ENTROPY_THRESHOLD - expected)
+    assert ranked[top]["score"] == pytest.approx(demoted, abs=1e-5)
+    own = LibraryEvidence.from_arrays([key, key], [query.ion_mode] * 2, np.vstack([emb[1:], emb[1:]]),
+                                      encoder_hash=tiny_model.encoder_hash,  # type: ignore[attr-defined]
+                                      peaks=PeakSet.from_arrow(spectra_to_batch([other, query])))
+    again = {r["smiles"]: r for r in rank_candidates(batch, cands, tiny_model, top_k=4, evidence=own).to_pylist()}
+    assert again[top]["library_similarity"] == pytest.approx(1.0, abs=1e-5)   # best of its two references
+    assert again[top]["score"] == pytest.approx(again[top]["cosine"], abs=1e-6)
