@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -264,57 +264,60 @@ def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = 
     parts.append("</table>")
 
     if "library_id" in cols:
-        plotted, missing = 0, 0
-        parts.append(f"<h2>Mirror plots (top hit, at most {max_plots})</h2>")
-        for i in top_rows:
-            if plotted >= max_plots:
-                break
+        def mirror(i: int) -> tuple[str, str] | None:
             q, h = queries.get(data["query_id"][i]), library.get(data["library_id"][i])
             if q is None or h is None:
-                missing += 1
-                continue
+                return None
             name = data.get("name", [None] * n)[i] or data["library_id"][i]
             caption = f"{q.spectrum_id} vs {name} — score {score[i]:.3f}"
             if "mass_difference" in data and data["mass_difference"][i] is not None:
                 caption += f", Δm {data['mass_difference'][i]:+.4f}"
-            parts.append(f"<div class='plot'><img alt='mirror plot {html.escape(q.spectrum_id)}' "
-                         f"src='data:image/png;base64,{mirror_plot_png(q, h, title=caption)}'></div>")
-            plotted += 1
-        if missing:
-            parts.append(f"<p class='meta'>{missing} top hits not plotted: query or library spectrum not "
-                         f"found (give --queries and --library).</p>")
+            return f"mirror plot {q.spectrum_id}", mirror_plot_png(q, h, title=caption)
+
+        parts += _plot_section(f"Mirror plots (top hit, at most {max_plots})", top_rows, max_plots, mirror,
+                               "top hits not plotted: query or library spectrum not found (give --queries and "
+                               "--library).")
     elif "smiles" in cols:
-        parts += _fragment_section(data, top_rows, queries, score, max_plots)
+        from engine.queries.fragments import FragmentScorer
+        from engine.queries.peak_annotation import annotate_spectrum
+
+        scorer = FragmentScorer()
+
+        def fragments(i: int) -> tuple[str, str] | None:
+            q = queries.get(data["query_id"][i])
+            annotation = annotate_spectrum(scorer, q, str(data["smiles"][i])) if q is not None else None
+            if q is None or annotation is None:
+                return None
+            caption = (f"{q.spectrum_id}: {data['smiles'][i]} — score {score[i]:.3f}, "
+                       f"explained share {annotation.explained_share:.2f}")
+            return f"fragment plot {q.spectrum_id}", fragment_plot_png(
+                q, annotation, title=caption, margin_da=scorer.settings.precursor_margin_da)
+
+        parts += _plot_section(f"Fragment annotation (top candidate, at most {max_plots})", top_rows, max_plots,
+                               fragments, "top candidates not plotted: query spectrum not found (give --queries) "
+                               "or SMILES not parsed.")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _fragment_section(data: dict[str, list[Any]], top_rows: list[int], queries: Mapping[str, Spectrum],
-                      score: npt.NDArray[np.float64], max_plots: int) -> list[str]:
-    """Fragment plots of each query against its top candidate (candidate rankings)."""
-    from engine.queries.fragments import FragmentScorer
-    from engine.queries.peak_annotation import annotate_spectrum
-
-    scorer = FragmentScorer()
-    parts = [f"<h2>Fragment annotation (top candidate, at most {max_plots})</h2>"]
+def _plot_section(heading: str, rows: list[int], max_plots: int, render: Callable[[int], tuple[str, str] | None],
+                  missing_note: str) -> list[str]:
+    """A heading and one plot per row (``render`` gives alt text and base64 PNG, or None when it cannot),
+    at most ``max_plots``, then how many could not be drawn."""
+    parts = [f"<h2>{html.escape(heading)}</h2>"]
     plotted, missing = 0, 0
-    for i in top_rows:
+    for i in rows:
         if plotted >= max_plots:
             break
-        q = queries.get(data["query_id"][i])
-        annotation = annotate_spectrum(scorer, q, str(data["smiles"][i])) if q is not None else None
-        if q is None or annotation is None:
+        drawn = render(i)
+        if drawn is None:
             missing += 1
             continue
-        caption = (f"{q.spectrum_id}: {data['smiles'][i]} — score {score[i]:.3f}, "
-                   f"explained share {annotation.explained_share:.2f}")
-        png = fragment_plot_png(q, annotation, title=caption, margin_da=scorer.settings.precursor_margin_da)
-        parts.append(f"<div class='plot'><img alt='fragment plot {html.escape(q.spectrum_id)}' "
-                     f"src='data:image/png;base64,{png}'></div>")
+        alt, png = drawn
+        parts.append(f"<div class='plot'><img alt='{html.escape(alt)}' src='data:image/png;base64,{png}'></div>")
         plotted += 1
     if missing:
-        parts.append(f"<p class='meta'>{missing} top candidates not plotted: query spectrum not found (give "
-                     f"--queries) or SMILES not parsed.</p>")
+        parts.append(f"<p class='meta'>{missing} {html.escape(missing_note)}</p>")
     return parts
 
 
