@@ -226,8 +226,10 @@ def _from_lance(root: Path, ids: set[str]) -> dict[str, Spectrum]:
 
 def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = None,
                  library: Mapping[str, Spectrum] | None = None, max_plots: int = 50,
-                 title: str = "Search report", source: str = "") -> str:
-    """Render the report page for ``results`` (a search or rank results table) as an HTML string."""
+                 title: str = "Search report", source: str = "", candidates: pa.Table | None = None,
+                 summary: str = "") -> str:
+    """Render the report page for ``results`` (a search or rank results table) as an HTML string;
+    ``candidates`` (a rank results table, for an annotation job) adds its fragment plots."""
     queries = queries or {}
     library = library or {}
     cols = results.column_names
@@ -241,6 +243,8 @@ def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='meta'>{html.escape(source)} &middot; {n_queries} queries, {n} result rows</p>"]
+    if summary:
+        parts.append(f"<p>{html.escape(summary)}</p>")
     parts.append("<h2>Scores</h2>")
     if n:
         parts.append(f"<img alt='score histogram' src='data:image/png;base64,"
@@ -278,26 +282,37 @@ def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = 
                                "top hits not plotted: query or library spectrum not found (give --queries and "
                                "--library).")
     elif "smiles" in cols:
-        from engine.queries.fragments import FragmentScorer
-        from engine.queries.peak_annotation import annotate_spectrum
-
-        scorer = FragmentScorer()
-
-        def fragments(i: int) -> tuple[str, str] | None:
-            q = queries.get(data["query_id"][i])
-            annotation = annotate_spectrum(scorer, q, str(data["smiles"][i])) if q is not None else None
-            if q is None or annotation is None:
-                return None
-            caption = (f"{q.spectrum_id}: {data['smiles'][i]} — score {score[i]:.3f}, "
-                       f"explained share {annotation.explained_share:.2f}")
-            return f"fragment plot {q.spectrum_id}", fragment_plot_png(
-                q, annotation, title=caption, margin_da=scorer.settings.precursor_margin_da)
-
-        parts += _plot_section(f"Fragment annotation (top candidate, at most {max_plots})", top_rows, max_plots,
-                               fragments, "top candidates not plotted: query spectrum not found (give --queries) "
-                               "or SMILES not parsed.")
+        parts += _fragment_plots(results, queries, max_plots)
+    if candidates is not None and candidates.num_rows:
+        parts += _fragment_plots(candidates, queries, max_plots)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _fragment_plots(ranked: pa.Table, queries: Mapping[str, Spectrum], max_plots: int) -> list[str]:
+    """Fragment plots of each query against its top candidate (rows of rank 1 of a rank results table)."""
+    from engine.queries.fragments import FragmentScorer
+    from engine.queries.peak_annotation import annotate_spectrum
+
+    data = ranked.to_pydict()
+    n = ranked.num_rows
+    rows = [i for i, r in enumerate(data.get("rank", [1] * n)) if r == 1]
+    score = np.asarray([np.nan if v is None else v for v in data.get("score", [None] * n)], dtype=float)
+    scorer = FragmentScorer()
+
+    def fragments(i: int) -> tuple[str, str] | None:
+        q = queries.get(data["query_id"][i])
+        annotation = annotate_spectrum(scorer, q, str(data["smiles"][i])) if q is not None else None
+        if q is None or annotation is None:
+            return None
+        caption = (f"{q.spectrum_id}: {data['smiles'][i]} — score {score[i]:.3f}, "
+                   f"explained share {annotation.explained_share:.2f}")
+        return f"fragment plot {q.spectrum_id}", fragment_plot_png(
+            q, annotation, title=caption, margin_da=scorer.settings.precursor_margin_da)
+
+    return _plot_section(f"Fragment annotation (top candidate, at most {max_plots})", rows, max_plots, fragments,
+                         "top candidates not plotted: query spectrum not found (give --queries) or SMILES not "
+                         "parsed.")
 
 
 def _plot_section(heading: str, rows: list[int], max_plots: int, render: Callable[[int], tuple[str, str] | None],
@@ -323,18 +338,78 @@ def _plot_section(heading: str, rows: list[int], max_plots: int, render: Callabl
 
 def write_report(results_path: str | Path, out: str | Path, *, queries: Sequence[str | Path] = (),
                  library: Sequence[str | Path] = (), max_plots: int = 50) -> Path:
-    """Read ``results_path``, fetch the spectra to plot, and write the HTML page to ``out``."""
-    results = pq.read_table(str(results_path))
+    """Read ``results_path`` (a search or rank results file, or an ``engine annotate`` output directory),
+    fetch the spectra to plot, and write the HTML page to ``out``."""
+    candidates: pa.Table | None = None
+    summary = ""
+    job = annotate_output(Path(results_path))
+    if job is not None:
+        results, candidates, sources, job_library, summary = read_annotate_output(job)
+        queries = queries or sources
+        library = library or ([job_library] if job_library else [])
+        title = f"Annotation report: {job.name}"
+    else:
+        results = pq.read_table(str(results_path))
+        title = f"Report: {Path(results_path).name}"
     cols = results.column_names
     data = results.select([c for c in ("query_id", "rank", "library_id") if c in cols]).to_pydict()
     top = [i for i, r in enumerate(data.get("rank", [1] * results.num_rows)) if r == 1][:max_plots]
     q_ids = {data["query_id"][i] for i in top} if "query_id" in data else set()
+    if candidates is not None:
+        q_ids |= set(candidates.column("query_id").to_pylist()[:max_plots])
     l_ids = {data["library_id"][i] for i in top} if "library_id" in data else set()
     q_spectra = load_spectra(queries, q_ids) if queries else {}
     l_spectra = load_spectra(library, l_ids) if library else {}
-    page = build_report(results, queries=q_spectra, library=l_spectra, max_plots=max_plots,
-                        title=f"Report: {Path(results_path).name}", source=str(results_path))
+    page = build_report(results, queries=q_spectra, library=l_spectra, max_plots=max_plots, title=title,
+                        source=str(results_path), candidates=candidates, summary=summary)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(page, encoding="utf-8")
     return out_path
+
+
+def annotate_output(path: Path) -> Path | None:
+    """The ``engine annotate`` output directory ``path`` is or lies in (its ``results`` folder), else None."""
+    for candidate in (path, path.parent):
+        if path.is_dir() and (candidate / "job.json").is_file() and (candidate / "results").is_dir():
+            return candidate
+    return None
+
+
+def read_annotate_output(out_dir: Path) -> tuple[pa.Table, pa.Table, list[str], str | None, str]:
+    """An annotation job's library matches as a search results table and its ranked candidates as a rank
+    results table (one row per spectrum that has one), the query files and library it read, and a
+    one-line summary."""
+    import json
+
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(out_dir / "results"), format="parquet", partitioning="hive").to_table()
+    names = table.column_names
+
+    def rows(prefix_key: str, columns: dict[str, str]) -> pa.Table:
+        if prefix_key not in names:
+            return pa.table({"query_id": pa.array([], pa.string())})
+        hit = table.filter(pc.is_valid(table.column(prefix_key)))
+        out = {new: hit.column(old) for new, old in columns.items() if old in names}
+        return pa.table({"query_id": hit.column("query_id"), "rank": pa.array([1] * hit.num_rows, pa.int32()),
+                         **out})
+
+    identity = rows("identity_library_id", {"score": "identity_score", "library_id": "identity_library_id",
+                                            "name": "identity_name", "inchikey": "identity_inchikey",
+                                            "smiles": "identity_smiles", "quality": "quality"})
+    candidates = rows("candidate_smiles", {"score": "candidate_score", "smiles": "candidate_smiles",
+                                           "inchikey": "candidate_inchikey", "formula": "candidate_formula"})
+    sources = sorted({str(s) for s in table.column("source_file").to_pylist() if s and Path(s).exists()}
+                     ) if "source_file" in names else []
+    job = json.loads((out_dir / "job.json").read_text())
+    job_library = job.get("fingerprint", {}).get("library")
+    summary = ""
+    if (out_dir / "summary.json").is_file():
+        info = json.loads((out_dir / "summary.json").read_text())
+        summary = (f"{info.get('annotated', table.num_rows)} spectra annotated, "
+                   f"{info.get('flagged_low_quality', 0)} flagged low quality, "
+                   f"{info.get('identity_hits', identity.num_rows)} library matches, "
+                   f"{candidates.num_rows} with a ranked candidate structure.")
+    return identity, candidates, sources, job_library if job_library and Path(job_library).exists() else None, summary

@@ -10,7 +10,7 @@ from engine.commands.common import engine_errors
 
 
 @click.command()
-@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
 @click.option("--queries", "queries", multiple=True,
               help="Query spectrum files (or directories, globs) the results were made from; repeatable.")
 @click.option("--library", "library", multiple=True,
@@ -22,9 +22,10 @@ from engine.commands.common import engine_errors
 @engine_errors
 def report(results: Path, queries: tuple[str, ...], library: tuple[str, ...], out: Path,
            max_plots: int) -> None:
-    """Write an HTML report for RESULTS (from engine search or engine rank): score histogram, and per
-    query a mirror plot against its top library hit (search) or the peaks its top candidate's in-silico
-    fragments explain (rank); images embedded in the page."""
+    """Write an HTML report for RESULTS (from engine search or engine rank, or the output directory of
+    engine annotate): score histogram, and per query a mirror plot against its top library hit and / or
+    the peaks its top candidate's in-silico fragments explain; images embedded in the page. For an
+    annotate output the query files and library default to those the job read."""
     from engine.report import write_report
 
     path = write_report(results, out, queries=queries, library=library, max_plots=max_plots)

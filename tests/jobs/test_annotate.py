@@ -193,3 +193,13 @@ def test_candidate_ranking_with_library_evidence(tmp_path: Path) -> None:
         assert (key, a["ion_mode"]) in evidence.groups
     assert all(float(a["candidate_score"]) <= float(b["candidate_score"]) + 1e-6  # type: ignore[arg-type]
                for a, b in zip(on, off, strict=True) if a["candidate_score"] is not None)
+    # the job's HTML report reads the output directory: the queries and library it used are the defaults
+    out = tmp_path / "library-evidence"
+    page_path = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", str(out), "--out", str(page_path), "--max-plots", "5"])
+    assert result.exit_code == 0, result.output
+    page = page_path.read_text()
+    matched = sum(r["identity_library_id"] is not None for r in on)
+    assert "Annotation report" in page and f"{len(on)} spectra annotated" in page
+    assert page.count("alt='mirror plot") == min(matched, 5) and page.count("alt='fragment plot") == 5
+    assert "not plotted" not in page
