@@ -109,7 +109,7 @@ def mirror_plot_png(query: Spectrum, hit: Spectrum, *, title: str = "", toleranc
     ax.text(0.01, 0.03, f"hit: {hit.spectrum_id}", transform=ax.transAxes, fontsize=8, va="bottom",
             color="#d62728")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_wrap(title), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _png(fig)
@@ -158,10 +158,17 @@ def fragment_plot_png(query: Spectrum, annotation: PeakAnnotation, *, title: str
     ax.set_ylabel("relative intensity")
     ax.legend(frameon=False, fontsize=7, loc="upper left", ncol=5, handlelength=1.2, columnspacing=1.0)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_wrap(title), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _png(fig)
+
+
+def _wrap(title: str, width: int = 110) -> str:
+    """A plot title broken into lines that fit the figure (query ids and SMILES can be long)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width, break_long_words=True)) or title
 
 
 def _fmt(value: Any) -> str:
