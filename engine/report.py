@@ -417,6 +417,7 @@ def read_annotate_output(out_dir: Path) -> tuple[pa.Table, pa.Table, list[str], 
         info = json.loads((out_dir / "summary.json").read_text())
         summary = (f"{info.get('annotated', table.num_rows)} spectra annotated, "
                    f"{info.get('flagged_low_quality', 0)} flagged low quality, "
-                   f"{info.get('identity_hits', identity.num_rows)} library matches, "
+                   f"{info.get('identity_hits', identity.num_rows)} library matches "
+                   f"({info.get('identity_hits_probable', '?')} with probability >= 0.5), "
                    f"{candidates.num_rows} with a ranked candidate structure.")
     return identity, candidates, sources, job_library if job_library and Path(job_library).exists() else None, summary

@@ -46,6 +46,8 @@ class JobSummary:
     annotated: int = 0
     low_quality: int = 0
     identity_hits: int = 0
+    #: library matches whose calibrated probability is at least 0.5
+    identity_hits_probable: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
     spectra_this_run: int = 0
@@ -56,7 +58,8 @@ class JobSummary:
         return {"files": self.files, "files_done_before": self.files_done_before,
                 "files_failed": self.files_failed, "spectra_read": self.spectra_read,
                 "annotated": self.annotated, "flagged_low_quality": self.low_quality,
-                "identity_hits": self.identity_hits, "skipped": sum(self.skipped.values()),
+                "identity_hits": self.identity_hits, "identity_hits_probable": self.identity_hits_probable,
+                "skipped": sum(self.skipped.values()),
                 "skipped_by_reason": dict(self.skipped), "spectra_this_run": self.spectra_this_run,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "spectra_per_second": round(self.spectra_this_run / wall, 1) if wall > 0 else None,
@@ -66,7 +69,8 @@ class JobSummary:
         d = self.to_dict()
         lines = [f"files: {d['files']} ({d['files_done_before']} already done, {d['files_failed']} failed)",
                  f"spectra read: {d['spectra_read']}, annotated: {d['annotated']}, "
-                 f"flagged low quality: {d['flagged_low_quality']}, library matches: {d['identity_hits']}, "
+                 f"flagged low quality: {d['flagged_low_quality']}, library matches: {d['identity_hits']} "
+                 f"({d['identity_hits_probable']} with probability >= 0.5), "
                  f"skipped: {d['skipped']}"]
         lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
         if d["spectra_per_second"]:
@@ -183,6 +187,7 @@ def _count_rows(output: JobOutput) -> int:
 
 def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
     """Totals over the files of this job that are complete in ``OUT``."""
+    import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -200,10 +205,12 @@ def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
     for p in sorted((output.root / "results").glob("file=*/part-*.parquet")):
         if p.parent.name.removeprefix("file=") not in keys:
             continue
-        t = pq.read_table(p, columns=["low_quality", "identity_library_id"])
+        t = pq.read_table(p, columns=["low_quality", "identity_library_id", "identity_score"])
         s.annotated += t.num_rows
         s.low_quality += int(pc.sum(t.column("low_quality")).as_py() or 0)
         s.identity_hits += t.num_rows - t.column("identity_library_id").null_count
+        score = t.column("identity_score").to_numpy(zero_copy_only=False).astype(float)
+        s.identity_hits_probable += int((np.nan_to_num(score, nan=0.0) >= 0.5).sum())
     return s
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -203,3 +204,8 @@ def test_candidate_ranking_with_library_evidence(tmp_path: Path) -> None:
     assert "Annotation report" in page and f"{len(on)} spectra annotated" in page
     assert page.count("alt='mirror plot") == min(matched, 5) and page.count("alt='fragment plot") == 5
     assert "not plotted" not in page
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["identity_hits"] == matched
+    assert summary["identity_hits_probable"] == sum(r["identity_score"] is not None and r["identity_score"] >= 0.5  # type: ignore[operator]
+                                                    for r in on)
+    assert f"({summary['identity_hits_probable']} with probability &gt;= 0.5)" in page  # HTML-escaped
