@@ -282,18 +282,50 @@ def charge_carriers(ion_mode: str, sodium: bool, charged: bool) -> list[float]:
     return [PROTON, *([SODIUM_ION] if sodium else []), *([-ELECTRON] if charged else [])]
 
 
-def ion_table(fragments: Fragments, ion_mode: str, sodium: bool, settings: FragmentSettings
-              ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Sorted fragment ion m/z values and the weight of each as an explanation."""
-    carriers = charge_carriers(ion_mode, sodium, fragments.charged)
+def ion_grid(fragments: Fragments, ion_mode: str, sodium: bool, settings: FragmentSettings
+             ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64],
+                        npt.NDArray[np.float64]]:
+    """Every fragment ion m/z ``[fragment, hydrogen shift, carrier]`` and its weight as an explanation
+    (before tempering), with the shifts and carriers of the last two axes."""
+    carriers = np.asarray(charge_carriers(ion_mode, sodium, fragments.charged))
     shifts = np.arange(-settings.max_shift, settings.max_shift + 1)
     step_w = np.exp(fragments.log_weight)
-    mz = (fragments.masses[:, None, None] + shifts[None, :, None] * HYDROGEN
-          + np.asarray(carriers)[None, None, :])
+    mz = fragments.masses[:, None, None] + shifts[None, :, None] * HYDROGEN + carriers[None, None, :]
     weight = step_w[:, None, None] * (settings.shift_decay ** np.abs(shifts))[None, :, None] * np.ones_like(mz)
+    return mz, weight, shifts, carriers
+
+
+def ion_table(fragments: Fragments, ion_mode: str, sodium: bool, settings: FragmentSettings
+              ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Sorted fragment ion m/z values and the weight of each as an explanation (:func:`ion_grid` flat)."""
+    mz, weight, _, _ = ion_grid(fragments, ion_mode, sodium, settings)
     mz, weight = mz.ravel(), weight.ravel()
     order = np.argsort(mz, kind="stable")
     return mz[order], weight[order]
+
+
+def best_ions(peak_mz: npt.NDArray[np.float64], ion_mz: npt.NDArray[np.float64],
+              ion_weight: npt.NDArray[np.float64], settings: FragmentSettings
+              ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Per peak, the weight of its best-weighted ion within tolerance (0 when none) and that ion's index
+    in the sorted ``ion_mz`` (the first of equal weights; -1 when none)."""
+    best = np.zeros(peak_mz.shape[0])
+    chosen = np.full(peak_mz.shape[0], -1, dtype=np.int64)
+    if ion_mz.shape[0] == 0 or peak_mz.shape[0] == 0:
+        return best, chosen
+    tol = settings.tolerance_at(peak_mz)
+    lo = np.searchsorted(ion_mz, peak_mz - tol, side="left")
+    hi = np.searchsorted(ion_mz, peak_mz + tol, side="right")
+    for j in range(int((hi - lo).max())):
+        idx = lo + j
+        ok = idx < hi
+        if not ok.any():
+            break
+        candidate = ion_weight[np.minimum(idx, ion_mz.shape[0] - 1)]
+        better = ok & (candidate > best)
+        best = np.where(better, candidate, best)
+        chosen = np.where(better, idx, chosen)
+    return best, chosen
 
 
 def explained_share(peak_mz: npt.NDArray[np.float64], peak_weight: npt.NDArray[np.float64],
@@ -303,17 +335,7 @@ def explained_share(peak_mz: npt.NDArray[np.float64], peak_weight: npt.NDArray[n
     total = float(peak_weight.sum())
     if total <= 0 or ion_mz.shape[0] == 0:
         return 0.0
-    tol = settings.tolerance_at(peak_mz)
-    lo = np.searchsorted(ion_mz, peak_mz - tol, side="left")
-    hi = np.searchsorted(ion_mz, peak_mz + tol, side="right")
-    best = np.zeros(peak_mz.shape[0])
-    width = int((hi - lo).max())
-    for j in range(width):
-        idx = lo + j
-        ok = idx < hi
-        if not ok.any():
-            break
-        best = np.maximum(best, np.where(ok, ion_weight[np.minimum(idx, ion_mz.shape[0] - 1)], 0.0))
+    best, _ = best_ions(peak_mz, ion_mz, ion_weight, settings)
     return float((best * peak_weight).sum() / total)
 
 
@@ -466,6 +488,11 @@ class FragmentScorer:
             done = [fragment_smiles(s, self.settings, self.propensities) for s in todo]
         self._fragments.update(zip(todo, done, strict=True))
 
+    def temper(self, weight: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Explanation weights as scoring uses them: learned cleavage weights span orders of magnitude,
+        so they are raised to ``propensity_power``; the plain step decay is used as is."""
+        return weight ** self.settings.propensity_power if self.propensities is not None else weight
+
     def _table_id(self, smiles: str, ion_mode: str, sodium: bool) -> int:
         """Row of the candidate's ion tables in the store (built on first use); -1 when it does not parse."""
         key = (smiles, ion_mode, sodium)
@@ -476,8 +503,7 @@ class FragmentScorer:
                 table = -1
             else:
                 mz, weight = ion_table(frags, ion_mode, sodium, self.settings)
-                if self.propensities is not None:   # temper the learned weights (they span orders of magnitude)
-                    weight = weight ** self.settings.propensity_power
+                weight = self.temper(weight)
                 ions, ion_weight = recall_ions(frags, ion_mode)
                 table = self._store.add(mz, weight, ions, ion_weight, int(frags.masses.shape[0]))
             self._ions[key] = table

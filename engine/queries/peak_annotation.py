@@ -17,13 +17,13 @@ import numpy.typing as npt
 
 from engine.queries.fragments import (
     ELECTRON,
-    HYDROGEN,
     PROTON,
     SODIUM_ION,
     FragmentScorer,
     QueryPeaks,
+    best_ions,
     carries_sodium,
-    charge_carriers,
+    ion_grid,
 )
 from engine.records import Spectrum
 
@@ -69,31 +69,14 @@ def annotate_peaks(scorer: FragmentScorer, mz: npt.NDArray[np.float64], intensit
         return None
     settings = scorer.settings
     peaks = QueryPeaks.build(mz, intensity, precursor_mz, settings)
-    carriers = np.asarray(charge_carriers(ion_mode or "positive", carries_sodium(adduct), fragments.charged))
-    shifts = np.arange(-settings.max_shift, settings.max_shift + 1)
-    n_f, n_s, n_c = fragments.masses.shape[0], shifts.shape[0], carriers.shape[0]
     # the ion table of FragmentScorer, with each ion's fragment, shift and carrier kept
-    ions = fragments.masses[:, None, None] + shifts[None, :, None] * HYDROGEN + carriers[None, None, :]
-    weight = (np.exp(fragments.log_weight)[:, None, None] * (settings.shift_decay ** np.abs(shifts))[None, :, None]
-              * np.ones_like(ions))
-    if scorer.propensities is not None:
-        weight = weight ** settings.propensity_power
-    f_idx, s_idx, c_idx = (a.ravel() for a in np.meshgrid(np.arange(n_f), np.arange(n_s), np.arange(n_c),
-                                                          indexing="ij"))
-    ions, weight = ions.ravel(), weight.ravel()
+    grid, grid_weight, shifts, carriers = ion_grid(fragments, ion_mode or "positive", carries_sodium(adduct),
+                                                   settings)
+    f_idx, s_idx, c_idx = np.unravel_index(np.arange(grid.size), grid.shape)
+    ions, weight = grid.ravel(), scorer.temper(grid_weight.ravel())
     order = np.argsort(ions, kind="stable")
     ions, weight, f_idx, s_idx, c_idx = ions[order], weight[order], f_idx[order], s_idx[order], c_idx[order]
-
-    n = peaks.mz.shape[0]
-    best = np.zeros(n)
-    chosen = np.full(n, -1, dtype=np.int64)
-    tol = settings.tolerance_at(peaks.mz)
-    lo = np.searchsorted(ions, peaks.mz - tol, side="left")
-    hi = np.searchsorted(ions, peaks.mz + tol, side="right")
-    for p in range(n):
-        if hi[p] > lo[p]:
-            k = lo[p] + int(np.argmax(weight[lo[p]:hi[p]]))
-            best[p], chosen[p] = weight[k], k
+    best, chosen = best_ions(peaks.mz, ions, weight, settings)
     has = chosen >= 0
     pick = np.where(has, chosen, 0)
     return PeakAnnotation(
