@@ -377,10 +377,9 @@ def write_report(results_path: str | Path, out: str | Path, *, queries: Sequence
 
 def annotate_output(path: Path) -> Path | None:
     """The ``engine annotate`` output directory ``path`` is or lies in (its ``results`` folder), else None."""
-    for candidate in (path, path.parent):
-        if path.is_dir() and (candidate / "job.json").is_file() and (candidate / "results").is_dir():
-            return candidate
-    return None
+    if not path.is_dir():
+        return None
+    return next((d for d in (path, path.parent) if (d / "job.json").is_file() and (d / "results").is_dir()), None)
 
 
 def read_annotate_output(out_dir: Path) -> tuple[pa.Table, pa.Table, list[str], str | None, str]:
