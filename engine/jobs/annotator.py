@@ -225,7 +225,7 @@ class Annotator:
             from engine.queries.evidence import LibraryEvidence
 
             self._evidence = LibraryEvidence.from_library(self.library, encoder_hash=self.model.encoder_hash,
-                                                          dim=self.model.dim)
+                                                          dim=self.model.dim, references=self.references)
         return self._evidence
 
     def _assemble(self, batch: pa.RecordBatch, quality: npt.NDArray[np.float32], ident: pa.Table,

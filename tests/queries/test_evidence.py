@@ -94,7 +94,8 @@ def test_evidence_from_library_and_cli(tmp_path: Path, tiny_model: object, sampl
     lib_path = tmp_path / "lib"
     build_library([write_mgf(refs, tmp_path / "refs.mgf")], lib_path, model, progress=False)
     ev = LibraryEvidence.from_library(Library.open(lib_path), encoder_hash=model.encoder_hash, dim=model.dim)
-    assert len(ev) == len(refs) and ev.measure == "entropy" and len(ev.peaks.peaks) == len(refs)  # type: ignore[union-attr]
+    assert len(ev) == len(refs) and ev.measure == "entropy"
+    assert len(ev.reference_peaks(np.arange(len(refs))).peaks) == len(refs)  # type: ignore[misc]
     assert {k for k, _ in ev.groups} == {structure_key(s.inchikey) for s in refs}
     fixed_lib = tmp_path / "fixed"
     build_library([tmp_path / "refs.mgf"], fixed_lib, FixedSpectrumEmbedder(dim=32), progress=False)
@@ -140,7 +141,8 @@ def test_entropy_evidence_compares_peaks(tiny_model: object, sample_spectra: lis
     assert unlike.measure == "entropy" and (unlike.threshold, unlike.weight) == (ENTROPY_THRESHOLD, ENTROPY_WEIGHT)
     with pytest.raises(ValueError, match="query_peaks"):
         unlike.similarity(emb[:1], [query.ion_mode], np.array([0]), [key])
-    expected = float(entropy_similarity(unlike.query_peaks(batch), unlike.peaks, [0], [0])[0])  # type: ignore[arg-type]
+    expected = float(entropy_similarity(unlike.query_peaks(batch), unlike.reference_peaks(np.array([0])),  # type: ignore[arg-type, misc]
+                                        [0], [0])[0])
     assert expected < ENTROPY_THRESHOLD
     ranked = {r["smiles"]: r for r in rank_candidates(batch, cands, tiny_model, top_k=4, evidence=unlike).to_pylist()}
     assert ranked[top]["library_similarity"] == pytest.approx(expected, abs=1e-6)
