@@ -1,6 +1,6 @@
 """``python -m engine`` runs the CLI."""
 
-from engine.cli import main
+from engine.commands.cli import main
 
 if __name__ == "__main__":
     main()

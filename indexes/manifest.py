@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.schema import SCHEMA_VERSION
 from indexes.faiss_ivf import IndexKind, IndexPolicy
 from indexes.partition import Partition, PartitionScheme
-from indexes.schema import SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "engine.vector_index"

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.records import Tolerance
+from engine.core.records import Tolerance
 from indexes.ground_truth import exact_knn, merge_topk, topk_rows
 from indexes.vector_index import PartitionData, VectorIndex
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.errors import IncompatibleArtifactError
-from indexes.schema import SCHEMA_VERSION, check_schema_version, molecule_schema, spectrum_schema
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.schema import SCHEMA_VERSION, check_schema_version, molecule_schema, spectrum_schema
 
 SPECTRA_TABLE = "spectra"
 MOLECULES_TABLE = "molecules"
@@ -45,12 +45,12 @@ def _with_row_id(schema: pa.Schema, encoder_hash: str, dim: int) -> pa.Schema:
 
 
 def library_spectrum_schema(dim: int, encoder_hash: str) -> pa.Schema:
-    """The ``spectra`` table: :func:`indexes.schema.spectrum_schema` with embedding, quality and ``row_id``."""
+    """The ``spectra`` table: :func:`engine.core.schema.spectrum_schema` with embedding, quality and ``row_id``."""
     return _with_row_id(spectrum_schema(dim), encoder_hash, dim)
 
 
 def library_molecule_schema(dim: int, encoder_hash: str) -> pa.Schema:
-    """The ``molecules`` table: :func:`indexes.schema.molecule_schema` with embedding and ``row_id``."""
+    """The ``molecules`` table: :func:`engine.core.schema.molecule_schema` with embedding and ``row_id``."""
     return _with_row_id(molecule_schema(dim), encoder_hash, dim)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.errors import IncompatibleArtifactError, InvalidInputError
+from engine.core.errors import IncompatibleArtifactError, InvalidInputError
 from indexes.faiss_ivf import IndexPolicy, add_to_index, build_ivf, gpu_count, index_nlist, load_index, save_index
 from indexes.manifest import MANIFEST_NAME, IndexManifest, PartitionEntry
 from indexes.partition import PartitionScheme
@@ -119,12 +119,6 @@ class VectorIndex:
             part.exact_window_rows = self.manifest.policy.exact_window_rows
             self._parts[ordinal] = part
         return self._parts[ordinal]
-
-    def search(self, queries: npt.NDArray[np.float32], **kwargs: Any) -> pa.Table:
-        """Shorthand for :func:`indexes.search.search` on this index."""
-        from indexes.search import search
-
-        return search(self, queries, **kwargs)
 
 
 def _load_partition(directory: Path, entry: PartitionEntry, dim: int, *, with_index: bool = True

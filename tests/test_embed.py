@@ -11,16 +11,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.embed import embed_molecule_file, embed_spectra_files
-from engine.encoders.molecule import MoleculeEncoderConfig
-from engine.encoders.spectrum import SpectrumEncoderConfig
-from engine.errors import InvalidMoleculeError
-from engine.model import JointModel, ModelConfig
-from engine.quality import QualityConfig
-from engine.training.data import massbank_batch
-from engine.writers.mgf import write_mgf
-from indexes.schema import batch_to_spectra
+from engine.commands.cli import main
+from engine.core.errors import InvalidMoleculeError
+from engine.core.schema import batch_to_spectra
+from engine.io.writers.mgf import write_mgf
+from engine.models.embed import embed_molecule_file, embed_spectra_files
+from engine.models.encoders.molecule import MoleculeEncoderConfig
+from engine.models.encoders.spectrum import SpectrumEncoderConfig
+from engine.models.model import JointModel, ModelConfig
+from engine.models.quality import QualityConfig
+from engine.models.training.data import massbank_batch
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "model" / "massbank_tiny.parquet"
 
@@ -61,7 +61,7 @@ def test_embed_spectra_cli(tmp_path: Path, model_path: Path, mgf: Path) -> None:
 
 
 def test_embed_spectra_matches_library(tmp_path: Path, model_path: Path, mgf: Path) -> None:
-    from engine.model import load_model
+    from engine.models.model import load_model
 
     model = load_model(model_path)
     res = embed_spectra_files([mgf], tmp_path / "a.parquet", model=model, batch_size=5)
@@ -117,7 +117,7 @@ def test_embed_molecules_invalid(tmp_path: Path, model_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "skipped: 1" in result.output
     assert pq.read_table(out).column("id").to_pylist() == ["a", "c"]
-    from engine.model import load_model
+    from engine.models.model import load_model
 
     with pytest.raises(InvalidMoleculeError, match="line 2"):
         embed_molecule_file(smi, tmp_path / "x.parquet", model=load_model(model_path))

@@ -59,8 +59,8 @@ def _seconds(text: object) -> float | None:
 
 
 def write_mgf(rows: list[dict[str, object]], path: Path) -> None:
-    from engine.records import Spectrum
-    from engine.writers.mgf import write_mgf as write
+    from engine.core.records import Spectrum
+    from engine.io.writers.mgf import write_mgf as write
 
     spectra = [Spectrum(
         spectrum_id=str(r["spectrum_id"]), mz=np.asarray(r["mz"], np.float64),

@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.model.run import clean_mask  # noqa: E402
 from benchmarks.search.common import calibration_fold  # noqa: E402
-from engine.encoders.spectrum import flat_from_batch, preprocess_flat  # noqa: E402
-from engine.model import load_model  # noqa: E402
+from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat  # noqa: E402
+from engine.models.model import load_model  # noqa: E402
+from engine.models.training.config import REDISTRIBUTABLE_LICENSES  # noqa: E402
 from engine.queries.fragments import (  # noqa: E402
     DEFAULT_BOND_TABLE,
     HYDROGEN,
@@ -51,7 +52,6 @@ from engine.queries.fragments import (  # noqa: E402
     near_peak,
     piece_masses,
 )
-from engine.training.config import REDISTRIBUTABLE_LICENSES  # noqa: E402
 
 
 def observed_cleavages(smiles: str, peaks: QueryPeaks, ion_mode: str, adduct: str | None,

@@ -1,4 +1,4 @@
-"""Fit the calibrated cosine -> Tanimoto map (:mod:`engine.tanimoto_map`) of a model on ``train`` only.
+"""Fit the calibrated cosine -> Tanimoto map (:mod:`engine.models.tanimoto_map`) of a model on ``train`` only.
 
 Spectra: the ``train`` rows of MassBank in the model's calibration fold (the 8% of train structures,
 whole scaffold groups, that model training holds out: :func:`benchmarks.search.common.calibration_fold`),
@@ -36,14 +36,14 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.tanimoto_map import TanimotoMap, fit_from_embeddings  # noqa: E402
+from engine.models.tanimoto_map import TanimotoMap, fit_from_embeddings  # noqa: E402
 
 
 def load_train(data: Path, *, spectra: str, all_licences: bool = False) -> Any:
     """The train rows (with precursor and ion mode) used for the fit: the calibration fold or all of train,
     only records whose licence allows redistribution unless ``all_licences``."""
     from benchmarks.search.common import calibration_fold
-    from engine.training.config import DataConfig
+    from engine.models.training.config import DataConfig
 
     table: Any = pq.read_table(data / "massbank" / "spectra.parquet")
     table = table.filter(pc.equal(table.column("split"), pa.scalar("train")))
@@ -58,7 +58,7 @@ def load_train(data: Path, *, spectra: str, all_licences: bool = False) -> Any:
 def embed_table(model: Any, table: Any) -> dict[str, Any]:
     """Embeddings, structure index per spectrum, structure Tanimoto matrix and positive-mode flags."""
     from benchmarks.model.run import fingerprints
-    from engine.training.data import massbank_batch, tanimoto_matrix
+    from engine.models.training.data import massbank_batch, tanimoto_matrix
 
     emb, _ = model.embed_spectra(massbank_batch(table), batch_size=1024)
     ik14 = np.asarray(table.column("inchikey14").to_pylist(), dtype=str)
@@ -75,7 +75,7 @@ def fit(model_path: str | None, data: Path, *, spectra: str = "fold", clean_only
         all_licences: bool = False, per_bin: int = 20_000, n_knots: int = 32, seed: int = 0) -> TanimotoMap:
     """Embed the chosen train spectra, sample bin-balanced pairs and fit the map (see module docs)."""
     from benchmarks.model.run import clean_mask
-    from engine.model import load_model
+    from engine.models.model import load_model
 
     model = load_model(model_path)
     table = load_train(data, spectra=spectra, all_licences=all_licences)

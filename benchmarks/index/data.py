@@ -53,7 +53,7 @@ class Peaks:
 
     def to_batch(self) -> pa.RecordBatch:
         """A record batch of the spectrum schema (peaks, precursor, ion mode; other columns null)."""
-        from indexes.schema import SPECTRUM_SCHEMA
+        from engine.core.schema import SPECTRUM_SCHEMA
 
         n = len(self)
         off = pa.array(self.offsets.astype(np.int32))
@@ -114,7 +114,7 @@ Embed = Callable[[Peaks], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]
 
 def fixed_embed(dim: int) -> tuple[Embed, str]:
     """The fixed binned-peak embedder as an :data:`Embed` function, and its encoder hash."""
-    from engine.encoders.fixed import FixedSpectrumEmbedder
+    from engine.models.encoders.fixed import FixedSpectrumEmbedder
 
     emb = FixedSpectrumEmbedder(dim=dim)
 
@@ -132,7 +132,7 @@ def fixed_embed(dim: int) -> tuple[Embed, str]:
 
 def model_embed(path: str | None = None) -> tuple[Embed, str, int]:
     """The trained model as an :data:`Embed` function, its encoder hash and dimension."""
-    from engine.model import load_model
+    from engine.models.model import load_model
 
     model = load_model(path)
 

@@ -246,7 +246,7 @@ def bench_library(vs: data.VectorSet, q: npt.NDArray[np.float32], q_mass: npt.ND
     """The partitioned library index through :func:`indexes.search.search` (what the queries use)."""
     import pyarrow as pa
 
-    from engine.records import Tolerance
+    from engine.core.records import Tolerance
     from indexes.faiss_ivf import IndexPolicy
     from indexes.ground_truth import recall_at_k
     from indexes.vector_index import VectorIndex, build_vector_index
@@ -310,9 +310,9 @@ def bench_append(workdir: Path, mem: PeakRSS) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from engine.encoders.fixed import FixedSpectrumEmbedder
+    from engine.core.schema import SPECTRUM_SCHEMA
+    from engine.models.encoders.fixed import FixedSpectrumEmbedder
     from indexes.library import SPECTRA, Library, with_embeddings
-    from indexes.schema import SPECTRUM_SCHEMA
 
     emb = FixedSpectrumEmbedder()
     names = ["spectrum_id", "precursor_mz", "charge", "ion_mode", "adduct", "name", "smiles", "inchikey",
@@ -450,7 +450,7 @@ def describe_embedders(runs: list[dict[str, Any]]) -> str:
                        "see its model card): real trained-model embeddings, so at 100k the table is the "
                        "89,284 real MassBank spectra plus 10,716 perturbed copies.")
         else:
-            out.append(f"`{tag}` = the training-free binned-peak embedder (`engine/encoders/fixed.py`) at "
+            out.append(f"`{tag}` = the training-free binned-peak embedder (`engine/models/encoders/fixed.py`) at "
                        f"dimension {r['dim']}.")
     return " ".join(out)
 

@@ -1,17 +1,17 @@
 """Parser speed of the readers alone (no validation, no LanceDB): spectra/s on real MassBank spectra.
 
 Writes all MassBank spectra of ``<data>/massbank/spectra.parquet`` (89,284; median 11 peaks, mean 30)
-as MGF twice, with all 33 columns as header lines (through :func:`engine.writers.write_mgf`) and with
+as MGF twice, with all 33 columns as header lines (through :func:`engine.io.writers.write_mgf`) and with
 the 9 usual keys (``TITLE``, ``PEPMASS``, ``CHARGE``, ``IONMODE``, ``ADDUCT``, ``SMILES``,
 ``INCHIKEY``, ``FORMULA``, ``NAME``, as the ingest benchmark writes them), and as one MSP, then times,
 best of ``--repeats`` runs:
 
-- ``mgf``: :func:`engine.readers.mgf.read_mgf` (the chunked fast path) on the full-header MGF;
+- ``mgf``: :func:`engine.io.readers.mgf.read_mgf` (the chunked fast path) on the full-header MGF;
 - ``mgf 9 keys``: the same on the MGF with the usual keys;
 - ``mgf careful``: the same file with one global ``COM=`` line in front, which sends every record
   through the careful line-by-line parser (the speed on files the fast path refuses);
-- ``msp``: :func:`engine.readers.msp.read_msp`;
-- ``mzml``: :func:`engine.readers.read_file` over the real runs of ``<data>/raw``;
+- ``msp``: :func:`engine.io.readers.msp.read_msp`;
+- ``mzml``: :func:`engine.io.readers.read_file` over the real runs of ``<data>/raw``;
 - ``baseline``: a plain Python line parser (split lines, ``float()`` per value) on the same MGF.
 
 Both wall time and process CPU time are reported: the development machine is shared, so CPU time is
@@ -40,8 +40,8 @@ def write_inputs(data: Path) -> dict[str, Path]:
     """The MassBank MGF / MSP (written once into ``work/``) and the raw runs."""
     import pyarrow.parquet as pq
 
-    from engine.readers.parquet import read_parquet
-    from engine.writers import write_mgf
+    from engine.io.readers.parquet import read_parquet
+    from engine.io.writers import write_mgf
 
     WORK.mkdir(exist_ok=True)
     source = data / "massbank" / "spectra.parquet"
@@ -111,10 +111,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    from engine.errors import InvalidRecordError
-    from engine.readers import read_file
-    from engine.readers.mgf import read_mgf
-    from engine.readers.msp import read_msp
+    from engine.core.errors import InvalidRecordError
+    from engine.io.readers import read_file
+    from engine.io.readers.mgf import read_mgf
+    from engine.io.readers.msp import read_msp
 
     inputs = write_inputs(args.data)
 

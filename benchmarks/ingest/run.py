@@ -65,7 +65,7 @@ def _child(method: str, fmt: str, out: str, files: list[str]) -> dict[str, float
     start = time.perf_counter()
     n = 0
     if method == "engine":
-        from engine.ingest import ingest
+        from engine.jobs.ingest import ingest
 
         result = ingest(files, out, on_invalid="skip", progress=False)
         n = result.report.spectra_read

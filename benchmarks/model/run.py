@@ -7,7 +7,7 @@
 2. Tanimoto-prediction RMSE (cosine of two spectrum embeddings vs RDKit-fingerprint Tanimoto) over all
    val spectrum pairs, per 0.1 Tanimoto bin and overall, for positive, negative and cross-mode pairs,
    and again for the pairs the quality estimate keeps; beside the raw cosine, the calibrated prediction
-   (:mod:`engine.tanimoto_map`, fitted on ``train`` only) when the model has a stored map.
+   (:mod:`engine.models.tanimoto_map`, fitted on ``train`` only) when the model has a stored map.
 3. CPU embedding throughput at batch 1024 (spectra/s, molecules/s).
 
 Usage: ``python benchmarks/model/run.py [--model PATH] [--data ../shared/data] [--history RUN/history.json]``
@@ -34,15 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import markdown_table, write_results  # noqa: E402
-from engine.model import JointModel, load_model  # noqa: E402
+from engine.models.model import JointModel, load_model  # noqa: E402
+from engine.models.tanimoto_map import TanimotoMap, load_tanimoto_map, mode_pairing  # noqa: E402
+from engine.models.training.candidates import CandidateTable  # noqa: E402
+from engine.models.training.data import FP_BITS, massbank_batch, tanimoto_matrix  # noqa: E402
+from engine.models.training.metrics import hit_rates  # noqa: E402
 from engine.queries.evidence import ENTROPY_THRESHOLD, ENTROPY_WEIGHT, LibraryEvidence  # noqa: E402
 from engine.queries.fragments import FragmentScorer  # noqa: E402
 from engine.queries.rank import fragment_scores  # noqa: E402
 from engine.queries.similarity import EntropyPeaks, PeakSet, entropy_similarity  # noqa: E402
-from engine.tanimoto_map import TanimotoMap, load_tanimoto_map, mode_pairing  # noqa: E402
-from engine.training.candidates import CandidateTable  # noqa: E402
-from engine.training.data import FP_BITS, massbank_batch, tanimoto_matrix  # noqa: E402
-from engine.training.metrics import hit_rates  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ANCHORS = {"JESTR": (15.1, 36.8, 60.3), "MIST": (14.6, 34.9, 59.2), "random": (0.37, 2.0, 8.2)}
@@ -52,7 +52,7 @@ MAX_CANDIDATES = 256
 
 def clean_mask(table: Any, model: JointModel) -> npt.NDArray[np.bool_]:
     """The training filters: high-resolution instrument, >= 5 peaks after preprocessing, sane precursor."""
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
 
     flat = preprocess_flat(flat_from_batch(table.combine_chunks()), model.pipeline)
     n_peaks = flat.counts()
@@ -363,7 +363,7 @@ def throughput(model: JointModel, batch: pa.RecordBatch, smiles: list[str]) -> d
 
     import torch
 
-    from engine.encoders.featurize import GraphStore, featurize
+    from engine.models.encoders.featurize import GraphStore, featurize
 
     reps = max(1, 20_000 // batch.num_rows)
     table = pa.Table.from_batches([batch] * reps).combine_chunks().to_batches()[0]
@@ -625,7 +625,8 @@ def main() -> None:
         calibrated_md = [
             "### Calibrated Tanimoto prediction (cosine -> Tanimoto map fitted on train only)",
             "",
-            "The raw cosine is mis-scaled at the top and across ion modes. `engine.tanimoto_map` maps it through "
+            "The raw cosine is mis-scaled at the top and across ion modes. "
+            "`engine.models.tanimoto_map` maps it through "
             "one monotone (isotonic, piecewise-linear, "
             f"{info.get('n_knots')} knots) map per mode pairing (positive/positive, negative/negative, cross), "
             f"fitted with every 0.1 Tanimoto bin weighted equally on **train only**: {info.get('fitted_on')}, "

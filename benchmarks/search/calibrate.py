@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from benchmarks.search.common import build_library, calibration_fold, embed
 from benchmarks.search.data import SPECTRA, fingerprints, tanimoto
+from engine.models.calibration import Calibration, fit_listwise, fit_logistic, reliability_table
 from engine.queries.analogue import (
     ANALOGUE_RANKER,
     ANALOGUE_SCALE,
@@ -47,7 +48,6 @@ from engine.queries.analogue import (
     analogue_order,
     consensus_scores,
 )
-from engine.queries.calibration import Calibration, fit_listwise, fit_logistic, reliability_table
 from engine.queries.hits import top_per_query
 from engine.queries.identity import (
     IDENTITY_RANKER,
@@ -225,12 +225,12 @@ def main() -> None:
     parser.add_argument("--all-licences", action="store_true",
                         help="also fit on records whose licence does not allow redistribution (not for shipping)")
     args = parser.parse_args()
-    from engine.model import load_model
+    from engine.models.model import load_model
 
     model = load_model(args.model)
     table = load_table()
     if not args.all_licences:  # what ships is fitted on records whose licence allows redistribution
-        from engine.training.config import REDISTRIBUTABLE_LICENSES
+        from engine.models.training.config import REDISTRIBUTABLE_LICENSES
 
         table = table.filter(pc.is_in(table.column("license"), pa.array(list(REDISTRIBUTABLE_LICENSES))))
     emb, quality, seconds = embed(model, table)

@@ -62,11 +62,11 @@ def build_library(directory: Path, table: pa.Table, rows: npt.NDArray[np.int64],
 def calibration_fold(table: pa.Table) -> npt.NDArray[np.bool_]:
     """Train rows whose structure is in the model's calibration fold (held out of model training).
 
-    Same rule as :func:`engine.training.data.build_data` with the default data settings: scaffold groups
+    Same rule as :func:`engine.models.training.data.build_data` with the default data settings: scaffold groups
     counted over the licensed train records, hashed into the fold with ``calibration_fraction``.
     """
-    from engine.training.config import DataConfig
-    from engine.training.data import _group_key, _in_calibration
+    from engine.models.training.config import DataConfig
+    from engine.models.training.data import _group_key, _in_calibration
 
     config = DataConfig()
     split = np.asarray(table.column("split").to_pylist(), dtype=object)

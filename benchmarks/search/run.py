@@ -30,8 +30,8 @@ from benchmarks._results import markdown_table, write_results
 from benchmarks.search import peers
 from benchmarks.search.common import build_library, embed
 from benchmarks.search.data import fingerprints, load_sets, tanimoto
+from engine.models.calibration import reliability_table
 from engine.queries.analogue import AnalogueSettings, analogue_search
-from engine.queries.calibration import reliability_table
 from engine.queries.identity import IdentitySettings, identity_search
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--matchms-timing-queries", type=int, default=20)
     parser.add_argument("--skip-flash-analogue", action="store_true")
     args = parser.parse_args()
-    from engine.model import load_model
+    from engine.models.model import load_model
 
     model = load_model(args.model)
     sets = load_sets()

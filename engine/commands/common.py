@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +37,7 @@ report_option = click.option(
 
 def echo_skips(report: Any, report_path: str | None) -> None:
     """Skipped records by reason on stderr, and the rejects (file, record, reason, message) as Parquet
-    when ``report_path`` is given (``report`` is an :class:`engine.stream.ReadReport`)."""
+    when ``report_path`` is given (``report`` is an :class:`engine.io.stream.ReadReport`)."""
     for reason, n in sorted(report.skipped.items()):
         click.echo(f"  skipped {reason}: {n}", err=True)
     if report_path:

@@ -38,9 +38,9 @@ def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invali
     Writes one row per valid spectrum: spectrum_id, source_file, precursor_mz, ion_mode, adduct,
     embedding and quality (0..1; below the model's threshold the embedding should not be trusted).
     """
-    from engine.embed import embed_spectra_files
-    from engine.model import load_model
-    from engine.stream import ReadReport
+    from engine.io.stream import ReadReport
+    from engine.models.embed import embed_spectra_files
+    from engine.models.model import load_model
 
     _set_threads(threads)
     model = load_model(model_path)
@@ -68,8 +68,8 @@ def molecules(input: str, out: str, model_path: str | None, on_invalid: str, bat
               threads: int | None) -> None:
     """Embed the molecules of INPUT: SMILES file (.smi/.txt: SMILES [id]), CSV/TSV or Parquet with a
     `smiles` column, or SDF. Writes the input's columns unchanged plus `embedding`."""
-    from engine.embed import embed_molecule_file
-    from engine.model import load_model
+    from engine.models.embed import embed_molecule_file
+    from engine.models.model import load_model
 
     _set_threads(threads)
     model = load_model(model_path)

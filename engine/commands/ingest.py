@@ -26,7 +26,7 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 def ingest(inputs: tuple[str, ...], store: Path, on_invalid: str, dataset: str | None, ion_mode: str | None,
            batch_size: int, report_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Ingest INPUTS (MGF, MSP, mzML, mzXML files, plain or .gz; Parquet; directories, globs or @file lists)."""
-    from engine.ingest import ingest as run_ingest
+    from engine.jobs.ingest import ingest as run_ingest
 
     try:
         result = run_ingest(inputs, store, on_invalid=on_invalid,  # type: ignore[arg-type]

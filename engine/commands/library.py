@@ -18,28 +18,10 @@ fixed_option = click.option(
 
 
 def resolve_embedder(model_path: str | None, fixed: bool) -> Any:
-    """The embedder the options ask for: the fixed one, a checkpoint, or the bundled default model.
+    """The embedder the options ask for (see :func:`engine.jobs.artifacts.resolve_embedder`)."""
+    from engine.jobs.artifacts import resolve_embedder as resolve
 
-    Without ``--model`` and without a bundled model, falls back to the fixed embedder with a note.
-    """
-    if fixed:
-        if model_path is not None:
-            raise click.UsageError("--model and --fixed-embedder exclude each other")
-        from engine.encoders.fixed import FixedSpectrumEmbedder
-
-        return FixedSpectrumEmbedder()
-    try:
-        import engine.model as model_module
-    except ImportError:
-        model_module = None  # type: ignore[assignment]
-    if model_module is None or (model_path is None and not model_module.DEFAULT_MODEL.exists()):
-        if model_path is not None:
-            raise click.ClickException("this installation has no trained model code (engine.model)")
-        from engine.encoders.fixed import FixedSpectrumEmbedder
-
-        click.echo("note: no bundled model found; embedding with the fixed binned-peak embedder", err=True)
-        return FixedSpectrumEmbedder()
-    return model_module.load_model(model_path)
+    return resolve(model_path, fixed=fixed)
 
 
 @click.group()
@@ -68,7 +50,7 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     INPUT may be files, directories, globs or file lists. Running it again on the same LIBRARY adds
     new files and spectra only (unchanged files and known spectrum ids are skipped).
     """
-    from indexes.library import build_library
+    from engine.jobs.library import build_library
 
     embedder = resolve_embedder(model_path, fixed_embedder)
     result = build_library(list(inputs), out, embedder, on_invalid=on_invalid,  # type: ignore[arg-type]

@@ -16,16 +16,16 @@ def resolve_molecule_embedder(model_path: str | None, fixed: bool) -> Any:
     if fixed:
         if model_path is not None:
             raise click.UsageError("--model and --fixed-embedder exclude each other")
-        from engine.encoders.fixed import FixedMoleculeEmbedder
+        from engine.models.encoders.fixed import FixedMoleculeEmbedder
 
         return FixedMoleculeEmbedder()
     try:
-        from engine.model import DEFAULT_MODEL, load_model
+        from engine.models.model import DEFAULT_MODEL, load_model
     except ImportError:
-        raise click.ClickException("this installation has no trained model code (engine.model); "
+        raise click.ClickException("this installation has no trained model code (engine.models.model); "
                                    "pass --fixed-embedder") from None
     if model_path is None and not DEFAULT_MODEL.exists():
-        from engine.encoders.fixed import FixedMoleculeEmbedder
+        from engine.models.encoders.fixed import FixedMoleculeEmbedder
 
         click.echo("note: no bundled model found; embedding with the fixed fingerprint embedder", err=True)
         return FixedMoleculeEmbedder()
@@ -55,7 +55,7 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     Tables need a SMILES column; InChIKey, formula and monoisotopic mass are computed with RDKit unless
     all are present. Molecules are keyed by InChIKey: re-adding one does not duplicate it.
     """
-    from indexes.molecules import build_molecule_db
+    from engine.jobs.molecules import build_molecule_db
 
     embedder = resolve_molecule_embedder(model_path, fixed_embedder)
     result = build_molecule_db(list(inputs), out, embedder, on_invalid=on_invalid, batch_size=batch_size,

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from engine.commands.common import echo_skips, engine_errors, ion_mode_option, on_invalid_option, report_option
-
-BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates" / "molecules.parquet"
 
 
 @click.command()
@@ -68,18 +65,15 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
-    from engine.errors import OfflineError
-    from engine.inputs import expand_inputs
-    from engine.model import DEFAULT_MODEL, load_model
-    from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
+    from engine.io.inputs import expand_inputs
+    from engine.io.stream import ReadReport, iter_spectrum_batches
+    from engine.jobs.artifacts import open_model
+    from engine.queries.candidate_sources import candidate_source
     from engine.queries.rank import RANK_SCHEMA, RankReport, rank_candidates
-    from engine.stream import ReadReport, iter_spectrum_batches
 
     if lists_path is not None and (candidates_path is not None or pubchem):
         raise click.UsageError("--candidate-lists excludes --candidates and --pubchem")
-    if model_path is None and not DEFAULT_MODEL.exists():
-        raise click.ClickException(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
-    model = load_model(model_path)
+    model = open_model(model_path)
     evidence = None
     if library_path is not None:
         from engine.queries.evidence import LibraryEvidence
@@ -94,42 +88,13 @@ def rank(queries: tuple[str, ...], candidates_path: str | None, by: str, toleran
         from engine.queries.fragments import FragmentScorer
 
         fragments = FragmentScorer(processes=processes)
-    molecules: MoleculeTable | None = None
-    lists = read_candidate_lists(lists_path) if lists_path is not None else None
-    client = None
-    if pubchem:
-        from engine.queries.pubchem import PubChemClient
-
-        client = PubChemClient(cache_path=pubchem_cache, timeout_s=pubchem_timeout)
-    local_path = candidates_path or (None if (lists is not None or pubchem) else str(BUNDLED_CANDIDATES))
-    if candidates_path is None and local_path is not None:
-        click.echo(f"note: no --candidates given; using the bundled candidate set {BUNDLED_CANDIDATES}", err=True)
-
-    def local() -> MoleculeTable:
-        nonlocal molecules
-        if molecules is None:
-            assert local_path is not None
-            molecules = MoleculeTable.open(local_path)
-        return molecules
-
-    def candidates_for(batch: Any) -> Any:
-        nonlocal client
-        qs = [CandidateQuery(r["spectrum_id"], r["precursor_mz"], r["ion_mode"], r["adduct"], r["formula"])
-              for r in batch.select(["spectrum_id", "precursor_mz", "ion_mode", "adduct", "formula"]).to_pylist()]
-        if lists is not None:
-            return lists
-        if client is not None:
-            from engine.queries.pubchem import pubchem_candidates
-
-            try:
-                return pubchem_candidates(qs, client, by=by, tolerance_ppm=tolerance_ppm)  # type: ignore[arg-type]
-            except OfflineError as exc:
-                if candidates_path is None:
-                    raise
-                click.echo(f"{str(exc).split(';')[0]}; falling back to local candidates from {candidates_path}",
-                           err=True)
-                client = None
-        return select_candidates(qs, local(), by=by, tolerance_ppm=tolerance_ppm)  # type: ignore[arg-type]
+    try:
+        source = candidate_source(candidates_path=candidates_path, lists_path=lists_path, pubchem=pubchem,
+                                  pubchem_cache=pubchem_cache, pubchem_timeout_s=pubchem_timeout,
+                                  by=by, tolerance_ppm=tolerance_ppm)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    candidates_for = source.for_batch
 
     read_report = ReadReport()
     report = RankReport()

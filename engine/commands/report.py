@@ -26,7 +26,7 @@ def report(results: Path, queries: tuple[str, ...], library: tuple[str, ...], ou
     engine annotate): score histogram, and per query a mirror plot against its top library hit and / or
     the peaks its top candidate's in-silico fragments explain; images embedded in the page. For an
     annotate output the query files and library default to those the job read."""
-    from engine.report import write_report
+    from engine.jobs.report import write_report
 
     path = write_report(results, out, queries=queries, library=library, max_plots=max_plots)
     click.echo(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")

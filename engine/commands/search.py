@@ -11,27 +11,6 @@ import click
 from engine.commands.common import echo_skips, engine_errors, ion_mode_option, on_invalid_option, report_option
 
 
-def open_library_and_model(library_path: str, model_path: str | None, fixed: bool, *,
-                           need_molecules: bool = False) -> tuple[Any, Any]:
-    """Open LIBRARY and the model it was embedded with (``--model``, the bundled default, or the fixed
-    embedder when the library was built with it); refuses a mismatch with a message."""
-    from engine.encoders.fixed import FixedSpectrumEmbedder
-    from indexes.library import Library
-
-    lib = Library.open(library_path)
-    fixed_hash = FixedSpectrumEmbedder().encoder_hash
-    if fixed or (model_path is None and lib.table.encoder_hash == fixed_hash and not need_molecules):
-        model: Any = FixedSpectrumEmbedder()
-    else:
-        from engine.model import DEFAULT_MODEL, load_model
-
-        if model_path is None and not DEFAULT_MODEL.exists():
-            raise click.ClickException(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
-        model = load_model(model_path)
-    lib.table.check_encoder(dim=model.dim, encoder_hash=model.encoder_hash)
-    return lib, model
-
-
 def write_or_print(tables: Any, out: Path | None, *, columns: tuple[str, ...]) -> int:
     """Stream result tables to Parquet at ``out`` (or print them as TSV); returns the row count."""
     import pyarrow.parquet as pq
@@ -104,7 +83,9 @@ def search(queries: tuple[str, ...], library_path: str, mode: str, smiles: tuple
         raise click.UsageError("give QUERIES or --smiles, not both")
     if not smiles and not queries:
         raise click.UsageError("give query spectrum files (QUERIES) or --smiles")
-    lib, model = open_library_and_model(library_path, model_path, fixed_embedder, need_molecules=bool(smiles))
+    from engine.jobs.artifacts import open_library_and_model
+
+    lib, model = open_library_and_model(library_path, model_path, fixed=fixed_embedder, need_molecules=bool(smiles))
     refs = References(lib)
     if smiles:
         from engine.queries.structure import StructureSettings, spectra_for_structures
@@ -120,10 +101,10 @@ def search(queries: tuple[str, ...], library_path: str, mode: str, smiles: tuple
         return
     from tqdm import tqdm
 
-    from engine.inputs import expand_inputs
+    from engine.io.inputs import expand_inputs
+    from engine.io.stream import ReadReport, iter_spectrum_batches
     from engine.queries.analogue import AnalogueSettings, analogue_search
     from engine.queries.identity import IdentitySettings, identity_search
-    from engine.stream import ReadReport, iter_spectrum_batches
 
     report = ReadReport()
     paths = expand_inputs(queries)

@@ -25,8 +25,8 @@ def train(config_path: str, export_path: str | None, threads: int | None) -> Non
     """
     import dataclasses
 
-    from engine.training.config import load_train_config
-    from engine.training.loop import train as run_training
+    from engine.models.training.config import load_train_config
+    from engine.models.training.loop import train as run_training
 
     try:
         config = load_train_config(config_path)

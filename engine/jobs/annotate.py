@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidInputError
-from engine.inputs import expand_inputs, file_sha256
+from engine.core.errors import InvalidInputError
+from engine.core.records import IonMode
+from engine.io.inputs import expand_inputs, file_sha256
+from engine.io.stream import OnInvalid, ReadReport
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput
-from engine.records import IonMode
-from engine.stream import OnInvalid, ReadReport
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
     ``workers=0`` and no ``ray_address`` runs in this process; otherwise on Ray Data with ``workers``
     embedding / search actors each (local Ray unless ``ray_address`` names a cluster).
     """
+    from engine.io.readers.identifiers import check_dataset
     from engine.jobs.annotator import Annotator, AnnotatorSpec
-    from engine.readers.identifiers import check_dataset
 
     options = options or JobOptions()
     spec = spec or AnnotatorSpec()
@@ -218,7 +218,7 @@ def _write_skipped(output: JobOutput) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from engine.stream import REJECT_SCHEMA
+    from engine.io.stream import REJECT_SCHEMA
 
     rows = [r for info in output.done_files() for r in info.get("rejects", [])]
     rows += [{"file": i["path"], "record": None, "reason": "file_error", "message": i["message"]}

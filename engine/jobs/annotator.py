@@ -20,11 +20,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.queries.calibration import CALIBRATION_DIR
-from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.jobs.artifacts import library_path, open_library_and_model, open_molecules
+from engine.models.calibration import CALIBRATION_DIR
+from engine.queries.references import References
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-DEFAULT_LIBRARY = DATA_DIR / "library"
 
 _FIELDS: list[pa.Field] = [
     pa.field("query_id", pa.string(), nullable=False),
@@ -87,7 +88,7 @@ class AnnotatorSpec:
     settings: AnnotateSettings = field(default_factory=AnnotateSettings)
 
     def resolved_library(self) -> Path:
-        return Path(self.library) if self.library else DEFAULT_LIBRARY
+        return library_path(self.library)
 
 
 def _digest_files(paths: list[Path]) -> str:
@@ -117,25 +118,14 @@ class Annotator:
     """Holds the model, the opened library and the candidate table; annotates chunks."""
 
     def __init__(self, spec: AnnotatorSpec) -> None:
-        from engine.commands.search import open_library_and_model
-        from engine.queries.references import References
-
         self.spec = spec
         self.settings = spec.settings
-        library_path = spec.resolved_library()
-        if not library_path.exists():
-            from engine.errors import EngineError
-
-            raise EngineError(f"library not found: {library_path} (give --library LIBRARY; build one with "
-                              f"'engine library build')")
-        self.library, self.model = open_library_and_model(str(library_path), spec.model, False)
+        self.library, self.model = open_library_and_model(spec.resolved_library(), spec.model)
         self.references = References(self.library)
         self.quality_threshold = float(getattr(getattr(self.model, "quality_model", None), "threshold", 0.5))
         self.molecules: Any = None
         if spec.candidates:
-            from engine.queries.candidates import MoleculeTable
-
-            self.molecules = MoleculeTable.open(spec.candidates)
+            self.molecules = open_molecules(spec.candidates)
         self._evidence: Any = None
         self._fragments: Any = None
         if self.settings.fragment_scoring and spec.candidates:   # only candidate ranking uses it
@@ -197,7 +187,7 @@ class Annotator:
 
     def _rank(self, batch: pa.RecordBatch, emb: npt.NDArray[np.float32],
               quality: npt.NDArray[np.float32]) -> pa.Table:
-        from engine.errors import InvalidRecordError
+        from engine.core.errors import InvalidRecordError
         from engine.queries.candidates import CandidateQuery, select_candidates
         from engine.queries.rank import rank_candidates
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.records import IonMode, Spectrum
-from engine.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
-from indexes.schema import SPECTRUM_SCHEMA, spectra_to_batch
+from engine.core.records import IonMode, Spectrum
+from engine.core.schema import SPECTRUM_SCHEMA, spectra_to_batch
+from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from engine.io.stream import ReadReport
+from engine.jobs.artifacts import open_library_and_model
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput
-from engine.stream import ReadReport
 
 # A worker process that dies is restarted and its task retried: Ray Data's actor pools default to
 # max_restarts=-1 and max_task_retries=-1 (ray/data/_internal/execution/operators/actor_pool_map_operator.py),
@@ -66,10 +67,8 @@ class EmbedActor:
     """Holds the model; adds the embeddings of each chunk."""
 
     def __init__(self, spec: Any) -> None:
-        from engine.commands.search import open_library_and_model
-
         # The model is resolved exactly as the search actors do, so both agree on the encoder.
-        _, self.model = open_library_and_model(str(spec.resolved_library()), spec.model, False)
+        _, self.model = open_library_and_model(spec.resolved_library(), spec.model)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         embs, quals, secs = [], [], []
@@ -124,7 +123,7 @@ def run_ray(files: Sequence[InputFile], output: JobOutput, spec: Any, options: A
     try:
         import ray
     except ImportError:
-        from engine.errors import EngineError
+        from engine.core.errors import EngineError
 
         raise EngineError("--workers / --ray-address need Ray Data, which is not installed: "
                           "pip install 'ray[data]' (or this package's [distributed] extra)") from None

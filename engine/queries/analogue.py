@@ -26,8 +26,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.encoders.base import SpectrumEmbedder
-from engine.queries.calibration import Calibration, load_calibration
+from engine.core.records import Tolerance
+from engine.models.calibration import Calibration, load_calibration
+from engine.models.encoders.base import SpectrumEmbedder
 from engine.queries.hits import (
     Candidates,
     SearchableLibrary,
@@ -48,7 +49,6 @@ from engine.queries.similarity import (
     prepare_entropy,
     top_peaks,
 )
-from engine.records import Tolerance
 
 #: Stored calibrations: a listwise ranker (trained to put the highest-Tanimoto candidate first) and the
 #: reliability scale (predicted Tanimoto of a hit from the ranker logit, rank, quality and similarities).

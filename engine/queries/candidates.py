@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.adducts import default_adduct, parse_adduct
-from engine.errors import FileFormatError, InvalidRecordError
-from engine.records import Spectrum
+from engine.core.adducts import default_adduct, parse_adduct
+from engine.core.errors import FileFormatError, InvalidRecordError
+from engine.core.records import Spectrum
 
 CandidateBy = Literal["formula", "mass"]
 MOLECULE_COLUMNS = ("smiles", "inchikey", "formula", "monoisotopic_mass")

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError
 from engine.queries.similarity import EntropyPeaks, PeakSet, entropy_similarity, prepare_entropy
 
 #: Embedding cosine at or above which a reference spectrum counts as matching the query.

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from engine.encoders.spectrum import FlatPeaks
+    from engine.models.encoders.spectrum import FlatPeaks
 
 PROTON = 1.007276466812
 HYDROGEN = 1.00782503207

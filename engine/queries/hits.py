@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 _FIELDS: list[pa.Field] = [
     pa.field("query_id", pa.string(), nullable=False),

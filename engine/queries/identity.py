@@ -19,8 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.encoders.base import SpectrumEmbedder
-from engine.queries.calibration import Calibration, load_calibration
+from engine.core.records import Tolerance
+from engine.models.calibration import Calibration, load_calibration
+from engine.models.encoders.base import SpectrumEmbedder
 from engine.queries.hits import (
     Candidates,
     SearchableLibrary,
@@ -34,7 +35,6 @@ from engine.queries.hits import (
 from engine.queries.references import SCORING_MAX_PEAKS, References
 from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity, prepare_entropy, top_peaks
 from engine.queries.windows import as_vector_index, window_pairs
-from engine.records import Tolerance
 
 #: Stored calibrations (engine/data/calibration): a ranker over all window candidates and a scale that
 #: turns the ranker's logit and the rank into the probability of the right structure; the spectral pair

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.records import Spectrum
 from engine.queries.fragments import (
     ELECTRON,
     PROTON,
@@ -25,7 +26,6 @@ from engine.queries.fragments import (
     carries_sodium,
     ion_grid,
 )
-from engine.records import Spectrum
 
 _CARRIER_NAMES = {PROTON: "+H", -PROTON: "-H", SODIUM_ION: "+Na", ELECTRON: "+e", -ELECTRON: "-e"}
 
@@ -94,9 +94,9 @@ def annotate_spectrum(scorer: FragmentScorer, spectrum: Spectrum, smiles: str, p
                       ) -> PeakAnnotation | None:
     """:func:`annotate_peaks` for a raw spectrum, preprocessed with ``pipeline`` (default: the default
     model's) as ranking does; intensities in the result are the raw ones of the kept peaks."""
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-    from engine.model import model_pipeline
-    from indexes.schema import spectra_to_batch
+    from engine.core.schema import spectra_to_batch
+    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.model import model_pipeline
 
     peaks = preprocess_flat(flat_from_batch(spectra_to_batch([spectrum])), pipeline or model_pipeline())
     annotation = annotate_peaks(scorer, peaks.mz, peaks.intensity, spectrum.precursor_mz, spectrum.ion_mode,

@@ -1,7 +1,7 @@
 """Candidate structures from PubChem (through pubchempy), cached on disk, never hanging when offline.
 
 Every request runs in a daemon thread with a deadline (``timeout_s``); a connection failure or a
-missed deadline raises :class:`~engine.errors.OfflineError` at once, and the client then stays offline
+missed deadline raises :class:`~engine.core.errors.OfflineError` at once, and the client then stays offline
 for the rest of the run instead of waiting again for every query. Answers are cached in a small SQLite
 file keyed by the query (``formula:C6H12O6`` or ``mass:180.06299:180.06371``), so a repeated run works
 without the network.
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from engine.errors import InvalidRecordError, OfflineError
+from engine.core.errors import InvalidRecordError, OfflineError
 from engine.queries.candidates import (
     CANDIDATE_SCHEMA,
     CandidateBy,

@@ -22,11 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.encoders.base import MoleculeEmbedder, SpectrumEmbedder
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.models.encoders.base import MoleculeEmbedder, SpectrumEmbedder
 from engine.queries.evidence import LibraryEvidence
 from engine.queries.fragments import FragmentScorer
 from engine.queries.hits import as_batch, top_per_query
-from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 _RANK_FIELDS: list[pa.Field] = [
     pa.field("query_id", pa.string(), nullable=False),
@@ -111,7 +111,7 @@ def _embed_unique(model: MoleculeEmbedder, smiles: list[str], report: RankReport
         emb[out.valid] = out.embeddings
         valid = np.asarray(out.valid, dtype=bool)
     else:  # a plain MoleculeEmbedder: embed one by one on failure
-        from engine.errors import InvalidMoleculeError
+        from engine.core.errors import InvalidMoleculeError
 
         try:
             emb = model.embed_smiles(smiles)
@@ -138,7 +138,7 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
                     ) -> pa.Table:
     """Rank each query's candidates (rows of ``candidates`` with its ``query_id``); top ``top_k`` per query.
 
-    ``model`` embeds spectra and molecules into one space (:class:`~engine.model.JointModel`); ``evidence``
+    ``model`` embeds spectra and molecules into one space (:class:`~engine.models.model.JointModel`); ``evidence``
     (reference spectra embedded by the same model) demotes candidates whose references do not match;
     ``fragments`` adds the candidate's fragment score (how well its in-silico fragments explain the query's
     peaks, and how many of its likely fragments the query shows).
@@ -171,7 +171,7 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     identifiers: tuple[list[str | None], list[str | None]] | None = None
     if evidence is not None:
         if evidence.encoder_hash != getattr(model, "encoder_hash", evidence.encoder_hash):
-            from engine.errors import IncompatibleArtifactError
+            from engine.core.errors import IncompatibleArtifactError
 
             raise IncompatibleArtifactError("library evidence was embedded by another model "
                                             f"({evidence.encoder_hash}, ranking model {model.encoder_hash})")
@@ -223,9 +223,9 @@ def fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, q
                     smiles: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Fragment score and explained share of each (query ``batch`` row ``qi[k]``, candidate ``smiles[k]``)
     pair, on the peaks as the model's pipeline leaves them."""
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-    from engine.model import model_pipeline
-    from engine.preprocess import Pipeline
+    from engine.core.preprocess import Pipeline
+    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.model import model_pipeline
 
     pipeline = getattr(model, "pipeline", None)
     peaks = preprocess_flat(flat_from_batch(batch), pipeline if isinstance(pipeline, Pipeline) else model_pipeline())

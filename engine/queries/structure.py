@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from engine.adducts import parse_adduct
-from engine.errors import InvalidMoleculeError
+from engine.core.adducts import parse_adduct
+from engine.core.errors import InvalidMoleculeError
+from engine.core.records import Tolerance
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from engine.queries.hits import SearchableLibrary, top_per_query
 from engine.queries.references import References
-from engine.records import Tolerance
-from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 _FIELDS: list[pa.Field] = [
     pa.field("query_id", pa.string(), nullable=False),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.records import Tolerance
+from engine.core.records import Tolerance
 from indexes.vector_index import VectorIndex
 
 IntArray = npt.NDArray[np.int64]

@@ -1,7 +1,7 @@
 import pytest
 
-from engine.adducts import check_adduct, default_adduct, formula_mass, parse_adduct
-from engine.errors import InvalidRecordError
+from engine.core.adducts import check_adduct, default_adduct, formula_mass, parse_adduct
+from engine.core.errors import InvalidRecordError
 
 PROTON = 1.007276
 

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.errors import InvalidRecordError
-from engine.ingest import ingest
+from engine.commands.cli import main
+from engine.core.errors import InvalidRecordError
+from engine.jobs.ingest import ingest
 
 GOOD = """BEGIN IONS
 TITLE=good-{i}

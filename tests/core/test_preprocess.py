@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.preprocess import (
+from engine.core.preprocess import (
     Pipeline,
     default_pipeline,
     relative_intensity_floor,
@@ -11,7 +11,7 @@ from engine.preprocess import (
     top_n_peaks,
     transform_intensity,
 )
-from engine.records import Spectrum
+from engine.core.records import Spectrum
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ for pkg in (engine, indexes):
         importlib.import_module(mod.name)
         names.append(mod.name)
 from click.testing import CliRunner
-from engine.cli import main
+from engine.commands.cli import main
 result = CliRunner().invoke(main, ["annotate", "--help"])
 assert result.exit_code == 0, result.output
 print(len(names))

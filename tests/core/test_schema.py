@@ -2,9 +2,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.errors import IncompatibleArtifactError
-from engine.records import Spectrum
-from indexes.schema import (
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.records import Spectrum
+from engine.core.schema import (
     SCHEMA_VERSION,
     SPECTRUM_SCHEMA,
     batch_to_spectra,

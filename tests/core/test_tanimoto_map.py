@@ -10,8 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from engine.queries.calibration import CALIBRATION_DIR
-from engine.tanimoto_map import (
+from engine.models.calibration import CALIBRATION_DIR
+from engine.models.tanimoto_map import (
     MAP_NAME,
     PAIRINGS,
     TanimotoMap,
@@ -29,8 +29,8 @@ SHIPPED = CALIBRATION_DIR / f"{MAP_NAME}.json"
 
 
 def _bundled_hash() -> str:
-    from engine.checkpoint import load_checkpoint
-    from engine.model import DEFAULT_MODEL
+    from engine.models.checkpoint import load_checkpoint
+    from engine.models.model import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.exists():
         pytest.skip("no bundled model")

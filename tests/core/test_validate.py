@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from engine.errors import InvalidRecordError
-from engine.records import Spectrum
-from engine.validate import REASONS, normalise_ion_mode, validate_spectrum
+from engine.core.errors import InvalidRecordError
+from engine.core.records import Spectrum
+from engine.core.validate import REASONS, normalise_ion_mode, validate_spectrum
 
 
 def make(mz: list[float], inten: list[float], **kw: object) -> Spectrum:
@@ -68,7 +68,7 @@ def test_normalise_ion_mode_spellings() -> None:
 
 
 def test_validate_many_agrees_with_validate_spectrum() -> None:
-    from engine.validate import validate_many
+    from engine.core.validate import validate_many
 
     cases = [
         make([100.0, 200.0], [1.0, 2.0]), make([200.0, 100.0], [1.0, 2.0]), make([], []),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.encoders.featurize import (
+from engine.core.errors import InvalidMoleculeError
+from engine.models.encoders.featurize import (
     ATOM_FEATURE_SIZES,
     ATOM_FEATURES,
     BOND_FEATURE_SIZES,
@@ -14,7 +15,6 @@ from engine.encoders.featurize import (
     concat_ranges,
     featurize,
 )
-from engine.errors import InvalidMoleculeError
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 

@@ -9,15 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from engine.checkpoint import FORMAT_VERSION, load_checkpoint
-from engine.encoders.base import MoleculeEmbedder, SpectrumEmbedder
-from engine.encoders.molecule import MoleculeEncoderConfig
-from engine.encoders.spectrum import SpectrumEncoderConfig
-from engine.errors import IncompatibleArtifactError, InvalidMoleculeError
-from engine.model import DEFAULT_MODEL, JointModel, ModelConfig, load_model
-from engine.quality import QualityConfig
-from engine.training.data import massbank_batch
-from indexes.schema import SCHEMA_VERSION, batch_to_spectra, spectra_to_batch
+from engine.core.errors import IncompatibleArtifactError, InvalidMoleculeError
+from engine.core.schema import SCHEMA_VERSION, batch_to_spectra, spectra_to_batch
+from engine.models.checkpoint import FORMAT_VERSION, load_checkpoint
+from engine.models.encoders.base import MoleculeEmbedder, SpectrumEmbedder
+from engine.models.encoders.molecule import MoleculeEncoderConfig
+from engine.models.encoders.spectrum import SpectrumEncoderConfig
+from engine.models.model import DEFAULT_MODEL, JointModel, ModelConfig, load_model
+from engine.models.quality import QualityConfig
+from engine.models.training.data import massbank_batch
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "model" / "massbank_tiny.parquet"
 
@@ -117,7 +117,7 @@ def test_checkpoint_refusals(tmp_path: Path) -> None:
     other.save(tmp_path / "other.pt")
     payload = torch.load(tmp_path / "other.pt", weights_only=True)
     payload["state_dict"] = torch.load(src, weights_only=True)["state_dict"]
-    from engine.checkpoint import content_hash
+    from engine.models.checkpoint import content_hash
 
     payload["content_hash"] = content_hash(payload["state_dict"], {k: payload[k] for k in (
         "format", "format_version", "schema_version", "config", "pipeline")})

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.encoders.spectrum import (
+from engine.core.preprocess import Pipeline
+from engine.core.records import Spectrum
+from engine.core.schema import spectra_to_batch
+from engine.models.encoders.spectrum import (
     FlatPeaks,
     SpectrumEncoder,
     SpectrumEncoderConfig,
@@ -15,9 +18,6 @@ from engine.encoders.spectrum import (
     ion_positive_from_batch,
     preprocess_flat,
 )
-from engine.preprocess import Pipeline
-from engine.records import Spectrum
-from indexes.schema import spectra_to_batch
 
 
 def _random_spectra(n: int, seed: int = 0) -> list[Spectrum]:

@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.encoders.fixed import FixedSpectrumEmbedder
-from engine.errors import IncompatibleArtifactError
-from engine.records import Tolerance
-from indexes.library import Library, build_library
+from engine.commands.cli import main
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.records import Tolerance
+from engine.jobs.library import build_library
+from engine.models.encoders.fixed import FixedSpectrumEmbedder
+from indexes.library import Library
 
 
 def write_mgf(path: Path, table: pa.Table) -> Path:
@@ -119,9 +120,9 @@ def test_every_command_has_help() -> None:
 
 
 def test_index_update_and_retrain_cli(mgfs: tuple[Path, Path], sample_table: pa.Table, tmp_path: Path) -> None:
-    from engine.records import Spectrum
+    from engine.core.records import Spectrum
+    from engine.core.schema import spectra_to_batch
     from indexes.library import with_embeddings
-    from indexes.schema import spectra_to_batch
 
     lib_path = tmp_path / "lib"
     emb = FixedSpectrumEmbedder()

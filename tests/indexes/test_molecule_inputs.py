@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import FileFormatError, InvalidMoleculeError
-from indexes.molecules import complete, read_structures
+from engine.core.errors import FileFormatError, InvalidMoleculeError
+from engine.jobs.molecules import complete, read_structures
 
 
 def test_read_parquet_sdf_and_complete(tmp_path: Path) -> None:

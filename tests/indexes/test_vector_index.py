@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from vs_helpers import DIM, Embedded, as_lists, assert_same_hits, brute_force
 
-from engine.errors import IncompatibleArtifactError
-from engine.records import Tolerance
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.records import Tolerance
 from indexes.faiss_ivf import IndexPolicy
 from indexes.manifest import IndexManifest
+from indexes.search import search
 from indexes.vector_index import VectorIndex, add_to_vector_index, build_vector_index, retrain_vector_index
 
 POLICY = IndexPolicy(flat_max_rows=300, min_nlist=4, max_nlist=8, n_probe=2, target_partition_rows=800)
@@ -65,8 +66,8 @@ def test_flat_and_ivf_identical_at_full_probe(embedded: Embedded, tmp_path: Path
     flat, ivf = VectorIndex.open(tmp_path / "flat"), VectorIndex.open(tmp_path / "ivf")
     assert {p.kind for p in ivf.manifest.partitions} == {"ivf_flat"}
     q = embedded.vectors[::41]
-    a = as_lists(flat.search(q, top_k=10), len(q))
-    b = as_lists(ivf.search(q, top_k=10, n_probe=8), len(q))
+    a = as_lists(search(flat, q, top_k=10), len(q))
+    b = as_lists(search(ivf, q, top_k=10, n_probe=8), len(q))
     assert_same_hits(b, a)
     assert_same_hits(a, brute_force(embedded, q, 10))
 
@@ -83,11 +84,11 @@ def test_incremental_add_then_retrain(embedded: Embedded, tmp_path: Path) -> Non
     assert sum(p.n_rows - p.n_sorted for p in man.partitions) == len(rest)
     index = VectorIndex.open(tmp_path, table_rows=n)
     q = embedded.vectors[rest[::23]]
-    got = as_lists(index.search(q, top_k=5, exact=True), len(q))
+    got = as_lists(search(index, q, top_k=5, exact=True), len(q))
     assert_same_hits(got, brute_force(embedded, q, 5))
     # windows over appended rows are found through the unsorted tail
     mass = embedded.mass[rest[::23]]
-    got = as_lists(index.search(q, top_k=5, mass=mass, tolerance=_ppm(20)), len(q))
+    got = as_lists(search(index, q, top_k=5, mass=mass, tolerance=_ppm(20)), len(q))
     assert_same_hits(got, brute_force(embedded, q, 5, mass=mass, tol_ppm=20))
     # a flat partition that crossed the threshold is stale; retrain makes it IVF and sorted
     stale = man.stale()
@@ -99,7 +100,7 @@ def test_incremental_add_then_retrain(embedded: Embedded, tmp_path: Path) -> Non
     assert after.stale() == {} and all(p.n_sorted == p.n_rows for p in after.partitions)
     assert {p.kind for p in after.partitions} == {"ivf_flat"}
     index = VectorIndex.open(tmp_path, table_rows=n)
-    got = as_lists(index.search(q, top_k=5, mass=mass, tolerance=_ppm(20)), len(q))
+    got = as_lists(search(index, q, top_k=5, mass=mass, tolerance=_ppm(20)), len(q))
     assert_same_hits(got, brute_force(embedded, q, 5, mass=mass, tol_ppm=20))
 
 
@@ -110,7 +111,7 @@ def test_add_new_ion_mode(embedded: Embedded, tmp_path: Path) -> None:
     man = add_to_vector_index(tmp_path, embedded.light(neg), embedded.vectors[neg], table_rows=len(embedded))
     assert "negative" in man.scheme.edges
     q = embedded.vectors[neg[::20]]
-    got = as_lists(VectorIndex.open(tmp_path).search(q, top_k=3, ion_mode="negative"), len(q))
+    got = as_lists(search(VectorIndex.open(tmp_path), q, top_k=3, ion_mode="negative"), len(q))
     assert_same_hits(got, brute_force(embedded, q, 3, ion_mode=["negative"] * len(q)))
 
 
@@ -129,11 +130,11 @@ def test_shard_sets_partition_the_index_and_merge_to_the_whole(embedded: Embedde
     assert {s.ion_mode for s in sets} == {"positive", "negative"} and len(sets) >= 3
     assert sum(s.rows for s in sets) == len(embedded)
     q = embedded.vectors[::50]
-    whole = VectorIndex.open(tmp_path).search(q, top_k=5)
+    whole = search(VectorIndex.open(tmp_path), q, top_k=5)
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.full((len(q), 0), -1, np.int64)
     for s in sets:
-        part = VectorIndex.open(tmp_path, partitions=s.partitions).search(q, top_k=5)
+        part = search(VectorIndex.open(tmp_path, partitions=s.partitions), q, top_k=5)
         sc = np.full((len(q), 5), -np.inf, np.float32)
         ids = np.full((len(q), 5), -1, np.int64)
         sc[part["query_index"].to_numpy(), part["rank"].to_numpy() - 1] = part["score"].to_numpy()

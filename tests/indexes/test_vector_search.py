@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from vs_helpers import DIM, Embedded, as_lists, assert_same_hits, brute_force
 
-from engine.records import Tolerance
+from engine.core.records import Tolerance
 from indexes.faiss_ivf import IndexPolicy
 from indexes.ground_truth import recall_at_k
-from indexes.search import result_schema
+from indexes.search import result_schema, search
 from indexes.vector_index import VectorIndex, build_vector_index
 
 POLICY = IndexPolicy(flat_max_rows=300, min_nlist=8, max_nlist=8, n_probe=8, target_partition_rows=800,
@@ -49,7 +49,7 @@ def test_windows_modes_quality_match_brute_force(index: VectorIndex, embedded: E
         ({}, {}),
     ]
     for kwargs, bf_kwargs in cases:
-        got = as_lists(index.search(q, top_k=5, **kwargs), len(q))
+        got = as_lists(search(index, q, top_k=5, **kwargs), len(q))
         want = brute_force(embedded, q, 5, **bf_kwargs)
         if exactish or "mass" in kwargs:  # narrow windows are searched exactly whatever the index kind
             assert_same_hits(got, want)
@@ -61,7 +61,7 @@ def test_windows_modes_quality_match_brute_force(index: VectorIndex, embedded: E
 
 def test_wide_windows_through_ivf(index: VectorIndex, embedded: Embedded) -> None:
     q, mass, _ = _queries(embedded)
-    got = index.search(q, top_k=10, mass=mass, tolerance=Tolerance(150, "Da"), min_quality=0.5, n_probe=4)
+    got = search(index, q, top_k=10, mass=mass, tolerance=Tolerance(150, "Da"), min_quality=0.5, n_probe=4)
     want = brute_force(embedded, q, 10, mass=mass, tol_da=150, min_quality=0.5)
     lists = as_lists(got, len(q))
     found = np.array([[r for r, _ in g] + [-1] * (10 - len(g)) for g in lists])
@@ -79,7 +79,7 @@ def test_wide_windows_through_ivf(index: VectorIndex, embedded: Embedded) -> Non
 
 def test_exact_flag_and_result_table(index: VectorIndex, embedded: Embedded) -> None:
     q, mass, _ = _queries(embedded)
-    res = index.search(q, top_k=3, exact=True)
+    res = search(index, q, top_k=3, exact=True)
     assert res.schema == result_schema("spectrum_id", "precursor_mz")
     assert_same_hits(as_lists(res, len(q)), brute_force(embedded, q, 3))
     assert res.column("rank").to_pylist()[:3] == [1, 2, 3]
@@ -87,12 +87,12 @@ def test_exact_flag_and_result_table(index: VectorIndex, embedded: Embedded) -> 
     assert all(keys[r] == k for r, k in zip(res.column("row_id").to_pylist(),
                                             res.column("spectrum_id").to_pylist(), strict=True))
     # a query without a mass matches nothing; a window needs both mass and tolerance
-    none = index.search(q[:2], mass=[np.nan, np.nan], tolerance=Tolerance(10))
+    none = search(index, q[:2], mass=[np.nan, np.nan], tolerance=Tolerance(10))
     assert none.num_rows == 0
     with pytest.raises(ValueError, match="tolerance"):
-        index.search(q[:2], mass=mass[:2])
+        search(index, q[:2], mass=mass[:2])
     with pytest.raises(ValueError, match="shape"):
-        index.search(np.zeros((2, DIM + 1), np.float32))
+        search(index, np.zeros((2, DIM + 1), np.float32))
 
 
 def test_ivf_window_selector_exact_at_full_probe(embedded: Embedded, tmp_path: Path) -> None:

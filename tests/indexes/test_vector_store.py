@@ -7,17 +7,17 @@ import pyarrow as pa
 import pytest
 from vs_helpers import SAMPLE  # noqa: F401  (the fixture file this module relies on)
 
-from engine.encoders.fixed import FixedSpectrumEmbedder
-from engine.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.schema import SCHEMA_VERSION_KEY, spectra_to_batch
+from engine.models.encoders.fixed import FixedSpectrumEmbedder
 from indexes.library import with_embeddings
-from indexes.schema import SCHEMA_VERSION_KEY, spectra_to_batch
 from indexes.store import SPECTRA_TABLE, VectorTable, library_spectrum_schema
 
 EMB = FixedSpectrumEmbedder(dim=16)
 
 
 def _spectra_rows(sample_table: pa.Table, start: int, stop: int) -> pa.Table:
-    from engine.records import Spectrum
+    from engine.core.records import Spectrum
 
     rows = sample_table.slice(start, stop - start).to_pylist()
     spectra = [Spectrum(spectrum_id=r["spectrum_id"], mz=np.asarray(r["mz"]), intensity=np.asarray(r["intensity"],

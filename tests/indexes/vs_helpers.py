@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.encoders.fixed import FixedSpectrumEmbedder
+from engine.models.encoders.fixed import FixedSpectrumEmbedder
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "queries" / "massbank_sample.parquet"
 DIM = 32

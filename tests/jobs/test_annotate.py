@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
+from engine.commands.cli import main
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 QUERIES = [str(DATA / "massbank" / "massbank.msp"), str(DATA / "raw" / "matchms_testdata.mzML"),

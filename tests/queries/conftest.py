@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from query_helpers import table_to_spectra
 
-from engine.records import Spectrum
+from engine.core.records import Spectrum
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "queries"
 
@@ -29,9 +29,9 @@ def tiny_model() -> object:
     """An untrained small joint model (deterministic): exercises every path that needs the real model."""
     import torch
 
-    from engine.encoders.molecule import MoleculeEncoderConfig
-    from engine.encoders.spectrum import SpectrumEncoderConfig
-    from engine.model import JointModel, ModelConfig
+    from engine.models.encoders.molecule import MoleculeEncoderConfig
+    from engine.models.encoders.spectrum import SpectrumEncoderConfig
+    from engine.models.model import JointModel, ModelConfig
 
     torch.manual_seed(0)
     config = ModelConfig(dim=32, spectrum=SpectrumEncoderConfig(bag_dim=32, hidden_dims=(32,)),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from engine.records import Spectrum
+from engine.core.records import Spectrum
 
 
 def table_to_spectra(table: pa.Table) -> list[Spectrum]:
@@ -38,8 +38,8 @@ def write_mgf(spectra: list[Spectrum], path: Path) -> Path:
 
 def build_test_library(path: Path, spectra: list[Spectrum], embedder: object) -> object:
     """A library directory of ``spectra`` embedded by ``embedder`` (LanceDB table + index)."""
+    from engine.core.schema import spectra_to_batch
     from indexes.library import Library, with_embeddings
-    from indexes.schema import spectra_to_batch
 
     batch = spectra_to_batch(spectra)
     emb, quality = embedder.embed_spectra(batch)  # type: ignore[attr-defined]

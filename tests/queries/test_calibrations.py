@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from engine.models.calibration import CALIBRATION_DIR, Calibration
 from engine.queries.analogue import ANALOGUE_RANKER, ANALOGUE_SCALE, analogue_score_model
-from engine.queries.calibration import CALIBRATION_DIR, Calibration
 from engine.queries.identity import IDENTITY_RANKER, IDENTITY_SCALE, identity_score_model
 
 
 def test_calibrations_match_the_bundled_model() -> None:
-    from engine.model import DEFAULT_MODEL
+    from engine.models.model import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.exists():
         pytest.skip("no bundled model")
-    from engine.checkpoint import load_checkpoint
+    from engine.models.checkpoint import load_checkpoint
 
     model_hash = load_checkpoint(DEFAULT_MODEL)["content_hash"]
     for name in (IDENTITY_RANKER, IDENTITY_SCALE, ANALOGUE_RANKER, ANALOGUE_SCALE):

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.adducts import parse_adduct
-from engine.errors import FileFormatError, InvalidRecordError, OfflineError
+from engine.core.adducts import parse_adduct
+from engine.core.errors import FileFormatError, InvalidRecordError, OfflineError
 from engine.queries.candidates import (
     CandidateQuery,
     MoleculeTable,

@@ -11,12 +11,13 @@ import pytest
 from click.testing import CliRunner
 from query_helpers import write_mgf
 
-from engine.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError
+from engine.core.records import Spectrum
+from engine.core.schema import spectra_to_batch
+from engine.jobs.library import build_library
 from engine.queries.evidence import LibraryEvidence, structure_key
 from engine.queries.rank import fill_identifiers, rank_candidates
-from engine.records import Spectrum
-from indexes.library import Library, build_library
-from indexes.schema import spectra_to_batch
+from indexes.library import Library
 
 
 def _unit(v: list[float]) -> np.ndarray:
@@ -84,8 +85,8 @@ def test_rank_with_evidence_demotes_unmatched_reference(tiny_model: object, samp
 
 def test_evidence_from_library_and_cli(tmp_path: Path, tiny_model: object, sample_spectra: list[Spectrum]) -> None:
     from engine.commands.rank import rank
-    from engine.encoders.fixed import FixedSpectrumEmbedder
-    from engine.model import load_model
+    from engine.models.encoders.fixed import FixedSpectrumEmbedder
+    from engine.models.model import load_model
 
     model_path = tmp_path / "model.pt"
     tiny_model.save(model_path)  # type: ignore[attr-defined]

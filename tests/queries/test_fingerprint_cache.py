@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from query_helpers import write_mgf
 
-from engine.encoders.fixed import FixedSpectrumEmbedder
+from engine.core.records import Spectrum
+from engine.jobs.library import build_library
+from engine.models.encoders.fixed import FixedSpectrumEmbedder
 from engine.queries.references import FINGERPRINT_CACHE, References
-from engine.records import Spectrum
-from indexes.library import Library, build_library
+from indexes.library import Library
 
 
 def _refs(path: Path) -> References:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.core.schema import spectra_to_batch
 from engine.queries.fragments import (
     HYDROGEN,
     PROTON,
@@ -22,7 +23,6 @@ from engine.queries.fragments import (
     predicted_recall,
 )
 from engine.queries.rank import RankReport, rank_candidates
-from indexes.schema import spectra_to_batch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "model"
 C, H, OX = 12.0, HYDROGEN, 15.99491461957
@@ -122,8 +122,8 @@ def test_large_ring_systems_stay_bounded() -> None:
 def test_true_structures_explain_their_spectra_better_than_near_mass_decoys() -> None:
     """Real MassBank spectra (fixture): each true structure against the 10 fixture candidates nearest
     in mass; true structures explain clearly more of their spectra than the decoys do."""
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-    from engine.model import model_pipeline
+    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.model import model_pipeline
 
     spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet")
     spectra = spectra.filter(pa.array([m is not None for m in spectra.column("precursor_mz").to_pylist()]))
@@ -151,8 +151,8 @@ def test_compiled_pair_scores_equal_the_per_pair_evidence(monkeypatch: pytest.Mo
     """score_pairs (compiled kernel over packed pairs) gives what evidence() computes pair by pair with
     NumPy, across chunk boundaries, modes, sodium adducts, empty spectra and unparsable SMILES."""
     import engine.queries.fragments as fragments_module
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-    from engine.model import model_pipeline
+    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.model import model_pipeline
 
     spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet")
     spectra = spectra.filter(pa.array([m is not None for m in spectra.column("precursor_mz").to_pylist()]))
@@ -201,8 +201,8 @@ def test_rank_candidates_with_fragment_scores(tiny_model: object, sample_spectra
 
 def test_fragmenting_in_worker_processes_matches_one_process() -> None:
     """warm(processes=2), and score_pairs of a scorer with processes=2, give what one process computes."""
-    from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-    from engine.model import model_pipeline
+    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.model import model_pipeline
 
     smiles = [f"{'C' * n}O{'C' * m}" for n in range(1, 41) for m in range(0, 30)]   # 1,200 ethers / alcohols
     scorer = FragmentScorer()

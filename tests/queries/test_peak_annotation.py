@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from engine.encoders.spectrum import flat_from_batch, preprocess_flat
-from engine.model import model_pipeline
+from engine.core.records import Spectrum
+from engine.core.schema import spectra_to_batch
+from engine.jobs.report import build_report
+from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+from engine.models.model import model_pipeline
 from engine.queries.fragments import FragmentScorer
 from engine.queries.peak_annotation import annotate_peaks, annotate_spectrum
-from engine.records import Spectrum
-from engine.report import build_report
-from indexes.schema import spectra_to_batch
 
 DECOYS = ["CC(=O)Oc1ccccc1C(=O)O", "c1ccc2c(c1)cccc2O", "CCCCCCCCCCCCCCCC(=O)O"]
 

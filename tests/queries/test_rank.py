@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from query_helpers import write_mgf
 
+from engine.core.records import Spectrum
+from engine.core.schema import spectra_to_batch
 from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
 from engine.queries.rank import RANK_SCHEMA, RankReport, rank_candidates
-from engine.records import Spectrum
-from indexes.schema import spectra_to_batch
 
 BUNDLED = Path(__file__).resolve().parents[2] / "engine" / "data" / "candidates" / "molecules.parquet"
 

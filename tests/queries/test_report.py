@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
+from engine.core.records import Spectrum
+from engine.jobs.report import build_report
 from engine.queries.similarity import PeakSet, modified_cosine
-from engine.records import Spectrum
-from engine.report import build_report
 
 
 def _results(spectra: list[Spectrum], n_queries: int = 6) -> pa.Table:

@@ -13,15 +13,15 @@ import pytest
 from click.testing import CliRunner
 from query_helpers import build_test_library, split_queries, write_mgf
 
-from engine.encoders.fixed import FixedSpectrumEmbedder
+from engine.core.records import Spectrum
+from engine.core.schema import spectra_to_batch
+from engine.models.calibration import fit_listwise, fit_logistic, load_calibration, reliability_table
+from engine.models.encoders.fixed import FixedSpectrumEmbedder
 from engine.queries.analogue import AnalogueSettings, analogue_search, fallback_reliability
-from engine.queries.calibration import fit_listwise, fit_logistic, load_calibration, reliability_table
 from engine.queries.hits import rank_and_score
 from engine.queries.identity import IdentitySettings, identity_search
 from engine.queries.references import References
 from engine.queries.structure import StructureSettings, spectra_for_structures
-from engine.records import Spectrum
-from indexes.schema import spectra_to_batch
 
 COLUMNS = ["query_id", "rank", "score", "library_id", "inchikey", "smiles", "name", "precursor_mz",
            "mass_difference", "quality"]

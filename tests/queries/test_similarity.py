@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from engine.core.records import Spectrum
 from engine.queries.similarity import (
     PeakSet,
     cosine_greedy,
@@ -14,7 +15,6 @@ from engine.queries.similarity import (
     modified_cosine,
     prepare_entropy,
 )
-from engine.records import Spectrum
 
 
 def _pairs(table: pa.Table, n_random: int = 1500) -> tuple[np.ndarray, np.ndarray]:

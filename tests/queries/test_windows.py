@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from engine.core.records import Tolerance
 from engine.queries.windows import window_pairs
-from engine.records import Tolerance
 from indexes.faiss_ivf import IndexPolicy
 from indexes.vector_index import VectorIndex, add_to_vector_index, build_vector_index
 

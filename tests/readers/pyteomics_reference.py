@@ -1,5 +1,5 @@
 """The engine's earlier mzML / mzXML readers, through pyteomics: the reference the lxml readers of
-:mod:`engine.readers.mzml` are compared against field by field (tests only)."""
+:mod:`engine.io.readers.mzml` are compared against field by field (tests only)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers import ReadItem
-from engine.readers.centroid import centroid_profile
-from engine.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
-from engine.readers.mzml import _sniff
-from engine.records import IonMode, Spectrum
+from engine.core.errors import FileFormatError, InvalidRecordError
+from engine.core.records import IonMode, Spectrum
+from engine.io.readers import ReadItem
+from engine.io.readers.centroid import centroid_profile
+from engine.io.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
+from engine.io.readers.mzml import _sniff
 
 _TIME_FACTORS = {"second": 1.0, "s": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0, "h": 3600.0,
                  "millisecond": 0.001, "ms": 0.001}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from engine.errors import InvalidRecordError
-from engine.records import Spectrum
+from engine.core.errors import InvalidRecordError
+from engine.core.records import Spectrum
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from reader_helpers import BAD
 
-from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers import read_file
-from engine.validate import validate_spectrum
+from engine.core.errors import FileFormatError, InvalidRecordError
+from engine.core.validate import validate_spectrum
+from engine.io.readers import read_file
 
 # file -> (good spectra kept, reasons of the bad records: from the reader or from validation)
 EXPECTED: dict[str, tuple[int, dict[str, int]]] = {

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from reader_helpers import DIALECTS, LOCAL_RAW, MASSBANK, spectra_and_errors
 
-from engine.errors import FileFormatError
-from engine.inputs import expand_inputs
-from engine.readers import format_of, is_spectrum_file, read_file
-from engine.records import Spectrum
+from engine.core.errors import FileFormatError
+from engine.core.records import Spectrum
+from engine.io.inputs import expand_inputs
+from engine.io.readers import format_of, is_spectrum_file, read_file
 
 PLAIN = [MASSBANK / "massbank.mgf", MASSBANK / "massbank.msp", DIALECTS / "nist.msp",
          LOCAL_RAW / "SiriusAdapter_4_input.mzML", LOCAL_RAW / "synthetic_profile_numpress.mzML",

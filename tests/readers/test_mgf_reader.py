@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from reader_helpers import DIALECTS, MASSBANK, spectra_and_errors
 
-from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers import read_file
-from engine.readers.mgf import read_mgf
-from engine.records import Spectrum
+from engine.core.errors import FileFormatError, InvalidRecordError
+from engine.core.records import Spectrum
+from engine.io.readers import read_file
+from engine.io.readers.mgf import read_mgf
 
 
 def _write(tmp_path: Path, text: str, name: str = "x.mgf") -> Path:

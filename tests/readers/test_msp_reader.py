@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from reader_helpers import DIALECTS, MASSBANK, spectra_and_errors
 
-from engine.errors import FileFormatError, InvalidRecordError
-from engine.readers.msp import read_msp
-from engine.records import Spectrum
+from engine.core.errors import FileFormatError, InvalidRecordError
+from engine.core.records import Spectrum
+from engine.io.readers.msp import read_msp
 
 
 def _reference() -> dict[str, dict]:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from reader_helpers import BAD, LOCAL_RAW, SHARED_RAW, independent_ms2, raw_files, spectra_and_errors
 
-from engine.errors import FileFormatError
-from engine.readers import read_file
-from engine.readers.centroid import centroid_profile
-from engine.readers.mzml import read_mzml, read_mzxml
-from engine.records import Spectrum
+from engine.core.errors import FileFormatError
+from engine.core.records import Spectrum
+from engine.io.readers import read_file
+from engine.io.readers.centroid import centroid_profile
+from engine.io.readers.mzml import read_mzml, read_mzxml
 
 
 @pytest.mark.parametrize("path", raw_files(), ids=lambda p: p.name)

@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from reader_helpers import MASSBANK, spectra_and_errors
 
-from engine.errors import FileFormatError, IncompatibleArtifactError
-from engine.readers import read_file
-from engine.readers.mgf import read_mgf
-from engine.readers.parquet import read_parquet
-from engine.records import Spectrum
-from engine.writers import write_spectra
-from indexes.schema import SCHEMA_VERSION_KEY, SPECTRUM_SCHEMA, spectra_to_batch
+from engine.core.errors import FileFormatError, IncompatibleArtifactError
+from engine.core.records import Spectrum
+from engine.core.schema import SCHEMA_VERSION_KEY, SPECTRUM_SCHEMA, spectra_to_batch
+from engine.io.readers import read_file
+from engine.io.readers.mgf import read_mgf
+from engine.io.readers.parquet import read_parquet
+from engine.io.writers import write_spectra
 
 
 def _same(a: Spectrum, b: Spectrum) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.encoders.molecule import MoleculeEncoderConfig
-from engine.encoders.spectrum import SpectrumEncoderConfig
-from engine.model import ModelConfig
-from engine.quality import QualityConfig
-from engine.training.config import DataConfig, TrainConfig, TrainSettings
+from engine.models.encoders.molecule import MoleculeEncoderConfig
+from engine.models.encoders.spectrum import SpectrumEncoderConfig
+from engine.models.model import ModelConfig
+from engine.models.quality import QualityConfig
+from engine.models.training.config import DataConfig, TrainConfig, TrainSettings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "model"
 
@@ -31,7 +31,7 @@ def tiny_config(out_dir: Path, *, name: str = "tiny", epochs: int = 2) -> TrainC
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from engine.training.loop import train
+    from engine.models.training.loop import train
 
     out = tmp_path_factory.mktemp("tiny_run")
     return train(tiny_config(out), log=lambda _: None, progress=False)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model import load_model, model_pipeline
-from engine.training.data import TRAIN, VAL, prepare_data
-from engine.training.loop import learning_rate, train
-from engine.training.metrics import binned_rmse, hit_rates, rank_of_true
-from engine.training.sampling import Sampler
+from engine.models.model import load_model, model_pipeline
+from engine.models.training.data import TRAIN, VAL, prepare_data
+from engine.models.training.loop import learning_rate, train
+from engine.models.training.metrics import binned_rmse, hit_rates, rank_of_true
+from engine.models.training.sampling import Sampler
 from tests.training.conftest import tiny_config
 
 
@@ -34,7 +34,7 @@ def test_prepared_data(tmp_path: Path) -> None:
 def test_sampler_balances_pairs(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     data = prepare_data(config.data, model_pipeline(), log=lambda _: None)
-    from engine.training.loop import _train_tanimoto
+    from engine.models.training.loop import _train_tanimoto
 
     tani = _train_tanimoto(data)
     sampler = Sampler(data, tani, batch_structures=4, hard_negatives=2)
@@ -84,7 +84,7 @@ def test_metrics() -> None:
 def test_train_command(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from engine.cli import main
+    from engine.commands.cli import main
     from tests.training.conftest import FIXTURES
 
     toml = tmp_path / "tiny.toml"
@@ -131,7 +131,7 @@ val_pairs = 20
 def test_candidate_listwise_loss_is_cross_entropy_over_own_negatives() -> None:
     from torch.nn import functional as F  # noqa: N812
 
-    from engine.training.losses import candidate_listwise
+    from engine.models.training.losses import candidate_listwise
 
     gen = torch.Generator().manual_seed(0)
     spec = F.normalize(torch.randn(3, 8, generator=gen), dim=1)

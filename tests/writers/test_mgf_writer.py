@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.readers import read_file
-from engine.readers.mgf import read_mgf
-from engine.readers.parquet import read_parquet
-from engine.records import Spectrum
-from engine.writers import write_mgf, write_spectra
-from engine.writers.mgf import format_spectrum
+from engine.core.records import Spectrum
+from engine.io.readers import read_file
+from engine.io.readers.mgf import read_mgf
+from engine.io.readers.parquet import read_parquet
+from engine.io.writers import write_mgf, write_spectra
+from engine.io.writers.mgf import format_spectrum
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SOURCES = [DATA / "massbank" / "massbank.mgf", *sorted((DATA / "dialects").glob("*.mgf")),

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.readers.mgf import read_mgf
-from engine.readers.parquet import read_parquet
-from engine.records import Spectrum
-from engine.writers import write_spectra_parquet
-from indexes.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SPECTRUM_SCHEMA, spectra_to_batch
+from engine.core.records import Spectrum
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SPECTRUM_SCHEMA, spectra_to_batch
+from engine.io.readers.mgf import read_mgf
+from engine.io.readers.parquet import read_parquet
+from engine.io.writers import write_spectra_parquet
 
 MGF = Path(__file__).resolve().parents[1] / "data" / "massbank" / "massbank.mgf"
 

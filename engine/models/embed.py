@@ -1,0 +1,247 @@
+"""Embed spectrum files and molecule files into Parquet with the joint model.
+
+Spectra: any supported spectrum file (read, validated, streamed in batches); one row per valid spectrum
+with ``spectrum_id``, ``source_file``, precursor / ion mode / adduct, ``embedding`` and ``quality``.
+Molecules: a SMILES file (``.smi``/``.smiles``/``.txt``: ``SMILES [id]`` per line), CSV/TSV or Parquet
+with a ``smiles`` column, or SDF; one row per molecule with the input's columns unchanged plus
+``embedding``. Both files carry the schema version, the encoder hash and the dimension in their schema
+metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.core.errors import FileFormatError, InvalidMoleculeError
+from engine.core.records import IonMode
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+
+if TYPE_CHECKING:
+    from engine.io.stream import OnInvalid, ReadReport
+    from engine.models.model import JointModel
+
+SPECTRUM_ID_COLUMNS = ("spectrum_id", "source_file", "record_index", "precursor_mz", "charge", "ion_mode",
+                       "adduct")
+SMILES_SUFFIXES = (".smi", ".smiles", ".txt")
+CSV_SUFFIXES = (".csv", ".tsv")
+CHUNK = 8192
+
+
+def _meta(model: JointModel, kind: str) -> dict[bytes | str, bytes | str]:
+    return {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(), b"engine.embedding": kind.encode(),
+            b"engine.encoder_hash": model.encoder_hash.encode(), b"engine.dim": str(model.dim).encode(),
+            b"engine.pipeline": json.dumps(model.pipeline.to_dict(), sort_keys=True).encode()}
+
+
+def embedding_array(emb: npt.NDArray[np.float32]) -> pa.FixedSizeListArray:
+    """``fixed_size_list<float32>[dim]`` column from an ``[n, dim]`` array."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1])
+
+
+@dataclass
+class EmbedResult:
+    """What an embed run wrote."""
+
+    out: Path
+    rows: int
+    seconds: float
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "rows": self.rows, "seconds": round(self.seconds, 3), **self.report}
+
+
+def _resolve(model: JointModel | None) -> JointModel:
+    if model is not None:
+        return model
+    from engine.models.model import load_model
+
+    return load_model()
+
+
+def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *,
+                        model: JointModel | None = None, on_invalid: OnInvalid = "error",
+                        dataset: str | None = None, default_ion_mode: IonMode | None = None,
+                        batch_size: int = 1024, progress: bool = False,
+                        report: ReadReport | None = None) -> EmbedResult:
+    """Embed every valid spectrum of ``inputs`` (files, directories, globs) into ``out_parquet``."""
+    from engine.io.inputs import expand_inputs
+    from engine.io.stream import ReadReport, iter_spectrum_batches
+
+    model = _resolve(model)
+    report = report if report is not None else ReadReport()
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise FileFormatError("no spectrum files found", path=", ".join(map(str, inputs)), reason="file_error")
+    t0 = time.perf_counter()
+    out = Path(out_parquet)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields: list[pa.Field[Any]] = [pa.field("spectrum_id", pa.string()), pa.field("source_file", pa.string()),
+                        pa.field("record_index", pa.int64()), pa.field("precursor_mz", pa.float64()),
+                        pa.field("charge", pa.int8()), pa.field("ion_mode", pa.string()),
+                        pa.field("adduct", pa.string()),
+                        pa.field("embedding", pa.list_(pa.float32(), model.dim)),
+                        pa.field("quality", pa.float32())]
+    schema = pa.schema(fields, metadata=_meta(model, "spectrum"))
+    rows = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="embed spectra", unit=" spectra")
+    with pq.ParquetWriter(out, schema) as writer:
+        for batch in iter_spectrum_batches(paths, batch_size=max(batch_size, 4096), on_invalid=on_invalid,
+                                           dataset=dataset, default_ion_mode=default_ion_mode, report=report):
+            emb, quality = model.embed_spectra(batch, batch_size=batch_size)
+            cols = [batch.column(c).cast(schema.field(c).type) for c in SPECTRUM_ID_COLUMNS]
+            writer.write_batch(pa.RecordBatch.from_arrays(
+                [*cols, embedding_array(emb), pa.array(quality, pa.float32())], schema=schema))
+            rows += batch.num_rows
+            if bar is not None:
+                bar.update(batch.num_rows)
+    if bar is not None:
+        bar.close()
+    return EmbedResult(out, rows, time.perf_counter() - t0, report.to_dict())
+
+
+# -- molecules -----------------------------------------------------------------------------------
+
+
+def _smiles_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = True
+        for line_no, line in enumerate(fh, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            parts = text.split(None, 1)
+            if first and parts[0].lower() == "smiles":
+                first = False
+                continue
+            first = False
+            yield {"smiles": parts[0], "id": parts[1].strip() if len(parts) > 1 else None, "_record": f"line {line_no}"}
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        names = reader.fieldnames or []
+        col = next((n for n in names if n.strip().lower() == "smiles"), None)
+        if col is None:
+            raise FileFormatError(f"no 'smiles' column (columns: {', '.join(names)})", path=str(path),
+                                  reason="file_error")
+        for line_no, row in enumerate(reader, start=2):
+            out = {("smiles" if k == col else k): v for k, v in row.items() if k is not None}
+            out["_record"] = f"line {line_no}"
+            yield out
+
+
+def _sdf_rows(path: Path) -> Iterator[dict[str, Any]]:
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
+    supplier = Chem.ForwardSDMolSupplier(str(path), sanitize=True)
+    for index, mol in enumerate(supplier):
+        record = f"record {index + 1}"
+        if mol is None:
+            yield {"smiles": None, "id": None, "_record": record}
+            continue
+        yield {"smiles": Chem.MolToSmiles(mol), "id": mol.GetProp("_Name") if mol.HasProp("_Name") else None,
+               "_record": record}
+
+
+def _dict_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pa.Table]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= CHUNK:
+            yield pa.Table.from_pylist(chunk)
+            chunk = []
+    if chunk:
+        yield pa.Table.from_pylist(chunk)
+
+
+def molecule_chunks(path: str | Path) -> Iterator[pa.Table]:
+    """Chunks of a molecule file as tables with a ``smiles`` column (and ``_record`` for text inputs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError("molecule file not found", path=str(path), reason="file_error")
+    suffix = path.suffix.lower()
+    if suffix in SMILES_SUFFIXES:
+        yield from _dict_chunks(_smiles_lines(path))
+    elif suffix in CSV_SUFFIXES:
+        yield from _dict_chunks(_csv_rows(path))
+    elif suffix == ".sdf":
+        yield from _dict_chunks(_sdf_rows(path))
+    elif suffix in (".parquet", ".pq"):
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        if "smiles" not in names:
+            raise FileFormatError(f"no 'smiles' column (columns: {', '.join(names)})", path=str(path),
+                                  reason="file_error")
+        start = 0
+        for batch in pf.iter_batches(batch_size=CHUNK):
+            table = pa.Table.from_batches([batch])
+            records = pa.array([f"row {i + 1}" for i in range(start, start + table.num_rows)])
+            start += table.num_rows
+            yield table.append_column("_record", records)
+    else:
+        raise FileFormatError(f"unsupported molecule file type {suffix or '(none)'!r}; supported: "
+                              ".smi/.smiles/.txt, .csv/.tsv, .parquet, .sdf", path=str(path), reason="file_error")
+
+
+def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: JointModel | None = None,
+                        on_invalid: OnInvalid = "error", batch_size: int = 1024) -> EmbedResult:
+    """Embed every molecule of ``input`` into ``out_parquet`` (input columns unchanged + ``embedding``).
+
+    In ``skip`` mode invalid structures are left out and listed (``skipped``) in the result's report.
+    """
+    model = _resolve(model)
+    t0 = time.perf_counter()
+    out = Path(out_parquet)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    rows, skipped = 0, []
+    try:
+        for table in molecule_chunks(input):
+            smiles = [s if isinstance(s, str) else "" for s in table.column("smiles").to_pylist()]
+            records = table.column("_record").to_pylist()
+            result = model.embed_molecules(smiles, batch_size=batch_size, on_invalid="skip")
+            if result.skipped and on_invalid == "error":
+                index, bad = result.skipped[0]
+                raise InvalidMoleculeError(f"invalid SMILES {bad!r}: RDKit cannot parse it", path=str(input),
+                                           record=records[index], reason="invalid_smiles")
+            skipped += [{"record": records[i], "smiles": s} for i, s in result.skipped]
+            kept = table.drop_columns(["_record"]).filter(pa.array(result.valid))
+            kept = kept.append_column(pa.field("embedding", pa.list_(pa.float32(), model.dim)),
+                                      embedding_array(result.embeddings) if kept.num_rows else
+                                      pa.array([], pa.list_(pa.float32(), model.dim)))
+            if writer is None or schema is None:
+                schema = kept.schema.with_metadata({**(kept.schema.metadata or {}), **_meta(model, "molecule")})
+                writer = pq.ParquetWriter(out, schema)
+            writer.write_table(kept.cast(schema))
+            rows += kept.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        empty = pa.schema([pa.field("smiles", pa.string()),
+                           pa.field("embedding", pa.list_(pa.float32(), model.dim))],
+                          metadata=_meta(model, "molecule"))
+        pq.write_table(empty.empty_table(), out)
+    return EmbedResult(out, rows, time.perf_counter() - t0,
+                       {"molecules_read": rows + len(skipped), "kept": rows, "skipped": len(skipped),
+                        "skipped_records": skipped})

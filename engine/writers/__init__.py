@@ -1,8 +1,0 @@
-"""Writers of spectra: MGF text and Parquet files of the engine's spectrum schema."""
-
-from __future__ import annotations
-
-from engine.writers.mgf import write_mgf
-from engine.writers.parquet import write_spectra, write_spectra_parquet
-
-__all__ = ["write_mgf", "write_spectra", "write_spectra_parquet"]
