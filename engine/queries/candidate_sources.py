@@ -81,7 +81,8 @@ def candidate_source(*, candidates_path: str | None = None, lists_path: str | No
     lists = read_candidate_lists(lists_path) if lists_path is not None else None
     client = None
     if pubchem:
-        client = PubChemClient(cache_path=Path(pubchem_cache) if pubchem_cache is not None else None, timeout_s=pubchem_timeout_s)
+        cache = Path(pubchem_cache) if pubchem_cache is not None else None
+        client = PubChemClient(cache_path=cache, timeout_s=pubchem_timeout_s)
     table_path = candidates_path
     if table_path is None and lists is None and not pubchem and bundled_fallback:
         log.info("no candidate table given; using the bundled candidate set %s", BUNDLED_CANDIDATES)
