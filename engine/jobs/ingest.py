@@ -9,17 +9,20 @@ is a no-op, and rows left by a file whose ledger entry is missing are replaced, 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lancedb
 import pyarrow as pa
+from tqdm import tqdm
 
 from engine.core.errors import IncompatibleArtifactError
 from engine.core.records import IonMode
 from engine.core.schema import SPECTRUM_SCHEMA, check_schema_version, spectra_to_batch
 from engine.io.inputs import expand_inputs, file_sha256
+from engine.io.readers.identifiers import check_dataset
 from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
 from indexes.store import FileLedger
 
@@ -60,6 +63,37 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+#: Writes one file's stream of record batches into a store (called once per new file).
+FileWriter = Callable[[Path, str, Iterator[pa.RecordBatch]], None]
+
+
+def ingest_files(paths: Sequence[Path], ledger: FileLedger, write: FileWriter, *, on_invalid: OnInvalid = "error",
+                 dataset: str | None = None, default_ion_mode: IonMode | None = None, batch_size: int = 16_384,
+                 report: ReadReport, progress: bool = True) -> None:
+    """The one ingest loop: for each file not yet in ``ledger``, stream its valid spectra as Arrow batches
+    (file hash and record index attached) into ``write``, then record the file in the ledger.
+
+    ``engine ingest`` writes the batches as they are; a library build embeds them first. A file whose
+    ledger entry exists is counted as unchanged and not read again.
+    """
+    bar = tqdm(total=None, unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    try:
+        for path in paths:
+            sha = file_sha256(path)
+            if sha in ledger:
+                report.files += 1
+                report.files_unchanged += 1
+                continue
+            bar.set_postfix_str(path.name, refresh=False)
+            kept, skipped = report.kept, report.n_skipped
+            write(path, sha, _file_batches(path, sha, on_invalid=on_invalid, dataset=dataset,
+                                           default_ion_mode=default_ion_mode, report=report,
+                                           batch_size=batch_size, bar=bar))
+            ledger.record(sha, str(path), n_records=report.kept - kept, n_skipped=report.n_skipped - skipped)
+    finally:
+        bar.close()
+
+
 def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInvalid = "error",
            dataset: str | None = None, default_ion_mode: IonMode | None = None,
            batch_size: int = 16_384, progress: bool = True, report_path: str | Path | None = None
@@ -69,11 +103,6 @@ def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInv
     Raises the first :class:`~engine.core.errors.InvalidInputError` in ``error`` mode; in ``skip`` mode bad
     records are counted in the report (and written to ``report_path`` as Parquet when given).
     """
-    import lancedb
-    from tqdm import tqdm
-
-    from engine.io.readers.identifiers import check_dataset
-
     if dataset is not None:
         check_dataset(dataset)
     start = time.perf_counter()
@@ -84,27 +113,17 @@ def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInv
     spectra = _open_or_create(db, SPECTRA_TABLE, SPECTRUM_SCHEMA, str(store))
     ledger = FileLedger(store, name=LEDGER_TABLE)
     report = ReadReport()
-    bar = tqdm(total=None, unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+
+    def write(path: Path, sha: str, batches: Iterator[pa.RecordBatch]) -> None:
+        # Rows from an earlier interrupted ingest of this content have no ledger entry: drop them, then
+        # write the whole file in one transaction.
+        spectra.delete(f"file_sha256 = {_quote(sha)}")
+        _add_stream(spectra, batches)
+
     try:
-        for path in paths:
-            sha = file_sha256(path)
-            if sha in ledger:
-                report.files += 1
-                report.files_unchanged += 1
-                continue
-            bar.set_postfix_str(path.name, refresh=False)
-            # Rows from an earlier interrupted ingest of this content have no ledger entry: drop them.
-            spectra.delete(f"file_sha256 = {_quote(sha)}")
-            skipped_before = report.n_skipped
-            n_before = report.kept
-            batches = _file_batches(path, sha, on_invalid=on_invalid, dataset=dataset,
-                                    default_ion_mode=default_ion_mode, report=report,
-                                    batch_size=batch_size, bar=bar)
-            _add_stream(spectra, batches)
-            ledger.record(sha, str(path), n_records=report.kept - n_before,
-                          n_skipped=report.n_skipped - skipped_before)
+        ingest_files(paths, ledger, write, on_invalid=on_invalid, dataset=dataset,
+                     default_ion_mode=default_ion_mode, batch_size=batch_size, report=report, progress=progress)
     finally:
-        bar.close()
         if report_path is not None:
             report.write_parquet(report_path)
     return IngestResult(report=report, store=store, rows_in_table=spectra.count_rows(),

@@ -6,17 +6,17 @@ Running it again on the same directory adds only new files / spectra.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+import pyarrow as pa
 
 from engine.core.records import IonMode
-from engine.core.schema import spectra_to_batch
-from engine.io.inputs import expand_inputs, file_sha256
-from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
+from engine.io.inputs import expand_inputs
+from engine.io.stream import OnInvalid, ReadReport
+from engine.jobs.ingest import ingest_files
 from engine.models.encoders.base import SpectrumEmbedder
 from indexes.faiss_ivf import IndexPolicy
 from indexes.library import Library, with_embeddings
@@ -53,32 +53,20 @@ def build_library(inputs: Sequence[str | Path], out: str | Path, embedder: Spect
     start = time.perf_counter()
     paths = expand_inputs(inputs)
     lib = Library.create(out, dim=embedder.dim, encoder_hash=embedder.encoder_hash)
-    ledger = FileLedger(out)
     report = ReadReport()
     result = BuildResult(path=Path(out))
-    bar = tqdm(total=None, unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+
+    def write(path: Path, sha: str, batches: Iterator[pa.RecordBatch]) -> None:
+        for batch in batches:
+            emb, quality = embedder.embed_spectra(batch)
+            n_new = lib.add(with_embeddings(batch, emb, quality))
+            result.inserted += n_new
+            result.duplicates += batch.num_rows - n_new
+
     try:
-        for path in paths:
-            sha = file_sha256(path)
-            if sha in ledger:
-                report.files += 1
-                report.files_unchanged += 1
-                continue
-            bar.set_postfix_str(path.name, refresh=False)
-            kept, skipped = report.kept, report.n_skipped
-            items = read_indexed_spectra(path, on_invalid=on_invalid, dataset=dataset,
-                                         default_ion_mode=default_ion_mode, report=report)
-            for chunk in batched(items, batch_size):
-                batch = spectra_to_batch([s for _, s in chunk], file_sha256=sha,
-                                         record_indices=[i for i, _ in chunk])
-                emb, quality = embedder.embed_spectra(batch)
-                n_new = lib.add(with_embeddings(batch, emb, quality))
-                result.inserted += n_new
-                result.duplicates += batch.num_rows - n_new
-                bar.update(batch.num_rows)
-            ledger.record(sha, str(path), n_records=report.kept - kept, n_skipped=report.n_skipped - skipped)
+        ingest_files(paths, FileLedger(out), write, on_invalid=on_invalid, dataset=dataset,
+                     default_ion_mode=default_ion_mode, batch_size=batch_size, report=report, progress=progress)
     finally:
-        bar.close()
         if report_path is not None:
             report.write_parquet(report_path)
     if result.inserted:
