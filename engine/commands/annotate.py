@@ -20,14 +20,16 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
               help="Model checkpoint [default: the bundled model].")
 @click.option("--candidates", default=None, type=click.Path(exists=True),
               help="Molecule table (Parquet / LanceDB) to rank candidate structures from.")
-@click.option("--candidates-by", type=click.Choice(["mass", "formula"]), default="mass", show_default=True)
+@click.option("--candidates-by", type=click.Choice(["mass", "formula"]), default="mass", show_default=True,
+              help="Select candidates by neutral mass (precursor m/z and adduct) or by the query's FORMULA field.")
 @click.option("--library-evidence/--no-library-evidence", default=True, show_default=True,
               help="Candidate ranking demotes candidates whose own reference spectra in the library do not "
                    "match the spectrum.")
 @click.option("--fragments/--no-fragments", "fragment_scoring", default=True, show_default=True,
               help="Candidate ranking adds fragment evidence to each candidate's score: how much of the "
                    "spectrum its in-silico fragments explain and how many of its likely fragments it shows.")
-@click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float)
+@click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float,
+              help="Precursor m/z window of library matching, in ppm.")
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
 @click.option("--analogue-candidates", default=10, show_default=True,
               help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 200; "

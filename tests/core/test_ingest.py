@@ -117,7 +117,7 @@ def test_mixed_directory_skip_mode_counts_by_reason(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in BAD.iterdir() if p.is_file() and p.suffix != ".md"))
 def test_every_bad_file_fails_strict_with_its_name(tmp_path: Path, name: str) -> None:
     result = CliRunner().invoke(main, ["ingest", str(BAD / name), "--out", str(tmp_path / "s"), "--quiet"])
-    if result.exit_code == 0:  # files whose bad records are all repairable (e.g. only unsorted peaks)
-        pytest.skip(f"{name} holds no record that strict mode refuses")
+    # every file of the corpus holds at least one record strict mode refuses (tests/data/bad/README.md)
+    assert result.exit_code != 0, f"strict mode accepted {name}: {result.output}"
     assert name in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1

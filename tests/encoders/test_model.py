@@ -131,7 +131,6 @@ def test_checkpoint_refusals(tmp_path: Path) -> None:
         load_model(tmp_path / "missing.pt")
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="default model not trained yet")
 def test_bundled_default_model(batch) -> None:  # type: ignore[no-untyped-def]
     model = load_model()
     assert DEFAULT_MODEL.stat().st_size < 25 * 2**20

@@ -124,7 +124,8 @@ def test_ray_two_workers_same_results_and_survives_a_killed_worker(
         library: Path, reference: tuple[Path, list[dict[str, object]]], tmp_path: Path) -> None:
     import threading
 
-    ray = pytest.importorskip("ray")
+    import ray  # a dev dependency: its absence is a failure, not a skip
+
     from engine.jobs.annotate import JobOptions, annotate
     from engine.jobs.annotator import AnnotateSettings, AnnotatorSpec
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from engine.models.calibration import CALIBRATION_DIR, Calibration
 from engine.queries.analogue import ANALOGUE_RANKER, ANALOGUE_SCALE, analogue_score_model
 from engine.queries.identity import IDENTITY_RANKER, IDENTITY_SCALE, identity_score_model
@@ -12,8 +10,7 @@ from engine.queries.identity import IDENTITY_RANKER, IDENTITY_SCALE, identity_sc
 def test_calibrations_match_the_bundled_model() -> None:
     from engine.models.model import DEFAULT_MODEL
 
-    if not DEFAULT_MODEL.exists():
-        pytest.skip("no bundled model")
+    assert DEFAULT_MODEL.exists(), "the bundled model is missing"
     from engine.models.checkpoint import load_checkpoint
 
     model_hash = load_checkpoint(DEFAULT_MODEL)["content_hash"]

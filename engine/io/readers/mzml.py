@@ -44,6 +44,7 @@ from engine.core.records import IonMode, Spectrum
 from engine.io.readers.centroid import centroid_profile
 from engine.io.readers.files import GZIP_ERRORS, ReadItem, open_binary
 from engine.io.readers.identifiers import check_dataset, scan_from_native_id, spectrum_identifier
+from engine.io.readers.peaks import as_intensities
 
 _TIME_FACTORS = {"second": 1.0, "s": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0, "h": 3600.0,
                  "millisecond": 0.001, "ms": 0.001, "UO:0000010": 1.0, "UO:0000031": 60.0,
@@ -113,10 +114,7 @@ def _stream(path: str | Path, tags: tuple[str, ...], convert: Converter, run: st
     freed once converted, so memory stays at one spectrum whatever the file size. Reading stops at the
     end of the ``run`` element: what follows (the offset index of indexed files) holds no spectra."""
     path_str = str(path)
-    if not path_str.lower().endswith(".gz"):
-        yield from _elements(path_str, path_str, tags, convert, run)   # libxml2 reads the file itself
-        return
-    with open_binary(path) as handle:
+    with open_binary(path) as handle:   # closed here even when reading stops at the run's end
         yield from _elements(handle, path_str, tags, convert, run)
 
 
@@ -315,7 +313,7 @@ def _from_mzml(spectrum: Any, groups: Groups, path: str, dataset: str | None, po
 def _peaks(mz: np.ndarray | None, intensity: np.ndarray | None, profile: bool, meta: dict[str, str]
            ) -> tuple[np.ndarray, np.ndarray]:
     mz = (mz if mz is not None else np.zeros(0)).astype(np.float64)
-    intensity = (intensity if intensity is not None else np.zeros(0)).astype(np.float32)
+    intensity = as_intensities(intensity if intensity is not None else np.zeros(0))
     if profile and mz.shape == intensity.shape:
         mz, intensity = centroid_profile(mz, intensity)
         meta["centroided"] = "local_maximum"
