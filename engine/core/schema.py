@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from engine.core.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError, InvalidRecordError
 from engine.core.records import Spectrum
 
 SCHEMA_VERSION = 1
@@ -94,8 +94,14 @@ def check_schema_version(schema: pa.Schema, *, where: str) -> None:
 
 def spectra_to_batch(spectra: Sequence[Spectrum], *, file_sha256: str | None = None,
                      record_indices: Sequence[int] | None = None) -> pa.RecordBatch:
-    """Convert spectra to one record batch of :data:`SPECTRUM_SCHEMA` (peak lists without copies per row)."""
+    """Convert spectra to one record batch of :data:`SPECTRUM_SCHEMA` (peak lists without copies per row).
+
+    A charge, MS level or scan number that does not fit its integer column raises
+    :class:`InvalidRecordError` naming the spectrum (validation refuses them before they get here).
+    """
     n = len(spectra)
+    for s in spectra:
+        _check_fits(s)
     lengths = np.fromiter((s.mz.shape[0] for s in spectra), dtype=np.int64, count=n)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
@@ -130,6 +136,19 @@ def spectra_to_batch(spectra: Sequence[Spectrum], *, file_sha256: str | None = N
         "intensity": pa.ListArray.from_arrays(off, pa.array(inten, pa.float32())),
     }
     return pa.RecordBatch.from_arrays([cols[name] for name in SPECTRUM_COLUMNS], schema=SPECTRUM_SCHEMA)
+
+
+_INT8 = (-128, 127)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_fits(spectrum: Spectrum) -> None:
+    for name, value, (low, high) in (("charge", spectrum.charge, _INT8), ("ms_level", spectrum.ms_level, _INT8),
+                                     ("scan", spectrum.scan, _INT64)):
+        if value is not None and not low <= value <= high:
+            raise InvalidRecordError(f"{name} {value} does not fit its column ({low}..{high})",
+                                     path=spectrum.source_file or None, record=spectrum.spectrum_id,
+                                     reason=f"invalid_{name}")
 
 
 def batch_to_spectra(batch: pa.RecordBatch | pa.Table) -> Iterable[Spectrum]:

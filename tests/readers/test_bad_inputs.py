@@ -9,8 +9,10 @@ import pytest
 from reader_helpers import BAD
 
 from engine.core.errors import FileFormatError, InvalidRecordError
-from engine.core.validate import validate_spectrum
+from engine.core.schema import spectra_to_batch
+from engine.core.validate import REASONS, validate_spectrum
 from engine.io.readers import read_file
+from engine.io.stream import ReadReport, read_valid_spectra
 
 # file -> (good spectra kept, reasons of the bad records: from the reader or from validation)
 EXPECTED: dict[str, tuple[int, dict[str, int]]] = {
@@ -27,6 +29,10 @@ EXPECTED: dict[str, tuple[int, dict[str, int]]] = {
     "compressed.mgf": (0, {"file_error": 1}),
     "truncated.mzML": (5, {"file_error": 1}),
     "garbage.mzML": (0, {"file_error": 1}),
+    "hostile_precursor.mgf": (2, {"invalid_precursor": 3}),
+    "hostile_charge.mgf": (2, {"invalid_charge": 3}),
+    "hostile_headers.mgf": (2, {"invalid_retention_time": 3, "invalid_collision_energy": 1, "invalid_scan": 1}),
+    "hostile_peaks.mgf": (2, {"mz_out_of_range": 1, "non_finite_values": 1}),
 }
 
 
@@ -67,6 +73,25 @@ def test_bad_file_outcome(name: str) -> None:
     assert (kept, dict(reasons)) == EXPECTED[name]
     for message in messages:  # every message names the file
         assert str(BAD / name) in message
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_file_through_the_stream_and_into_a_batch(name: str) -> None:
+    """What every command reads through (vectorised validation): the same outcome, and the kept spectra
+    convert to a record batch (no value reaches an integer cast unchecked)."""
+    report = ReadReport()
+    kept = list(read_valid_spectra(BAD / name, on_invalid="skip", report=report))
+    assert (len(kept), dict(report.skipped)) == EXPECTED[name]
+    assert spectra_to_batch(kept).num_rows == len(kept)
+    for reject in report.rejects:
+        assert reject["file"] == str(BAD / name) and reject["reason"] in REASONS
+
+
+@pytest.mark.parametrize("name", ["hostile_precursor.mgf", "hostile_charge.mgf", "hostile_headers.mgf"])
+def test_strict_mode_names_file_and_record_of_an_out_of_range_value(name: str) -> None:
+    with pytest.raises(InvalidRecordError) as info:
+        list(read_valid_spectra(BAD / name, on_invalid="error"))
+    assert info.value.path == str(BAD / name) and info.value.record and "record 2" in info.value.record
 
 
 def test_strict_mode_stops_at_the_first_bad_record() -> None:

@@ -27,6 +27,7 @@ from engine.core.records import Spectrum
 from engine.io.readers.fields import optional_text, parse_ion_mode
 from engine.io.readers.files import ReadItem
 from engine.io.readers.identifiers import check_dataset, spectrum_identifier
+from engine.io.readers.peaks import as_intensities
 
 #: Spectrum field <- column names of foreign tables (lower case), highest priority first.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -136,7 +137,7 @@ def _foreign_batch(batch: Any, mapping: dict[str, str], path: str, dataset: str 
     mz_off, mz_values = _peaks(batch.column(mapping["mz"]))
     in_off, in_values = _peaks(batch.column(mapping["intensity"]))
     mz_values = mz_values.astype(np.float64, copy=False)
-    in_values = in_values.astype(np.float32, copy=False)
+    in_values = in_values if in_values.dtype == np.float32 else as_intensities(in_values)
     used = set(mapping.values())
     fields = {f: batch.column(c).to_pylist() for f, c in mapping.items() if f not in ("mz", "intensity")}
     extra = {name: batch.column(name).to_pylist() for name in batch.schema.names if name not in used}

@@ -34,6 +34,13 @@ _CONVERT = pacsv.ConvertOptions(
     quoted_strings_can_be_null=False)
 
 
+def as_intensities(values: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Intensities as float32; a value beyond float32's range becomes infinite (which validation refuses
+    as ``non_finite_values``) instead of raising an overflow warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values, dtype=np.float64).astype(np.float32)
+
+
 def _float64s(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
     """A float64 column without nulls as numpy, straight from its buffers (no pandas import)."""
     arrays = [np.frombuffer(memoryview(chunk.buffers()[1]),  # type: ignore[arg-type]
@@ -64,7 +71,7 @@ def parse_peak_text(text: str, counts: Sequence[int]) -> list[Peaks] | None:
     if table.num_rows != sum(counts):
         return None
     mz = _float64s(table.column("mz")).copy()
-    intensity = _float64s(table.column("intensity")).astype(np.float32)
+    intensity = as_intensities(_float64s(table.column("intensity")))
     out: list[Peaks] = []
     start = 0
     for n in counts:
@@ -130,4 +137,4 @@ def parse_peak_lines(lines: Sequence[str], *, pairs_per_line: bool = False) -> P
             raise PeakLineError(f"peak line {line.strip()!r} needs an m/z and an intensity", offset)
         mz.append(_number(tokens[0], offset, line))
         intensity.append(_number(tokens[1], offset, line))
-    return np.array(mz, dtype=np.float64), np.array(intensity, dtype=np.float64).astype(np.float32)
+    return np.array(mz, dtype=np.float64), as_intensities(intensity)
