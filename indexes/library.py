@@ -160,11 +160,13 @@ class Library:
                                   key_column=self.layout.key_column, mass_column=self.layout.mass_column,
                                   table_rows=self.table.count_rows(), policy=policy, progress=progress)
 
-    def update_index(self, *, policy: IndexPolicy | None = None, progress: bool = False) -> IndexManifest:
+    def update_index(self, *, policy: IndexPolicy | None = None, progress: bool = False,
+                     rebuild_when_larger: bool = True) -> IndexManifest:
         """Bring the index up to date with the table without retraining.
 
         Rows newer than the manifest's ``max_row_id`` are added to their partitions. Without an index,
-        or when the new rows outnumber the indexed ones, the index is rebuilt instead.
+        or (with ``rebuild_when_larger``) when the new rows outnumber the indexed ones, the index is
+        rebuilt instead; a repository passes False so that adding rows never rebuilds the others.
         """
         if not self.has_index():
             return self.build_index(policy=policy, progress=progress)
@@ -179,7 +181,7 @@ class Library:
             raise IncompatibleArtifactError(f"{self.index_dir}: index and table disagree ({manifest.n_rows} "
                                             f"indexed + {light.num_rows} new != {table_rows} rows); "
                                             f"rebuild it with `engine index retrain --all`")
-        if light.num_rows > manifest.n_rows:
+        if rebuild_when_larger and light.num_rows > manifest.n_rows:
             return self.build_index(policy=policy or manifest.policy, progress=progress)
         self._index = None
         by_id = {int(r): i for i, r in enumerate(light.column("row_id").to_numpy())}
