@@ -179,7 +179,10 @@ class Annotator:
             t = time.perf_counter()
             ranked = self._rank(batch, emb, quality)
             self.seconds["rank"] += time.perf_counter() - t
-        return self._assemble(batch, quality, ident, analog, ranked)
+        table = self._assemble(batch, quality, ident, analog, ranked)
+        # the embeddings travel with the results: engine network reuses them instead of embedding again
+        return table.append_column("embedding", pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel()), emb.shape[1]))
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
         emb, quality = self.embed(batch)
