@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rank": ("engine.commands.rank", "rank"),
     "report": ("engine.commands.report", "report"),
     "annotate": ("engine.commands.annotate", "annotate"),
+    "network": ("engine.commands.network", "network"),
 }
 
 
