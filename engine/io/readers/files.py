@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from pathlib import Path
 from typing import IO
@@ -57,8 +58,53 @@ def is_spectrum_file(path: str | Path) -> bool:
 GZIP_ERRORS: tuple[type[Exception], ...] = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
+#: A ``.gz`` file that inflates more than this many times its size is refused (a decompression bomb:
+#: spectrum files compress 3-20 times), once more than :data:`INFLATION_CHECKED_AFTER` bytes came out.
+MAX_INFLATION_RATIO = 200
+INFLATION_CHECKED_AFTER = 8 << 20
+
+
+class _InflationGuard(io.RawIOBase):
+    """Reads a gzip stream and refuses it once it has inflated beyond :data:`MAX_INFLATION_RATIO`."""
+
+    def __init__(self, path: str | Path, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._path = str(path)
+        self._raw = raw
+        self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        self._inflated = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._gz.readinto(buffer)
+        self._inflated += n
+        if self._inflated > INFLATION_CHECKED_AFTER:
+            compressed = max(self._raw.tell(), 1)
+            if self._inflated > MAX_INFLATION_RATIO * compressed:
+                raise FileFormatError(
+                    f"refused: {compressed:,} compressed bytes inflate to more than {self._inflated:,} "
+                    f"(over {MAX_INFLATION_RATIO} times; a decompression bomb?)", path=self._path,
+                    reason="file_error")
+        return n
+
+    def close(self) -> None:
+        try:
+            self._gz.close()
+            self._raw.close()
+        finally:
+            super().close()
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
-    """Open a spectrum file for reading bytes, decompressing a ``.gz`` file on the fly."""
+    """Open a spectrum file for reading bytes, decompressing a ``.gz`` file on the fly (and refusing one
+    that inflates beyond :data:`MAX_INFLATION_RATIO` times its size)."""
     if str(path).lower().endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile reads like IO[bytes]
+        raw = open(path, "rb")  # noqa: SIM115 (closed by the returned reader)
+        try:
+            return io.BufferedReader(_InflationGuard(path, raw), buffer_size=1 << 16)
+        except BaseException:
+            raw.close()
+            raise
     return open(path, "rb")

@@ -5,6 +5,8 @@ size while per-line work happens on large decoded strings. Bytes that are not UT
 file: the chunk is decoded with ``surrogateescape`` and marked ``dirty``, and the format reader turns the
 offending line into a per-record error (see :func:`undecodable`). ``\\r\\n`` line ends are accepted.
 A ``.gz`` file is decompressed while it streams; a corrupt or truncated one is a file error.
+A line longer than :data:`MAX_LINE_BYTES` is a file error naming the line, so memory stays bounded
+whatever the input (a gigabyte of one character without a line end is refused after 8 MiB).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from engine.core.errors import FileFormatError
 from engine.io.readers.files import GZIP_ERRORS, open_binary
 
 CHUNK_BYTES = 4 << 20
+#: The longest line the text readers accept.
+MAX_LINE_BYTES = 8 << 20
 _SNIFF_BYTES = 1 << 16
 #: An unreadable file, or a corrupt or truncated .gz.
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, *GZIP_ERRORS)
@@ -44,23 +48,24 @@ class TextChunk:
 
 
 def iter_text_chunks(path: str | Path, *, chunk_bytes: int = CHUNK_BYTES,
-                     boundary: bytes | None = None) -> Iterator[TextChunk]:
+                     boundary: bytes | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[TextChunk]:
     """Yield a text file in chunks of whole lines.
 
     With ``boundary`` (e.g. ``b"END IONS"``) a chunk ends, where possible, after the last line that
     starts with it, so that a chunk holds whole records. Raises :class:`FileFormatError` for an empty
-    file or one that looks binary (NUL bytes).
+    file, one that looks binary (NUL bytes) or a line longer than ``max_line_bytes``.
     """
     marker = b"\n" + boundary if boundary else b""
     with open_binary(path) as handle:
         try:
-            yield from _chunks(handle, path, chunk_bytes, marker)
+            yield from _chunks(handle, path, chunk_bytes, marker, max_line_bytes)
         except _READ_ERRORS as exc:
             raise FileFormatError(f"cannot read the file: {type(exc).__name__}: {exc}", path=str(path),
                                   reason="file_error") from None
 
 
-def _chunks(handle: IO[bytes], path: str | Path, chunk_bytes: int, marker: bytes) -> Iterator[TextChunk]:
+def _chunks(handle: IO[bytes], path: str | Path, chunk_bytes: int, marker: bytes,
+            max_line_bytes: int) -> Iterator[TextChunk]:
     data = handle.read(chunk_bytes)
     if not data:
         raise FileFormatError("empty file (0 bytes)", path=str(path), reason="file_error")
@@ -83,6 +88,9 @@ def _chunks(handle: IO[bytes], path: str | Path, chunk_bytes: int, marker: bytes
                     cut = buf.find(b"\n", at + len(marker)) + 1
             if cut == 0:
                 cut = buf.rfind(b"\n") + 1
+            if (cut == 0 and len(buf) > max_line_bytes) or (carry and buf.find(b"\n", 0, cut) > max_line_bytes):
+                raise FileFormatError(f"line {line_no} is longer than {max_line_bytes:,} bytes (the limit): "
+                                      f"not a spectrum text file?", path=str(path), reason="file_error")
             if cut == 0:
                 carry = buf
                 data = handle.read(chunk_bytes)
