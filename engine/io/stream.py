@@ -127,10 +127,17 @@ def read_indexed_spectra(path: str | Path, *, on_invalid: OnInvalid = "error", d
         if on_invalid == "error":
             raise
         report.reject(err)
-    except (OSError, UnicodeDecodeError, IncompatibleArtifactError) as exc:
+    except InvalidRecordError:
+        raise  # strict mode's first bad record
+    except Exception as exc:  # the file boundary: any failure of a reader fails its file only
         yield from flush()
         report.files_failed += 1
-        detail = exc if isinstance(exc, IncompatibleArtifactError) else f"cannot read file: {exc}"
+        if isinstance(exc, IncompatibleArtifactError):
+            detail = str(exc)
+        elif isinstance(exc, (OSError, UnicodeDecodeError)):
+            detail = f"cannot read file: {exc}"
+        else:
+            detail = f"cannot read file: {type(exc).__name__}: {exc}"
         file_err = FileFormatError(str(detail), path=spath, reason="file_error")
         if on_invalid == "error":
             raise file_err from None
