@@ -298,8 +298,10 @@ class NetworkJob:
             self.summary.nodes_added += nodes.num_rows
         store.add_input(file.key, str(file.path), "file", report.to_dict())
 
-    def add_annotated(self, store: NetworkStore, file: InputFile, parts: list[Path]) -> None:
-        """Nodes from one input file of an annotate output: its embeddings and annotations, peaks re-read."""
+    def add_annotated(self, store: NetworkStore, file: InputFile, parts: list[Path], encoder_hash: str | None
+                      ) -> None:
+        """Nodes from one input file of an annotate output: its embeddings and annotations, peaks re-read.
+        Embeddings of another model than the network's (``encoder_hash``) are made again."""
         import pyarrow.parquet as pq
 
         results = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
@@ -308,9 +310,9 @@ class NetworkJob:
             store.add_input(file.key, str(file.path), "annotate", report.to_dict())
             return
         by_record = {int(r): i for i, r in enumerate(results.column("record_index").to_numpy().tolist())}
-        has_emb = "embedding" in results.column_names
+        has_emb = "embedding" in results.column_names and encoder_hash == self.model.encoder_hash
         if not has_emb:
-            log.warning("%s: annotate results without embeddings (an older engine); embedding again", file.path)
+            log.warning("%s: annotate results without embeddings of this model; embedding again", file.path)
         if not file.path.exists():
             log.warning("%s: query file not found; its %d spectra are left out", file.path, results.num_rows)
             store.add_input(file.key, str(file.path), "annotate", {**report.to_dict(), "missing": True})
@@ -346,17 +348,18 @@ class NetworkJob:
         store = self.open_store()
         done = store.input_keys()
         n_old = store.n_nodes
-        plan: list[tuple[InputFile, list[Path] | None]] = []
+        plan: list[tuple[InputFile, list[Path] | None, str | None]] = []
         files: list[str | Path] = []
         for item in inputs:
             if is_annotate_output(Path(item)):
-                plan += [(f, parts) for f, parts in _annotate_parts(Path(item))]
+                job = json.loads((Path(item) / "job.json").read_text()).get("fingerprint", {})
+                plan += [(f, parts, job.get("encoder_hash")) for f, parts in _annotate_parts(Path(item))]
             else:
                 files.append(item)
-        plan += [(f, None) for f in (plan_files(files) if files else [])]
+        plan += [(f, None, None) for f in (plan_files(files) if files else [])]
         seen: set[str] = set()
         t = time.perf_counter()
-        for file, parts in plan:
+        for file, parts, encoder_hash in plan:
             if file.key in done or file.key in seen:
                 continue
             seen.add(file.key)
@@ -364,7 +367,7 @@ class NetworkJob:
             if parts is None:
                 self.add_file(store, file)
             else:
-                self.add_annotated(store, file, parts)
+                self.add_annotated(store, file, parts, encoder_hash)
         self.seconds["ingest"] += time.perf_counter() - t
         self._grow_candidates(store, n_old)
         t = time.perf_counter()
