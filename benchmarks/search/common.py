@@ -18,7 +18,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.queries.references import References
+from indexes.search import search
 from indexes.vector_index import VectorIndex, build_vector_index
+
+
+class IndexLibrary:
+    """A bare vector index with the two methods the searches use (``search`` and ``index``)."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self._index = index
+
+    def index(self) -> VectorIndex:
+        return self._index
+
+    def search(self, queries: npt.NDArray[np.float32], **kwargs: Any) -> pa.Table:
+        """:func:`indexes.search.search` on the index."""
+        return search(self._index, queries, **kwargs)
 
 
 def embed(model: Any, table: pa.Table, *, batch_size: int = 4096) -> tuple[npt.NDArray[np.float32],
@@ -34,7 +49,7 @@ def embed(model: Any, table: pa.Table, *, batch_size: int = 4096) -> tuple[npt.N
 
 
 def build_library(directory: Path, table: pa.Table, rows: npt.NDArray[np.int64], emb: npt.NDArray[np.float32],
-                  quality: npt.NDArray[np.float32], *, encoder_hash: str) -> tuple[VectorIndex, References, float]:
+                  quality: npt.NDArray[np.float32], *, encoder_hash: str) -> tuple[IndexLibrary, References, float]:
     """Index of ``rows`` of ``table`` (row_id = table position) and its References; build seconds."""
     start = time.perf_counter()
     rows = np.asarray(rows, dtype=np.int64)
@@ -52,7 +67,7 @@ def build_library(directory: Path, table: pa.Table, rows: npt.NDArray[np.int64],
 
     build_vector_index(directory, light, batches, dim=dim, encoder_hash=encoder_hash, table="spectra",
                        key_column="spectrum_id", mass_column="precursor_mz", table_rows=rows.shape[0])
-    index = VectorIndex.open(directory)
+    index = IndexLibrary(VectorIndex.open(directory))
     ref_table = table.take(pa.array(rows)).append_column("row_id", pa.array(rows))
     ref_table = ref_table.append_column("quality", pa.array(quality[rows].astype(np.float32)))
     refs = References(ref_table)

@@ -25,7 +25,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[2]
 SPECTRA = ROOT.parent / "shared" / "data" / "massbank" / "spectra.parquet"
 COLUMNS = ["spectrum_id", "mz", "intensity", "precursor_mz", "charge", "ion_mode", "adduct", "smiles",
-           "inchikey", "inchikey14", "formula", "name", "instrument_type", "split"]
+           "inchikey", "inchikey14", "formula", "name", "instrument_type", "split", "precursor_ppm_error",
+           "legacy_blacklisted"]
+#: instrument types of the "high-resolution clean" subset (substring match on ``instrument_type``)
+HIRES_INSTRUMENTS = ("QTOF", "ITFT", "QFT", "FT", "Orbitrap", "TOF")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class SearchSets:
     identity_queries: npt.NDArray[np.int64]
     identity_library: npt.NDArray[np.int64]
     analogue_queries: npt.NDArray[np.int64]
+    hires_clean: npt.NDArray[np.bool_]
 
 
 def load_sets(path: Path = SPECTRA, *, seed: int = 0) -> SearchSets:
@@ -61,7 +65,20 @@ def load_sets(path: Path = SPECTRA, *, seed: int = 0) -> SearchSets:
     q = np.asarray(sorted(queries), dtype=np.int64)
     others = np.setdiff1d(val, q)
     return SearchSets(spectra=table, train_rows=train, identity_queries=q,
-                      identity_library=np.concatenate([train, others]), analogue_queries=val.astype(np.int64))
+                      identity_library=np.concatenate([train, others]), analogue_queries=val.astype(np.int64),
+                      hires_clean=hires_clean_mask(table))
+
+
+def hires_clean_mask(table: pa.Table, *, min_peaks: int = 3, max_ppm: float = 20.0) -> npt.NDArray[np.bool_]:
+    """The "high-resolution clean" rows: instrument type containing one of :data:`HIRES_INSTRUMENTS`,
+    >= ``min_peaks`` peaks, precursor within ``max_ppm`` of the adduct's m/z (``precursor_ppm_error``),
+    not on MassBank's legacy blacklist."""
+    instrument = np.asarray(table.column("instrument_type").fill_null("").to_pylist(), dtype=object)
+    hires = np.asarray([any(k in str(t) for k in HIRES_INSTRUMENTS) for t in instrument], dtype=bool)
+    n_peaks = pc.list_value_length(table.column("mz")).to_numpy(zero_copy_only=False)
+    ppm = np.asarray(table.column("precursor_ppm_error").to_numpy(zero_copy_only=False), dtype=np.float64)
+    black = np.asarray(table.column("legacy_blacklisted").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return hires & (n_peaks >= min_peaks) & (np.abs(np.nan_to_num(ppm, nan=np.inf)) <= max_ppm) & ~black
 
 
 def fingerprints(smiles: list[str]) -> npt.NDArray[np.uint8]:
