@@ -145,3 +145,14 @@ class NetworkStore:
         self.tables[CANDIDATES] = self.db.create_table(CANDIDATES, data=table.cast(CANDIDATE_SCHEMA),
                                                        schema=CANDIDATE_SCHEMA, mode="overwrite")
 
+
+
+def read_node_rows(path: str | Path, node_ids: list[int], columns: list[str]) -> pa.Table:
+    """``columns`` of the nodes ``node_ids`` of the store at ``path`` (small lookups: the report's plots)."""
+    import lancedb
+
+    table = lancedb.connect(str(path)).open_table(NODES)
+    if not node_ids:
+        return table.schema.empty_table().select(columns)
+    where = f"node_id IN ({', '.join(str(int(i)) for i in node_ids)})"
+    return table.to_lance().to_table(columns=columns, filter=where)

@@ -155,3 +155,22 @@ def test_annotate_output_is_reused_without_embedding(tmp_path: Path) -> None:
     from_files = build_network([MASSBANK], tmp_path / "files", settings=NetworkSettings(min_score=LOW))
     assert from_files.spectra_embedded == 40
     assert edges_by_id(tmp_path / "net") == edges_by_id(tmp_path / "files")
+
+
+def test_report_draws_components_sizes_and_a_chosen_edge(both_modes: Path, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", str(both_modes), "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 3 and "<script" not in text
+    assert "Largest components" in text and "Component sizes" in text
+    edge = pq.read_table(both_modes / "edges.parquet").filter(pq.read_table(
+        both_modes / "edges.parquet").column("cross_mode")).slice(0, 1).to_pylist()[0]
+    chosen = tmp_path / "edge.html"
+    result = CliRunner().invoke(main, ["report", str(both_modes), "--out", str(chosen),
+                                       "--edge", f"{edge['source_id']},{edge['target_id']}"])
+    assert result.exit_code == 0, result.output
+    assert f"{edge['source_id']} vs {edge['target_id']}" in chosen.read_text()
+    assert "cross-mode" in chosen.read_text()
+    bad = CliRunner().invoke(main, ["report", str(both_modes), "--out", str(chosen), "--edge", "nope,nothing"])
+    assert bad.exit_code != 0 and "no such node" in bad.output
