@@ -24,6 +24,7 @@ from indexes.manifest import MANIFEST_NAME, IndexManifest
 from indexes.partition import NEUTRAL
 from indexes.search import search
 from indexes.store import (
+    IS_DECOY,
     MOLECULES_TABLE,
     ROW_ID,
     SPECTRA_TABLE,
@@ -126,6 +127,26 @@ class Library:
     def manifest(self) -> IndexManifest:
         return IndexManifest.load(self.index_dir)
 
+    @property
+    def has_decoy_column(self) -> bool:
+        """Whether the table marks decoys (libraries built before decoys existed do not)."""
+        return IS_DECOY in self.table.schema.names
+
+    def n_decoys(self) -> int:
+        """Decoy spectra in the table (0 without the ``is_decoy`` column)."""
+        if not self.has_decoy_column:
+            return 0
+        return int(self.table.table.count_rows(f"{IS_DECOY} = true"))
+
+    def decoy_note(self) -> str | None:
+        """Why q-values cannot be computed on this library (None when it holds decoys)."""
+        if self.layout.table != SPECTRA_TABLE or self.n_decoys():
+            return None
+        if not self.has_decoy_column:
+            return (f"{self.path}: library built before decoy spectra existed: no q-values (rebuild it with "
+                    f"`engine library build` in a new directory for target-decoy FDR)")
+        return f"{self.path}: library built without decoy spectra (--no-decoys): no q-values"
+
     def add(self, batch: pa.RecordBatch | pa.Table) -> int:
         """Append rows carrying embeddings (see :func:`with_embeddings`); returns how many were new."""
         return self.table.append(batch)
@@ -217,6 +238,8 @@ class Library:
         out: dict[str, Any] = {"path": str(self.path), "table": self.layout.table,
                                "rows": self.table.count_rows(), "encoder_hash": self.table.encoder_hash,
                                "dim": self.table.dim, "index": None}
+        if self.layout.table == SPECTRA_TABLE:
+            out["decoys"] = self.n_decoys() if self.has_decoy_column else None
         if self.has_index():
             man = self.manifest()
             stale = man.stale()

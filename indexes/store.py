@@ -30,6 +30,9 @@ FILES_TABLE = "library_files"
 ENCODER_HASH_KEY = b"engine.encoder_hash"
 EMBEDDING_DIM_KEY = b"engine.embedding_dim"
 ROW_ID = "row_id"
+#: Boolean column of the ``spectra`` table marking decoy spectra (target-decoy FDR). Libraries built before
+#: decoys existed lack it; they are still opened and searched (without q-values).
+IS_DECOY = "is_decoy"
 
 FILES_SCHEMA = pa.schema([  # type: ignore[arg-type]
     pa.field("file_sha256", pa.string()), pa.field("path", pa.string()), pa.field("n_records", pa.int64()),
@@ -45,8 +48,10 @@ def _with_row_id(schema: pa.Schema, encoder_hash: str, dim: int) -> pa.Schema:
 
 
 def library_spectrum_schema(dim: int, encoder_hash: str) -> pa.Schema:
-    """The ``spectra`` table: :func:`engine.core.schema.spectrum_schema` with embedding, quality and ``row_id``."""
-    return _with_row_id(spectrum_schema(dim), encoder_hash, dim)
+    """The ``spectra`` table: :func:`engine.core.schema.spectrum_schema` with embedding, quality, ``is_decoy``
+    and ``row_id``."""
+    base = spectrum_schema(dim)
+    return _with_row_id(base.append(pa.field(IS_DECOY, pa.bool_())), encoder_hash, dim)
 
 
 def library_molecule_schema(dim: int, encoder_hash: str) -> pa.Schema:
@@ -88,7 +93,8 @@ class VectorTable:
             raise IncompatibleArtifactError(f"{where}: no table {name!r}; build it first")
         out = cls(table, key_column, where=where)
         check_schema_version(table.schema, where=where)
-        if schema is not None and table.schema.names != schema.names:
+        legacy = [n for n in (schema.names if schema is not None else []) if n != IS_DECOY]
+        if schema is not None and table.schema.names not in (schema.names, legacy):
             raise IncompatibleArtifactError(f"{where}: columns {table.schema.names} differ from this engine's "
                                             f"{schema.names}")
         out.check_encoder(dim=dim, encoder_hash=encoder_hash)
@@ -132,8 +138,8 @@ class VectorTable:
     def append(self, data: pa.RecordBatch | pa.Table) -> int:
         """Insert the rows of ``data`` whose key is not in the table yet; return how many were inserted.
 
-        ``data`` has every column of the table except ``row_id``, which is assigned here. Keys repeated
-        inside ``data`` keep their first row.
+        ``data`` has every column of the table except ``row_id``, which is assigned here (and ``is_decoy``,
+        False when absent). Keys repeated inside ``data`` keep their first row.
         """
         table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
         if table.num_rows == 0:
@@ -148,6 +154,8 @@ class VectorTable:
             table = table.take(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         start = self.next_row_id()
         row_ids = pa.array(np.arange(start, start + table.num_rows, dtype=np.int64))
+        if IS_DECOY in self.schema.names and IS_DECOY not in table.column_names:
+            table = table.append_column(IS_DECOY, pa.array(np.zeros(table.num_rows, dtype=bool)))
         names = [n for n in self.schema.names if n != ROW_ID]
         table = table.select(names).append_column(ROW_ID, row_ids)
         table = table.cast(self.schema)

@@ -39,12 +39,16 @@ def library() -> None:
 @ion_mode_option
 @click.option("--batch-size", type=click.IntRange(1), default=4096, show_default=True,
               help="Spectra embedded and appended per batch.")
+@click.option("--decoys/--no-decoys", default=None,
+              help="Add a decoy spectrum per spectrum (conditional peak sampling) for target-decoy q-values "
+                   "[default: yes for a new library, else as the library was built].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the skipped records (file, record, reason) to this Parquet file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_errors
 def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embedder: bool, on_invalid: str,
-          ion_mode: str | None, batch_size: int, report_path: str | None, quiet: bool) -> None:
+          ion_mode: str | None, batch_size: int, decoys: bool | None, report_path: str | None,
+          quiet: bool) -> None:
     """Ingest, embed and index annotated reference spectra (MGF, MSP, mzML, mzXML, Parquet).
 
     INPUT may be files, directories, globs or file lists. Running it again on the same LIBRARY adds
@@ -55,10 +59,11 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     embedder = resolve_embedder(model_path, fixed_embedder)
     result = build_library(list(inputs), out, embedder, on_invalid=on_invalid,  # type: ignore[arg-type]
                            default_ion_mode=ion_mode,  # type: ignore[arg-type]
-                           batch_size=batch_size, progress=not quiet, report_path=report_path)
+                           batch_size=batch_size, progress=not quiet, report_path=report_path, decoys=decoys)
     data = result.to_dict()
-    click.echo(f"library {out}: {data['rows']} spectra ({data['inserted']} new, {data['duplicates']} already "
-               f"present); read {data['spectra_read']}, skipped {data['skipped']} in {data['files']} files; "
+    click.echo(f"library {out}: {data['rows'] - data['decoys']} spectra ({data['inserted']} new, "
+               f"{data['duplicates']} already present) and {data['decoys']} decoys ({data['decoys_inserted']} new); "
+               f"read {data['spectra_read']}, skipped {data['skipped']} in {data['files']} files; "
                f"{data['seconds']:.1f} s")
     for reason, n in sorted(data["skipped_by_reason"].items()):
         click.echo(f"  skipped {reason}: {n}")

@@ -47,10 +47,10 @@ def test_library_build_cli_incremental_and_search(mgfs: tuple[Path, Path], sampl
     code, out = run("library", "build", str(mgfs[0]), "--out", lib, "--fixed-embedder", "--quiet")
     assert code == 0 and "150 spectra (0 new" in out  # unchanged file skipped
     code, out = run("library", "build", str(mgfs[1]), "--out", lib, "--fixed-embedder", "--quiet")
-    assert code == 0 and "214 spectra (64 new, 50 already present)" in out, out
+    assert code == 0 and "214 spectra (64 new, 50 already present) and 214 decoys (64 new)" in out, out
     code, out = run("index", "info", lib)
     info = json.loads(out)
-    assert info["rows"] == 214 and info["index"]["rows"] == 214
+    assert info["rows"] == 428 and info["index"]["rows"] == 428  # every spectrum and its decoy
     assert {p["ion_mode"] for p in info["index"]["partitions"]} == {"positive", "negative"}
     # a library spectrum finds itself first within 10 ppm of its precursor, with cosine 1
     library = Library.open(lib)
@@ -65,7 +65,7 @@ def test_library_build_cli_incremental_and_search(mgfs: tuple[Path, Path], sampl
     code, out = run("index", "retrain", lib, "--all", "--quiet")
     assert code == 0 and "rebuilt" in out
     code, out = run("library", "info", lib)
-    assert json.loads(out)["index"]["rows"] == 214
+    assert json.loads(out)["index"]["rows"] == 428 and json.loads(out)["decoys"] == 214
 
 
 def test_library_refuses_another_model(mgfs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_index_update_and_retrain_cli(mgfs: tuple[Path, Path], sample_table: pa.
 
     lib_path = tmp_path / "lib"
     emb = FixedSpectrumEmbedder()
-    build_library([mgfs[0]], lib_path, emb, progress=False)
+    build_library([mgfs[0]], lib_path, emb, progress=False, decoys=False)
     lib = Library.open(lib_path)
     # rows appended to the table behind the index's back: the index refuses until updated
     extra = [Spectrum(spectrum_id=f"extra-{i}", mz=np.array([100.0 + i, 200.0]), intensity=np.ones(2, np.float32),
