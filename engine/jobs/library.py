@@ -135,7 +135,7 @@ def decoy_setting(lib: Library, decoys: bool | None) -> bool:
 def with_decoys(batch: pa.RecordBatch, pool: FragmentPool) -> pa.RecordBatch:
     """``batch`` (targets, spectrum schema) followed by their decoys, with the ``is_decoy`` column."""
     sha = batch.column("file_sha256")[0].as_py() if batch.num_rows else None
-    index = batch.column("record_index").to_pylist()
+    index: list[Any] = batch.column("record_index").to_pylist()
     made = [(pool.decoy(s), i) for s, i in zip(batch_to_spectra(batch), index, strict=True)]
     kept = [(d, i) for d, i in made if d is not None]
     decoy_batch = spectra_to_batch([d for d, _ in kept], file_sha256=sha, record_indices=[i for _, i in kept])
