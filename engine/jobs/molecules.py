@@ -9,7 +9,6 @@ mass-window search (:func:`indexes.search.search` with ``mass`` = neutral mass).
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,13 +25,14 @@ from engine.io.inputs import file_sha256
 from engine.io.stream import ReadReport
 from engine.jobs.library import BuildResult
 from engine.models.encoders.base import MoleculeEmbedder
+from engine.models.rdkit_util import parse_smiles
+from engine.models.structures import structure_chunks
 from indexes.faiss_ivf import IndexPolicy
 from indexes.library import MOLECULES, Library, with_embeddings
 from indexes.store import FileLedger
 
-STRUCTURE_SUFFIXES = (".smi", ".smiles", ".txt", ".csv", ".tsv", ".parquet", ".pq", ".sdf")
 _COLUMNS = ("smiles", "inchikey", "formula", "monoisotopic_mass", "name")
-_ALIASES = {"smiles": ("smiles", "canonical_smiles", "isomeric_smiles"), "inchikey": ("inchikey",),
+_ALIASES = {"smiles": ("smiles",), "inchikey": ("inchikey",),  # the reader names the SMILES column
             "formula": ("formula", "molecular_formula"), "monoisotopic_mass": ("monoisotopic_mass", "exact_mass"),
             "name": ("name", "title", "id", "identifier", "compound_name")}
 
@@ -52,52 +52,14 @@ def _pick(columns: Sequence[str]) -> dict[str, str]:
 
 def read_structures(path: str | Path) -> Iterator[Row]:
     """Yield rows with ``smiles`` and, where the file has them, ``inchikey``/``formula``/... and ``name``."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    where = str(path)
-    if suffix not in STRUCTURE_SUFFIXES:
-        raise FileFormatError(f"unsupported structure file type {suffix!r}; supported: "
-                              f"{', '.join(STRUCTURE_SUFFIXES)}", path=where, reason="file_error")
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        cols = _pick(pf.schema_arrow.names)
-        if "smiles" not in cols:
-            raise FileFormatError("no SMILES column", path=where, reason="file_error")
-        for batch in pf.iter_batches(batch_size=65_536, columns=list(cols.values())):
-            data = {f: batch.column(c).to_pylist() for f, c in cols.items()}
-            for i in range(batch.num_rows):
-                yield {f: v[i] for f, v in data.items()}
-    elif suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            cols = _pick(reader.fieldnames or [])
-            if "smiles" not in cols:
-                raise FileFormatError("no SMILES column", path=where, reason="file_error")
-            for rec in reader:
-                row: Row = {f: (rec.get(c) or None) for f, c in cols.items()}
-                if row.get("monoisotopic_mass") is not None:
-                    row["monoisotopic_mass"] = float(row["monoisotopic_mass"])
-                yield row
-    elif suffix == ".sdf":
-        from rdkit import Chem, RDLogger
-
-        RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
-        with open(path, "rb") as fh:
-            for i, mol in enumerate(Chem.ForwardSDMolSupplier(fh)):
-                if mol is None:
-                    yield {"smiles": None, "name": f"record {i + 1}"}
-                    continue
-                name = mol.GetProp("_Name") if mol.HasProp("_Name") else None
-                yield {"smiles": Chem.MolToSmiles(mol), "name": name or None}
-    else:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh):
-                parts = line.split()
-                if not parts or parts[0].startswith("#") or (n == 0 and parts[0].lower() == "smiles"):
-                    continue
-                yield {"smiles": parts[0], "name": " ".join(parts[1:]) or None}
+    for table in structure_chunks(path):
+        cols = _pick(table.column_names)
+        data = {f: table.column(c).to_pylist() for f, c in cols.items()}
+        for i in range(table.num_rows):
+            row: Row = {f: (None if v[i] == "" else v[i]) for f, v in data.items()}
+            if row.get("monoisotopic_mass") is not None:
+                row["monoisotopic_mass"] = float(row["monoisotopic_mass"])
+            yield row
 
 
 def complete(row: Row, *, where: str, record: str) -> Row:
@@ -105,12 +67,11 @@ def complete(row: Row, *, where: str, record: str) -> Row:
     if row.get("inchikey") and row.get("formula") and row.get("monoisotopic_mass") is not None \
             and row.get("smiles"):
         return row
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
     from rdkit.Chem import Descriptors, rdMolDescriptors
 
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     smiles = row.get("smiles")
-    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    mol = parse_smiles(smiles)
     if mol is None:
         raise InvalidMoleculeError(f"SMILES {smiles!r} cannot be parsed", path=where, record=record,
                                    reason="invalid_smiles")

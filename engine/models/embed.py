@@ -10,10 +10,9 @@ metadata.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 from engine.core.errors import FileFormatError, InvalidMoleculeError
 from engine.core.records import IonMode
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.models.structures import RECORD, structure_chunks
 
 if TYPE_CHECKING:
     from engine.io.stream import OnInvalid, ReadReport
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 SPECTRUM_ID_COLUMNS = ("spectrum_id", "source_file", "record_index", "precursor_mz", "charge", "ion_mode",
                        "adduct")
-SMILES_SUFFIXES = (".smi", ".smiles", ".txt")
-CSV_SUFFIXES = (".csv", ".tsv")
-CHUNK = 8192
 
 
 def _meta(model: JointModel, kind: str) -> dict[bytes | str, bytes | str]:
@@ -118,90 +115,6 @@ def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *
 
 # -- molecules -----------------------------------------------------------------------------------
 
-
-def _smiles_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        first = True
-        for line_no, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            parts = text.split(None, 1)
-            if first and parts[0].lower() == "smiles":
-                first = False
-                continue
-            first = False
-            yield {"smiles": parts[0], "id": parts[1].strip() if len(parts) > 1 else None, "_record": f"line {line_no}"}
-
-
-def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        names = reader.fieldnames or []
-        col = next((n for n in names if n.strip().lower() == "smiles"), None)
-        if col is None:
-            raise FileFormatError(f"no 'smiles' column (columns: {', '.join(names)})", path=str(path),
-                                  reason="file_error")
-        for line_no, row in enumerate(reader, start=2):
-            out = {("smiles" if k == col else k): v for k, v in row.items() if k is not None}
-            out["_record"] = f"line {line_no}"
-            yield out
-
-
-def _sdf_rows(path: Path) -> Iterator[dict[str, Any]]:
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
-    supplier = Chem.ForwardSDMolSupplier(str(path), sanitize=True)
-    for index, mol in enumerate(supplier):
-        record = f"record {index + 1}"
-        if mol is None:
-            yield {"smiles": None, "id": None, "_record": record}
-            continue
-        yield {"smiles": Chem.MolToSmiles(mol), "id": mol.GetProp("_Name") if mol.HasProp("_Name") else None,
-               "_record": record}
-
-
-def _dict_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[pa.Table]:
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= CHUNK:
-            yield pa.Table.from_pylist(chunk)
-            chunk = []
-    if chunk:
-        yield pa.Table.from_pylist(chunk)
-
-
-def molecule_chunks(path: str | Path) -> Iterator[pa.Table]:
-    """Chunks of a molecule file as tables with a ``smiles`` column (and ``_record`` for text inputs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError("molecule file not found", path=str(path), reason="file_error")
-    suffix = path.suffix.lower()
-    if suffix in SMILES_SUFFIXES:
-        yield from _dict_chunks(_smiles_lines(path))
-    elif suffix in CSV_SUFFIXES:
-        yield from _dict_chunks(_csv_rows(path))
-    elif suffix == ".sdf":
-        yield from _dict_chunks(_sdf_rows(path))
-    elif suffix in (".parquet", ".pq"):
-        pf = pq.ParquetFile(path)
-        names = pf.schema_arrow.names
-        if "smiles" not in names:
-            raise FileFormatError(f"no 'smiles' column (columns: {', '.join(names)})", path=str(path),
-                                  reason="file_error")
-        start = 0
-        for batch in pf.iter_batches(batch_size=CHUNK):
-            table = pa.Table.from_batches([batch])
-            records = pa.array([f"row {i + 1}" for i in range(start, start + table.num_rows)])
-            start += table.num_rows
-            yield table.append_column("_record", records)
-    else:
-        raise FileFormatError(f"unsupported molecule file type {suffix or '(none)'!r}; supported: "
-                              ".smi/.smiles/.txt, .csv/.tsv, .parquet, .sdf", path=str(path), reason="file_error")
-
-
 def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: JointModel | None = None,
                         on_invalid: OnInvalid = "error", batch_size: int = 1024) -> EmbedResult:
     """Embed every molecule of ``input`` into ``out_parquet`` (input columns unchanged + ``embedding``).
@@ -216,16 +129,16 @@ def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: Jo
     schema: pa.Schema | None = None
     rows, skipped = 0, []
     try:
-        for table in molecule_chunks(input):
+        for table in structure_chunks(input):
             smiles = [s if isinstance(s, str) else "" for s in table.column("smiles").to_pylist()]
-            records = table.column("_record").to_pylist()
+            records = table.column(RECORD).to_pylist()
             result = model.embed_molecules(smiles, batch_size=batch_size, on_invalid="skip")
             if result.skipped and on_invalid == "error":
                 index, bad = result.skipped[0]
                 raise InvalidMoleculeError(f"invalid SMILES {bad!r}: RDKit cannot parse it", path=str(input),
                                            record=records[index], reason="invalid_smiles")
             skipped += [{"record": records[i], "smiles": s} for i, s in result.skipped]
-            kept = table.drop_columns(["_record"]).filter(pa.array(result.valid))
+            kept = table.drop_columns([RECORD]).filter(pa.array(result.valid))
             kept = kept.append_column(pa.field("embedding", pa.list_(pa.float32(), model.dim)),
                                       embedding_array(result.embeddings) if kept.num_rows else
                                       pa.array([], pa.list_(pa.float32(), model.dim)))

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.models.rdkit_util import parse_smiles
+
 if TYPE_CHECKING:
     from engine.models.encoders.spectrum import FlatPeaks
 
@@ -262,10 +264,7 @@ def fragment_molecule(mol: Any, settings: FragmentSettings, propensities: BondPr
 def fragment_smiles(smiles: str, settings: FragmentSettings, propensities: BondPropensities | None = None
                     ) -> Fragments | None:
     """Fragments of a SMILES; None when RDKit cannot parse it."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
-    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    mol = parse_smiles(smiles)
     return None if mol is None else fragment_molecule(mol, settings, propensities)
 
 

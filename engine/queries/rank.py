@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from engine.models.encoders.base import MoleculeEmbedder, SpectrumEmbedder
+from engine.models.rdkit_util import parse_smiles
 from engine.queries.evidence import LibraryEvidence
 from engine.queries.fragments import FragmentScorer
 from engine.queries.hits import as_batch, top_per_query
@@ -70,14 +71,13 @@ class RankReport:
 
 def fill_identifiers(smiles: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
     """InChIKey and formula (RDKit) of each SMILES; None where it does not parse."""
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
     from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     keys: list[str | None] = []
     formulas: list[str | None] = []
     for smi in smiles:
-        mol = Chem.MolFromSmiles(smi) if smi else None
+        mol = parse_smiles(smi)
         keys.append(Chem.MolToInchiKey(mol) or None if mol is not None else None)
         formulas.append(CalcMolFormula(mol) if mol is not None else None)
     return keys, formulas

@@ -18,6 +18,7 @@ from engine.core.adducts import parse_adduct
 from engine.core.errors import InvalidMoleculeError
 from engine.core.records import Tolerance
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.models.rdkit_util import parse_smiles
 from engine.queries.hits import SearchableLibrary, top_per_query
 from engine.queries.references import References
 
@@ -52,13 +53,12 @@ class StructureSettings:
 
 
 def _inchikey_and_mass(smiles: Sequence[str]) -> tuple[list[str], list[float]]:
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
     from rdkit.Chem.rdMolDescriptors import CalcExactMolWt
 
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     keys, masses = [], []
     for i, smi in enumerate(smiles):
-        mol = Chem.MolFromSmiles(smi) if smi else None
+        mol = parse_smiles(smi)
         if mol is None:
             raise InvalidMoleculeError("SMILES cannot be parsed", record=f"{i} ({smi!r})", reason="invalid_smiles")
         keys.append(Chem.MolToInchiKey(mol))

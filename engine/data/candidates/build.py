@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.models.rdkit_util import parse_smiles
+
 REDISTRIBUTABLE = ("CC0", "CC BY", "CC BY-SA", "dl-de/by-2-0")
 OUT = Path(__file__).resolve().parent / "molecules.parquet"
 
@@ -29,14 +31,12 @@ def build(spectra_path: str, out: Path = OUT) -> pa.Table:
         ("smiles", "first"), ("formula", "first"), ("exact_mass", "first"), ("name", "first"),
         ("spectrum_id", "list"), ("license", "distinct"), ("copyright", "distinct"), ("contributor", "distinct"),
     ])
-    from rdkit import Chem, RDLogger
     from rdkit.Chem.rdMolDescriptors import CalcExactMolWt
 
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     masses = []
     for smi, fallback in zip(grouped.column("smiles_first").to_pylist(),
                              grouped.column("exact_mass_first").to_pylist(), strict=True):
-        mol = Chem.MolFromSmiles(smi)
+        mol = parse_smiles(smi)
         masses.append(CalcExactMolWt(mol) if mol is not None else fallback)
     table = pa.table({
         "inchikey": grouped.column("inchikey"),

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.errors import InvalidMoleculeError
+from engine.models.rdkit_util import parse_smiles
 
 ELEMENTS: tuple[str, ...] = ("C", "N", "O", "S", "P", "F", "Cl", "Br", "I", "B", "Si", "Se", "As",
                              "H", "Na", "K", "Li", "Mg", "Ca", "Fe", "Co", "Cu", "Zn", "Al", "Sn", "Hg")
@@ -73,11 +74,8 @@ def _index(value: str, vocab: tuple[str, ...]) -> int:
 
 def mol_from_smiles(smiles: str) -> Any:
     """Parse ``smiles`` with RDKit or raise :class:`InvalidMoleculeError` naming it."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
-    mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) and smiles.strip() else None
-    if mol is None or mol.GetNumAtoms() == 0:
+    mol = parse_smiles(smiles)
+    if mol is None:
         raise InvalidMoleculeError(f"invalid SMILES {smiles!r}: RDKit cannot parse it",
                                    record=str(smiles), reason="invalid_smiles")
     return mol

@@ -21,6 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.core.errors import InvalidMoleculeError
+from engine.models.rdkit_util import parse_smiles
 
 
 def _projection(n_in: int, dim: int, seed: int) -> npt.NDArray[np.float32]:
@@ -130,14 +131,12 @@ class FixedMoleculeEmbedder:
 
     def embed_smiles(self, smiles: Sequence[str], *, batch_size: int = 1024) -> npt.NDArray[np.float32]:
         """Return L2-normalised embeddings ``[n, dim]``; an unparsable SMILES raises InvalidMoleculeError."""
-        from rdkit import Chem, RDLogger
         from rdkit.Chem import rdFingerprintGenerator
 
-        RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
         gen = rdFingerprintGenerator.GetMorganGenerator(radius=self.radius, fpSize=self.n_bits)
         fps = np.zeros((len(smiles), self.n_bits), dtype=np.float32)
         for i, smi in enumerate(smiles):
-            mol = Chem.MolFromSmiles(smi) if smi else None
+            mol = parse_smiles(smi)
             if mol is None:
                 raise InvalidMoleculeError("SMILES cannot be parsed", record=repr(smi), reason="invalid_smiles")
             fps[i] = gen.GetCountFingerprintAsNumPy(mol)
