@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from engine.commands.common import dataset_option, engine_errors, ion_mode_option
+from engine.commands.common import (
+    config_option,
+    dataset_option,
+    device_option,
+    engine_errors,
+    ion_mode_option,
+    resolve_settings,
+)
 
 
 @click.command()
@@ -22,6 +30,15 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
               help="Molecule table (Parquet / LanceDB) to rank candidate structures from.")
 @click.option("--candidates-by", type=click.Choice(["mass", "formula"]), default="mass", show_default=True,
               help="Select candidates by neutral mass (precursor m/z and adduct) or by the query's FORMULA field.")
+@click.option("--candidate-tolerance-ppm", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Neutral-mass window of candidate selection by mass, in ppm.")
+@click.option("--pubchem", is_flag=True,
+              help="Candidates from PubChem (cached on disk); falls back to --candidates when PubChem cannot be "
+                   "reached.")
+@click.option("--pubchem-cache", type=click.Path(dir_okay=False), default=None,
+              help="SQLite cache of PubChem answers [default: ~/.cache/ms-annotation-engine/pubchem.sqlite].")
+@click.option("--pubchem-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
+              help="Seconds to wait for PubChem before treating it as unreachable.")
 @click.option("--library-evidence/--no-library-evidence", default=True, show_default=True,
               help="Candidate ranking demotes candidates whose own reference spectra in the library do not "
                    "match the spectrum.")
@@ -46,22 +63,19 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Torch threads for embedding in this process (0: torch's default, all cores; 1 is much "
                    "faster on a machine other jobs keep busy).")
+@device_option
 @click.option("--dry-run", is_flag=True, help="List the files and what would be done, then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@config_option
 @engine_errors
-def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str | None, candidates: str | None,
-             candidates_by: str, library_evidence: bool, fragment_scoring: bool, precursor_tolerance_ppm: float,
-             max_mass_difference: float | None,
-             analogue_candidates: int, chunk_size: int, on_invalid: str, dataset: str | None,
-             ion_mode: str | None, workers: int, ray_address: str | None, threads: int, dry_run: bool,
-             quiet: bool) -> None:
+def annotate(inputs: tuple[str, ...], out: Path, dry_run: bool, config_path: str | None, **_: Any) -> None:
     """Annotate every MS2 spectrum of INPUTS (mzML, mzXML, MGF, MSP files, plain or .gz; directories, globs, @lists):
     library match, analogue and (with --candidates) candidate ranking."""
-    from engine.jobs.annotate import JobOptions
-    from engine.jobs.annotate import annotate as run
+    from engine.jobs.annotate import annotate_job
     from engine.jobs.annotate import dry_run as plan
-    from engine.jobs.annotator import AnnotateSettings, AnnotatorSpec
+    from engine.jobs.settings import AnnotateJobSettings
 
+    settings = resolve_settings(AnnotateJobSettings, config_path)
     if dry_run:
         rows = plan(inputs, out)
         for r in rows:
@@ -69,24 +83,7 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
         todo = sum(r["action"] != "done" for r in rows)
         click.echo(f"{len(rows)} files, {todo} to annotate; results -> {out}/results, summary -> {out}/summary.json")
         return
-    try:
-        settings = AnnotateSettings(precursor_tolerance_ppm=precursor_tolerance_ppm,
-                                    max_mass_difference=max_mass_difference,
-                                    analogue_candidates=analogue_candidates,
-                                    candidates_by=candidates_by,  # type: ignore[arg-type]
-                                    library_evidence=library_evidence, fragment_scoring=fragment_scoring,
-                                    chunk_size=chunk_size)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    spec = AnnotatorSpec(library=library, model=model, candidates=candidates, settings=settings)
-    options = JobOptions(on_invalid=on_invalid, dataset=dataset,  # type: ignore[arg-type]
-                         default_ion_mode=ion_mode)  # type: ignore[arg-type]
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)  # this command's process only; Ray actors get one per CPU they hold
-    summary = run(inputs, out, spec=spec, options=options, workers=workers, ray_address=ray_address,
-                  progress=not quiet)
+    summary = annotate_job(inputs, out, settings)
     if summary.invalidated:
         click.echo(f"note: earlier results in {out} were made with another {summary.invalidated}; "
                    f"they were removed and recomputed", err=True)
@@ -94,4 +91,6 @@ def annotate(inputs: tuple[str, ...], out: Path, library: str | None, model: str
     click.echo(f"results: {out}/results (Parquet, one row per spectrum); summary: {out}/summary.json")
     if summary.to_dict()["skipped"]:
         click.echo(f"skipped records: {out}/skipped.parquet")
+    if why := summary.nothing_annotated():
+        raise click.ClickException(why)
 

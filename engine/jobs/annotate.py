@@ -11,6 +11,7 @@ processes on Ray Data.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,21 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import InvalidInputError
-from engine.core.records import IonMode
+from engine.core.errors import EngineError, FileFormatError, InvalidInputError
+from engine.core.locks import DirectoryLock
 from engine.io.inputs import expand_inputs, file_sha256
-from engine.io.stream import OnInvalid, ReadReport
+from engine.io.stream import ReadReport
+from engine.jobs.annotator import artifact_digest
 from engine.jobs.chunks import InputFile, iter_chunks
-from engine.jobs.output import JobOutput
+from engine.jobs.output import JobOutput, write_atomic
+from engine.jobs.rerun import forget_digest, nothing_to_do, save_digest
+from engine.jobs.settings import AnnotateJobSettings, JobOptions, settings_dict
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class JobOptions:
-    """How to read the inputs (the rest of the job's settings live in :class:`AnnotateSettings`)."""
-
-    on_invalid: OnInvalid = "skip"
-    dataset: str | None = None
-    default_ion_mode: IonMode | None = None
+__all__ = ["JobOptions", "JobSummary", "annotate", "annotate_job", "dry_run", "plan_files", "run_local", "summarise"]
 
 
 @dataclass
@@ -49,9 +48,27 @@ class JobSummary:
     #: library matches whose calibrated probability is at least 0.5
     identity_hits_probable: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: spectra candidate ranking could not use, by reason (e.g. unknown_adduct), and candidates dropped
+    #: for unreadable SMILES (``invalid_smiles``): kept in the results, counted here
+    dropped: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
     spectra_this_run: int = 0
     invalidated: str | None = None
+    #: the resolved settings of the job (what ``engine annotate`` read from flags and ``--config``)
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: the input files that failed: ``{"file": path, "message": why}``
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    def nothing_annotated(self) -> str | None:
+        """Why nothing could be annotated (``engine annotate`` ends with it and a non-zero exit), or None."""
+        if self.annotated:
+            return None
+        if self.files_failed and self.files_failed >= self.files:
+            return (f"nothing annotated: all {self.files} input file(s) failed "
+                    f"(first: {self.failed[0]['message'] if self.failed else '?'}; see summary.json)")
+        return (f"nothing annotated: no valid MS2 spectrum in {self.files} input file(s) "
+                f"({sum(self.skipped.values())} records skipped, {self.files_failed} files failed; "
+                f"see skipped.parquet)")
 
     def to_dict(self) -> dict[str, Any]:
         wall = self.seconds.get("total", 0.0)
@@ -60,10 +77,12 @@ class JobSummary:
                 "annotated": self.annotated, "flagged_low_quality": self.low_quality,
                 "identity_hits": self.identity_hits, "identity_hits_probable": self.identity_hits_probable,
                 "skipped": sum(self.skipped.values()),
-                "skipped_by_reason": dict(self.skipped), "spectra_this_run": self.spectra_this_run,
+                "skipped_by_reason": dict(self.skipped),
+                "ranking_dropped": dict(sorted(self.dropped.items())), "spectra_this_run": self.spectra_this_run,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "spectra_per_second": round(self.spectra_this_run / wall, 1) if wall > 0 else None,
-                "invalidated_previous_results": self.invalidated}
+                "invalidated_previous_results": self.invalidated, "failed_files": self.failed,
+                "settings": self.settings}
 
     def text(self) -> str:
         d = self.to_dict()
@@ -73,6 +92,7 @@ class JobSummary:
                  f"({d['identity_hits_probable']} with probability >= 0.5), "
                  f"skipped: {d['skipped']}"]
         lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
+        lines += [f"  candidate ranking dropped {k}: {v}" for k, v in sorted(self.dropped.items())]
         if d["spectra_per_second"]:
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in d["seconds"].items() if k != "total")
             lines.append(f"this run: {d['spectra_this_run']} spectra in {d['seconds']['total']:.1f}s "
@@ -81,8 +101,16 @@ class JobSummary:
 
 
 def plan_files(inputs: Sequence[str | Path]) -> list[InputFile]:
-    """Expand the inputs and hash each file's content."""
-    return [InputFile(p, file_sha256(p)) for p in expand_inputs(inputs)]
+    """Expand the inputs and hash each file's content (a file that cannot be read is planned as
+    ``unreadable``: reading it fails that file only)."""
+    return [InputFile(p, _sha256_or_unreadable(p)) for p in expand_inputs(inputs)]
+
+
+def _sha256_or_unreadable(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return "unreadable"
 
 
 def dry_run(inputs: Sequence[str | Path], out: str | Path) -> list[dict[str, Any]]:
@@ -129,22 +157,44 @@ def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, opt
                     if chunk.last:
                         output.mark_done(f, file_info(report, chunk.index + 1))
                     t = time.perf_counter()
-            except InvalidInputError as exc:
+            except (OSError, EngineError) as exc:
+                if not isinstance(exc, InvalidInputError):
+                    raise  # the output (full disk, read-only) or the job itself: not this file's fault
                 output.mark_failed(f, str(exc))
+            except Exception as exc:  # the file boundary: any failure processing one file fails that file only
+                log.warning("%s: failed: %s: %s", f.path, type(exc).__name__, exc)
+                output.mark_failed(f, f"{f.path}: {type(exc).__name__}: {exc}")
     seconds.update(annotator.seconds)
     return dict(seconds)
 
 
+def annotate_job(inputs: Sequence[str | Path], out: str | Path, settings: AnnotateJobSettings) -> JobSummary:
+    """Run the annotation job one :class:`AnnotateJobSettings` describes (what ``engine annotate`` does)."""
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)  # this process; Ray actors get one per CPU they hold
+    return annotate(inputs, out, spec=settings.spec(), options=settings.options(), workers=settings.workers,
+                    ray_address=settings.ray_address, progress=not settings.quiet,
+                    settings=settings_dict(settings))
+
+
 def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
              options: JobOptions | None = None, workers: int = 0, ray_address: str | None = None,
-             progress: bool = True) -> JobSummary:
+             progress: bool = True, settings: dict[str, Any] | None = None, lock_wait: float = 0.0
+             ) -> JobSummary:
     """Run an annotation job (see the module docstring) and return its summary.
 
     ``workers=0`` and no ``ray_address`` runs in this process; otherwise on Ray Data with ``workers``
-    embedding / search actors each (local Ray unless ``ray_address`` names a cluster).
+    embedding / search actors each (local Ray unless ``ray_address`` names a cluster). ``settings``, the
+    job's resolved settings, are recorded in ``job.json`` and ``summary.json`` (default: ``spec`` and
+    ``options``). ``OUT`` is locked for the run (:mod:`engine.core.locks`): another writer waits up to
+    ``lock_wait`` seconds or stops with a message naming the holder. A finished job rerun with nothing to
+    do returns without opening the model or the library (:mod:`engine.jobs.rerun`). No input file at all
+    is an error; a file that fails is recorded and the others go on (see :meth:`JobSummary.nothing_annotated`).
     """
     from engine.io.readers.identifiers import check_dataset
-    from engine.jobs.annotator import Annotator, AnnotatorSpec
+    from engine.jobs.annotator import AnnotatorSpec
 
     options = options or JobOptions()
     spec = spec or AnnotatorSpec()
@@ -152,8 +202,35 @@ def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
         check_dataset(options.dataset)
     start = time.perf_counter()
     files = plan_files(inputs)
+    if not files:
+        raise FileFormatError("no spectrum files found (mzML, mzXML, MGF, MSP, plain or .gz)",
+                              path=", ".join(map(str, inputs)), reason="file_error")
+    if settings is None:
+        settings = {**settings_dict(spec), **settings_dict(options), "workers": workers, "ray_address": ray_address}
+    with DirectoryLock(out, command="engine annotate", wait=lock_wait):
+        digest = artifact_digest(spec)
+        if nothing_to_do(out, files, digest):  # before the model and the library are opened
+            output = JobOutput(out, {})
+            summary = summarise(output, files)
+            summary.files_done_before = len(files)
+            summary.seconds = {"total": time.perf_counter() - start}
+            summary.settings = settings
+            return summary
+        forget_digest(out)
+        summary = _run(files, out, spec, options, workers=workers, ray_address=ray_address, progress=progress,
+                       settings=settings, start=start)
+        if summary.files_failed == 0:
+            save_digest(out, digest)
+        return summary
+
+
+def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions, *, workers: int,
+         ray_address: str | None, progress: bool, settings: dict[str, Any], start: float) -> JobSummary:
+    """The job, with ``OUT`` locked: open model, library and output, annotate, summarise."""
+    from engine.jobs.annotator import Annotator
+
     annotator = Annotator(spec)
-    output = JobOutput(out, annotator.fingerprint()).open()
+    output = JobOutput(out, annotator.fingerprint(), settings=settings).open()
     done_before = sum(output.is_done(f) for f in files)
     counted_before = _count_rows(output)
     if workers or ray_address:
@@ -174,7 +251,8 @@ def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
     summary.seconds = seconds
     summary.spectra_this_run = summary.annotated - counted_before
     summary.invalidated = output.invalidated
-    (output.root / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    summary.settings = settings
+    write_atomic(output.root / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
     _write_skipped(output)
     return summary
 
@@ -200,17 +278,22 @@ def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
         s.spectra_read += info["spectra_read"]
         s.skipped.update(info["skipped_by_reason"])
         s.files_failed += info["files_failed"]
-    s.files_failed += sum(1 for info in output.failed_files()
-                          if InputFile(Path(info["path"]), info["sha256"]).key in keys)
+    s.failed = [{"file": info["path"], "message": info["message"]} for info in output.failed_files()
+                if InputFile(Path(info["path"]), info["sha256"]).key in keys]
+    s.files_failed += len(s.failed)
     for p in sorted((output.root / "results").glob("file=*/part-*.parquet")):
         if p.parent.name.removeprefix("file=") not in keys:
             continue
-        t = pq.read_table(p, columns=["low_quality", "identity_library_id", "identity_score"])
+        t = pq.read_table(p, columns=["low_quality", "identity_library_id", "identity_score",
+                                      "candidates_skipped_reason", "candidates_invalid"])
         s.annotated += t.num_rows
         s.low_quality += int(pc.sum(t.column("low_quality")).as_py() or 0)
         s.identity_hits += t.num_rows - t.column("identity_library_id").null_count
         score = t.column("identity_score").to_numpy(zero_copy_only=False).astype(float)
         s.identity_hits_probable += int((np.nan_to_num(score, nan=0.0) >= 0.5).sum())
+        s.dropped.update(r for r in t.column("candidates_skipped_reason").to_pylist() if r)
+        if invalid := int(pc.sum(t.column("candidates_invalid")).as_py() or 0):
+            s.dropped["invalid_smiles"] += invalid
     return s
 
 

@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.core.locks import LOCK_NAME
+from engine.core.peaks import Peaks
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
-from engine.jobs.artifacts import library_path, open_library_and_model, open_molecules
+from engine.jobs.artifacts import open_library_and_model, open_molecules
+from engine.jobs.settings import AnnotateSettings, AnnotatorSpec
 from engine.models.calibration import CALIBRATION_DIR
+from engine.models.device import resolve_device
+from engine.models.model import DEFAULT_MODEL
+from engine.queries.candidate_sources import CandidateSource, candidate_source
 from engine.queries.references import References
+
+__all__ = ["ANNOTATION_SCHEMA", "AnnotateSettings", "Annotator", "AnnotatorSpec"]
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
@@ -54,56 +62,47 @@ _FIELDS: list[pa.Field] = [
     pa.field("candidate_inchikey", pa.string()),
     pa.field("candidate_formula", pa.string()),
     pa.field("n_candidates", pa.int32()),
+    #: why candidate ranking skipped this spectrum (e.g. unknown_adduct, missing_formula); null when ranked
+    pa.field("candidates_skipped_reason", pa.string()),
+    #: candidates of this spectrum dropped because RDKit cannot read their SMILES
+    pa.field("candidates_invalid", pa.int32()),
 ]
 ANNOTATION_SCHEMA = pa.schema(_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 QUERY_COLUMNS = ("spectrum_id", "source_file", "record_index", "precursor_mz", "ion_mode", "retention_time",
                  "n_peaks")
 
 
-@dataclass(frozen=True)
-class AnnotateSettings:
-    """Knobs of an annotation job; all of them are part of the job fingerprint."""
-
-    precursor_tolerance_ppm: float = 10.0
-    max_mass_difference: float | None = None
-    analogue_candidates: int = 10
-    candidates_by: Literal["formula", "mass"] = "mass"
-    candidate_tolerance_ppm: float = 10.0
-    library_evidence: bool = True
-    fragment_scoring: bool = True
-    chunk_size: int = 4096
-
-    def __post_init__(self) -> None:
-        if self.chunk_size < 1 or self.precursor_tolerance_ppm <= 0:
-            raise ValueError("chunk_size and precursor_tolerance_ppm must be positive")
-
-
-@dataclass(frozen=True)
-class AnnotatorSpec:
-    """Where the model, library and candidates come from (picklable, for Ray workers)."""
-
-    library: str | None = None
-    model: str | None = None
-    candidates: str | None = None
-    settings: AnnotateSettings = field(default_factory=AnnotateSettings)
-
-    def resolved_library(self) -> Path:
-        return library_path(self.library)
-
-
 def _digest_files(paths: list[Path]) -> str:
     """Cheap content digest of artefacts: names, sizes and modification times of their files (not the
-    library's fingerprint cache, derived data a job may write there and checked against its own digest)."""
+    library's fingerprint cache, derived data a job may write there and checked against its own digest, nor
+    the writers' lock file)."""
     from engine.queries.references import FINGERPRINT_CACHE
 
     h = hashlib.sha256()
     for root in paths:
-        files = (sorted(p for p in root.rglob("*") if p.is_file() and not p.name.lstrip(".").startswith(
-                        FINGERPRINT_CACHE)) if root.is_dir() else [root])
+        files = (sorted(p for p in root.rglob("*") if p.is_file() and p.name != LOCK_NAME
+                        and not p.name.lstrip(".").startswith(FINGERPRINT_CACHE)) if root.is_dir() else [root])
         for p in files:
             st = p.stat()
             h.update(f"{p.relative_to(root.parent)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def artifact_digest(spec: AnnotatorSpec) -> dict[str, Any]:
+    """What a job's results depend on, read without opening the model or the library (their files' names,
+    sizes and times, the candidates, the calibrations and the settings); see :mod:`engine.jobs.rerun`."""
+    lib = spec.resolved_library()
+    model = Path(spec.model) if spec.model else DEFAULT_MODEL
+    return {
+        "engine_schema_version": SCHEMA_VERSION,
+        "library": str(lib.resolve()),
+        "library_digest": _digest_files([lib]),
+        "model": str(model.resolve()),
+        "model_digest": _digest_files([model]) if model.exists() else None,
+        "candidates": _digest_files([Path(spec.candidates)]) if spec.candidates else None,
+        "calibrations": _digest_contents(sorted(CALIBRATION_DIR.glob("*.json"))),
+        "settings": asdict(spec.settings),
+    }
 
 
 def _digest_contents(paths: list[Path]) -> str:
@@ -120,12 +119,17 @@ class Annotator:
     def __init__(self, spec: AnnotatorSpec) -> None:
         self.spec = spec
         self.settings = spec.settings
-        self.library, self.model = open_library_and_model(spec.resolved_library(), spec.model)
+        self.library, self.model = open_library_and_model(spec.resolved_library(), spec.model,
+                                                          device=resolve_device(spec.device))
         self.references = References(self.library)
         self.quality_threshold = float(getattr(getattr(self.model, "quality_model", None), "threshold", 0.5))
-        self.molecules: Any = None
+        self.candidates: CandidateSource | None = None
         if spec.candidates:
-            self.molecules = open_molecules(spec.candidates)
+            s = spec.settings
+            self.candidates = candidate_source(
+                candidates_path=spec.candidates, pubchem=s.pubchem, pubchem_cache=spec.pubchem_cache,
+                pubchem_timeout_s=spec.pubchem_timeout, by=s.candidates_by, tolerance_ppm=s.candidate_tolerance_ppm,
+                bundled_fallback=False, on_unusable="skip", table=open_molecules(spec.candidates))
         self._evidence: Any = None
         self._fragments: Any = None
         if self.settings.fragment_scoring and spec.candidates:   # only candidate ranking uses it
@@ -147,18 +151,21 @@ class Annotator:
             "settings": asdict(self.settings),
         }
 
-    def embed(self, batch: pa.RecordBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def embed(self, batch: pa.RecordBatch, peaks: Peaks | None = None
+              ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Embeddings and quality of ``batch`` (``peaks``: its peaks, when unpacked already)."""
         t = time.perf_counter()
         if batch.num_rows == 0:
             out = (np.zeros((0, self.model.dim), np.float32), np.zeros(0, np.float32))
         else:
-            out = self.model.embed_spectra(batch)
+            out = self.model.embed_spectra(batch, peaks=peaks)
         self.seconds["embed"] += time.perf_counter() - t
         return out
 
     def search(self, batch: pa.RecordBatch, emb: npt.NDArray[np.float32],
-               quality: npt.NDArray[np.float32]) -> pa.Table:
-        """One annotation row per spectrum of ``batch`` given its embeddings."""
+               quality: npt.NDArray[np.float32], peaks: Peaks | None = None) -> pa.Table:
+        """One annotation row per spectrum of ``batch`` given its embeddings; ``peaks`` (the chunk's peaks,
+        unpacked once and read by every stage) are unpacked here when not given."""
         from engine.queries.analogue import AnalogueSettings, analogue_search
         from engine.queries.identity import IdentitySettings, identity_search
 
@@ -166,49 +173,48 @@ class Annotator:
             return ANNOTATION_SCHEMA.empty_table()
         t = time.perf_counter()
         s = self.settings
+        peaks = peaks if peaks is not None else Peaks.from_arrow(batch)
         ident = identity_search(batch, self.library, self.references, self.model,
                                 settings=IdentitySettings(top_k=1, precursor_tolerance_ppm=s.precursor_tolerance_ppm),
-                                embeddings=(emb, quality))
+                                embeddings=(emb, quality), peaks=peaks)
         analog = analogue_search(batch, self.library, self.references, self.model,
                                  settings=AnalogueSettings(top_k=1, max_mass_difference=s.max_mass_difference,
                                                            n_candidates=s.analogue_candidates),
-                                 embeddings=(emb, quality))
+                                 embeddings=(emb, quality), peaks=peaks)
         self.seconds["search"] += time.perf_counter() - t
-        ranked = None
-        if self.molecules is not None:
+        ranked, drops = None, dict[str, pa.Array]()
+        if self.candidates is not None:
             t = time.perf_counter()
-            ranked = self._rank(batch, emb, quality)
+            ranked, drops = self._rank(batch, emb, quality, peaks)
             self.seconds["rank"] += time.perf_counter() - t
-        table = self._assemble(batch, quality, ident, analog, ranked)
+        table = self._assemble(batch, quality, ident, analog, ranked, drops)
         # the embeddings travel with the results: engine network reuses them instead of embedding again
         return table.append_column("embedding", pa.FixedSizeListArray.from_arrays(
             pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel()), emb.shape[1]))
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
-        emb, quality = self.embed(batch)
-        return self.search(batch, emb, quality)
+        peaks = Peaks.from_arrow(batch)   # the chunk's peaks, unpacked once for every stage
+        emb, quality = self.embed(batch, peaks)
+        return self.search(batch, emb, quality, peaks)
 
-    def _rank(self, batch: pa.RecordBatch, emb: npt.NDArray[np.float32],
-              quality: npt.NDArray[np.float32]) -> pa.Table:
-        from engine.core.errors import InvalidRecordError
-        from engine.queries.candidates import CandidateQuery, select_candidates
+    def _rank(self, batch: pa.RecordBatch, emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32],
+              peaks: Peaks) -> tuple[pa.Table, dict[str, pa.Array]]:
+        """Ranked candidates, and per spectrum why it was skipped (the selection cannot use it) and how many
+        of its candidates were dropped for unreadable SMILES."""
         from engine.queries.rank import rank_candidates
 
-        qs = []
-        for r in batch.select(["spectrum_id", "precursor_mz", "ion_mode", "adduct", "formula"]).to_pylist():
-            q = CandidateQuery(r["spectrum_id"], r["precursor_mz"], r["ion_mode"], r["adduct"], r["formula"])
-            if self.settings.candidates_by == "mass":
-                try:
-                    q.neutral_mass()
-                except InvalidRecordError:
-                    continue  # unknown adduct: no mass-based candidates for this spectrum
-            elif not q.formula:
-                continue
-            qs.append(q)
-        cands = select_candidates(qs, self.molecules, by=self.settings.candidates_by,
-                                  tolerance_ppm=self.settings.candidate_tolerance_ppm)
-        return rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality),
-                               evidence=self.evidence(), fragments=self._fragments)
+        assert self.candidates is not None
+        cands, unusable = self.candidates.select(batch)
+        ranked = rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality),
+                                 evidence=self.evidence(), fragments=self._fragments, peaks=peaks)
+        ids = batch.column("spectrum_id").to_pylist()
+        selected = Counter(cands.column("query_id").to_pylist())
+        top1 = ranked.filter(pc.field("rank") == 1) if ranked.num_rows else ranked
+        kept = dict(zip(top1.column("query_id").to_pylist(), top1.column("n_candidates").to_pylist(), strict=True))
+        drops: dict[str, pa.Array] = {
+            "candidates_skipped_reason": pa.array([unusable.get(str(q)) for q in ids], pa.string()),
+            "candidates_invalid": pa.array([selected.get(q, 0) - (kept.get(q) or 0) for q in ids], pa.int32())}
+        return ranked, drops
 
     def evidence(self) -> Any:
         """The library's reference spectra as candidate-ranking evidence (read once), or None when off."""
@@ -222,7 +228,7 @@ class Annotator:
         return self._evidence
 
     def _assemble(self, batch: pa.RecordBatch, quality: npt.NDArray[np.float32], ident: pa.Table,
-                  analog: pa.Table, ranked: pa.Table | None) -> pa.Table:
+                  analog: pa.Table, ranked: pa.Table | None, drops: dict[str, pa.Array]) -> pa.Table:
         n = batch.num_rows
         qids = batch.column("spectrum_id")
         cols: dict[str, Any] = {"query_id": qids}
@@ -251,6 +257,7 @@ class Annotator:
             top(ranked, {"candidate_score": "score", "candidate_smiles": "smiles",
                          "candidate_inchikey": "inchikey", "candidate_formula": "formula",
                          "n_candidates": "n_candidates"})
+        cols.update(drops)
         for f in ANNOTATION_SCHEMA:
             if f.name not in cols:
                 cols[f.name] = pa.nulls(n, f.type)

@@ -2,7 +2,8 @@
 
 Layout under ``OUT``::
 
-    job.json                          fingerprint (model, library, candidates, settings) of the results
+    job.json                          fingerprint (model, library, candidates, settings) of the results,
+                                      and the job's resolved settings
     results/file=<key>/part-<k>.parquet   results of chunk k of one input file (Hive-partitioned)
     files/<key>.json                  written once every chunk of the file is written (completion)
     failed/<key>.json                 a file that failed, with the message (retried on the next run)
@@ -16,7 +17,6 @@ setting), the old results are removed before anything is written, with a message
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,24 +24,29 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.core.errors import EngineError
+from engine.core.fsutil import TEMP_GLOB, atomic_write
 from engine.jobs.chunks import InputFile
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+class JobChangedError(EngineError):
+    """Another job with other settings took the output directory over while this one ran."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all, flushed to disk; a failure (full disk, read-only, no permission)
+    removes the temporary file and is an ``OSError`` naming ``path``."""
+    atomic_write(path, data, durable=True)
 
 
 class JobOutput:
     """The output directory of one job (see the module docstring for its layout)."""
 
-    def __init__(self, out: str | Path, fingerprint: dict[str, Any]) -> None:
+    def __init__(self, out: str | Path, fingerprint: dict[str, Any], *, settings: dict[str, Any] | None = None
+                 ) -> None:
         self.root = Path(out)
         self.fingerprint = fingerprint
+        self.settings = settings or {}
         self.invalidated: str | None = None
 
     def open(self) -> JobOutput:
@@ -57,8 +62,9 @@ class JobOutput:
                     shutil.rmtree(self.root / sub, ignore_errors=True)
         for sub in ("results", "files", "failed"):
             (self.root / sub).mkdir(exist_ok=True)
-        _atomic_write_bytes(job, json.dumps({"fingerprint": self.fingerprint}, indent=2).encode())
-        for stale in self.root.glob("results/*/.*.tmp-*"):
+        write_atomic(job, json.dumps({"fingerprint": self.fingerprint, "settings": self.settings},
+                                            indent=2, default=str).encode())
+        for stale in self.root.glob(f"results/*/{TEMP_GLOB}"):
             stale.unlink(missing_ok=True)
         return self
 
@@ -70,12 +76,26 @@ class JobOutput:
         return self.part_path(file, chunk).exists()
 
     def write_part(self, file: InputFile, chunk: int, table: pa.Table) -> None:
-        """Write one chunk's results atomically (idempotent: same chunk, same file name)."""
+        """Write one chunk's results atomically (idempotent: same chunk, same file name), after checking
+        that ``job.json`` still holds this job's fingerprint (:class:`JobChangedError` otherwise)."""
+        self.check_fingerprint()
         path = self.part_path(file, chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        _atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        write_atomic(path, sink.getvalue().to_pybytes())
+
+    def check_fingerprint(self) -> None:
+        """Refuse to go on when ``job.json`` names another fingerprint than this job's (empty: no check)."""
+        if not self.fingerprint:
+            return
+        try:
+            current = json.loads((self.root / "job.json").read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            current = None
+        if current != json.loads(json.dumps(self.fingerprint, default=str)):
+            raise JobChangedError(f"{self.root}: job.json no longer holds this job's settings (another job took "
+                                  f"the directory over); stopped without writing. Rerun to resume")
 
     # --- files -------------------------------------------------------------------------------------
     def is_done(self, file: InputFile) -> bool:
@@ -83,11 +103,11 @@ class JobOutput:
 
     def mark_done(self, file: InputFile, info: dict[str, Any]) -> None:
         (self.root / "failed" / f"{file.key}.json").unlink(missing_ok=True)
-        _atomic_write_bytes(self.root / "files" / f"{file.key}.json",
+        write_atomic(self.root / "files" / f"{file.key}.json",
                             json.dumps({"path": str(file.path), "sha256": file.sha256, **info}).encode())
 
     def mark_failed(self, file: InputFile, message: str) -> None:
-        _atomic_write_bytes(self.root / "failed" / f"{file.key}.json",
+        write_atomic(self.root / "failed" / f"{file.key}.json",
                             json.dumps({"path": str(file.path), "sha256": file.sha256,
                                         "message": message}).encode())
 
