@@ -72,19 +72,21 @@ device_option = click.option(
     help="Where the model runs: auto takes the GPU when torch sees one (CUDA), else the CPU.")
 
 
-def resolve_settings(cls: type[S], config_path: str | None) -> S:
+def resolve_settings(cls: type[S], config_path: str | None, *, rename: dict[str, str] | None = None) -> S:
     """Settings ``cls`` of the running command: the ``--config`` file (if any), then every option given
     explicitly on the command line (or by environment) on top; options left at their default do not
-    override the file. A bad value or unknown key is a usage error naming it (and the file)."""
+    override the file. ``rename`` maps parameter names to field names where they differ. A bad value or
+    unknown key is a usage error naming it (and the file)."""
     from click.core import ParameterSource
 
     from engine.core.config import load_toml
 
     ctx = click.get_current_context()
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    given = {name: _plain(value) for name, value in ctx.params.items()
-             if name in names and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                                                     ParameterSource.ENVIRONMENT)}
+    rename = rename or {}
+    given = {rename.get(name, name): _plain(value) for name, value in ctx.params.items()
+             if rename.get(name, name) in names
+             and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     try:
         return load_toml(cls, config_path, overrides=given) if config_path else cls(**given)
     except ValueError as exc:
