@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("engine.commands.report", "report"),
     "annotate": ("engine.commands.annotate", "annotate"),
     "network": ("engine.commands.network", "network"),
+    "repository": ("engine.commands.repository", "repository"),
+    "lookup": ("engine.commands.lookup", "lookup"),
+    "serve": ("engine.commands.serve", "serve"),
 }
 
 

@@ -130,7 +130,7 @@ class RepositorySearcher:
                                  batch.column("ion_mode").to_pylist(),
                                  [str(s) for s in batch.column("spectrum_id").to_pylist()],
                                  LookupSettings(mode="identity", top_k=top_k), self.tanimoto)
-        names = self.reference.table.take_keys(hits.column("usi").to_pylist(),
+        names = self.reference.table.take_keys([str(u) for u in hits.column("usi").to_pylist()],
                                                ["spectrum_id", "name", "smiles", "inchikey", "adduct"])
         by_id = {r["spectrum_id"]: r for r in names.to_pylist()}
         out = []

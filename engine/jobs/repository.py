@@ -25,6 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.core.errors import EngineError
+from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import spectra_to_batch
 from engine.io.inputs import expand_inputs, file_sha256
@@ -124,8 +125,19 @@ class RepositoryWriter:
 
 def add_files(inputs: Sequence[str | Path], repo: str | Path, embedder: Any, *, dataset: str,
               on_invalid: OnInvalid = "skip", default_ion_mode: IonMode | None = None, batch_size: int = 4096,
-              policy: IndexPolicy | None = None, progress: bool = True) -> AddResult:
-    """Read, embed and store every MS2 spectrum of ``inputs`` under ``dataset`` (see the module docstring)."""
+              policy: IndexPolicy | None = None, progress: bool = True, lock_wait: float = 0.0) -> AddResult:
+    """Read, embed and store every MS2 spectrum of ``inputs`` under ``dataset`` (see the module docstring).
+
+    One writer at a time: another ``add`` on the same repository waits up to ``lock_wait`` seconds."""
+    check_dataset(dataset)
+    with DirectoryLock(repo, command="engine repository add", wait=lock_wait):
+        return _add_files(inputs, repo, embedder, dataset=dataset, on_invalid=on_invalid,
+                          default_ion_mode=default_ion_mode, batch_size=batch_size, policy=policy, progress=progress)
+
+
+def _add_files(inputs: Sequence[str | Path], repo: str | Path, embedder: Any, *, dataset: str,
+               on_invalid: OnInvalid, default_ion_mode: IonMode | None, batch_size: int,
+               policy: IndexPolicy | None, progress: bool) -> AddResult:
     from tqdm import tqdm
 
     start = time.perf_counter()

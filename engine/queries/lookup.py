@@ -205,8 +205,8 @@ def lookup_usis(usis: Sequence[str], table: VectorTable, index: VectorIndex, set
     if not usis:
         return LOOKUP_SCHEMA.empty_table()
     rows = stored_spectra(table, usis, ["embedding", "precursor_mz", "ion_mode"])
-    emb = np.asarray(rows.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                     dtype=np.float32).reshape(rows.num_rows, -1)
+    col: Any = rows.column("embedding").combine_chunks()
+    emb = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(rows.num_rows, -1)
     return lookup_embeddings(index, emb, rows.column("precursor_mz").to_pylist(), rows.column("ion_mode").to_pylist(),
                              list(usis), settings, tanimoto)
 
