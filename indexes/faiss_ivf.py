@@ -21,7 +21,6 @@ adding and unfiltered search when ``faiss.get_num_gpus() > 0``; results match th
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from engine.core.fsutil import atomic_path
 
 IndexKind = Literal["flat", "ivf_flat", "ivf_pq"]
 INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "ivf_flat", "ivf_pq")
@@ -192,9 +193,8 @@ def save_index(index: Any, path: str | Path) -> None:
     import faiss
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def load_index(path: str | Path, *, mmap: bool = True) -> Any:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.core.errors import IncompatibleArtifactError
+from engine.core.fsutil import atomic_write
 from engine.core.schema import SCHEMA_VERSION
 from indexes.faiss_ivf import IndexKind, IndexPolicy
 from indexes.partition import Partition, PartitionScheme
@@ -145,9 +145,7 @@ class IndexManifest:
     def save(self, directory: str | Path) -> None:
         """Write ``manifest.json`` atomically."""
         path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> IndexManifest:

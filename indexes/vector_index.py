@@ -25,6 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.core.errors import IncompatibleArtifactError, InvalidInputError
+from engine.core.fsutil import atomic_path
 from indexes.faiss_ivf import IndexPolicy, add_to_index, build_ivf, gpu_count, index_nlist, load_index, save_index
 from indexes.manifest import MANIFEST_NAME, IndexManifest, PartitionEntry
 from indexes.partition import PartitionScheme
@@ -163,10 +164,8 @@ def _embeddings_of(batch: pa.RecordBatch | pa.Table, dim: int) -> npt.NDArray[np
 
 
 def _write_meta(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, META_SCHEMA) as writer:
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, META_SCHEMA) as writer:
         writer.write_table(table.select(list(META_SCHEMA.names)).cast(META_SCHEMA), max_chunksize=1 << 20)
-    tmp.replace(path)
 
 
 def _next_generation(directory: Path) -> int:

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine.core.fsutil import atomic_path
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -38,9 +40,8 @@ def write_large_mgf(data: Path, path: Path, n_spectra: int) -> Path:
     table = pq.read_table(data / "massbank" / "spectra.parquet",
                           columns=["spectrum_id", "mz", "intensity", "precursor_mz", "ion_mode", "adduct"])
     rows = table.to_pylist()
-    tmp = path.with_suffix(".tmp")
     written = 0
-    with open(tmp, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         copy = 0
         while written < n_spectra:
             for r in rows:
@@ -52,7 +53,6 @@ def write_large_mgf(data: Path, path: Path, n_spectra: int) -> Path:
                          f"IONMODE={r['ion_mode']}\nADDUCT={r['adduct'] or ''}\n{peaks}\nEND IONS\n")
                 written += 1
             copy += 1
-    tmp.rename(path)
     return path
 
 

@@ -3,6 +3,7 @@ a reader (or a resumed job) sees the old file or the whole new one, never half o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,8 @@ TEMP_GLOB = ".*.tmp-*"
 def atomic_path(path: str | Path, *, suffix: str = "", durable: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` for the caller to write; renamed onto ``path`` when the block ends
     without an error, removed when it raises. ``suffix`` ends the temporary name (for writers that add
-    their own, e.g. ``.npz``); ``durable`` flushes the file to disk before the rename."""
+    their own, e.g. ``.npz``); ``durable`` flushes the file to disk before the rename. A failure of the
+    file system (full disk, read-only, no permission) is an ``OSError`` naming ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
@@ -25,8 +27,11 @@ def atomic_path(path: str | Path, *, suffix: str = "", durable: bool = False) ->
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write(path: str | Path, data: bytes | str, *, durable: bool = False) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from engine.core.errors import IncompatibleArtifactError
+from engine.core.fsutil import atomic_path
 from engine.core.schema import SCHEMA_VERSION
 
 FORMAT = "engine.joint_model"
@@ -52,9 +53,8 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], *,
     payload = {**meta, "extra": dict(extra or {}), "state_dict": state, "content_hash": digest}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return digest
 
 

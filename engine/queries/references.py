@@ -8,6 +8,7 @@ of hits from LanceDB (``row_id IN (...)``, served by the scalar index).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.fsutil import atomic_path
 from engine.queries.similarity import EntropyPeaks, PeakSet, prepare_entropy, top_peaks
 
 #: Annotation columns carried to the results (those present in the table).
@@ -147,12 +149,8 @@ class References:
         path = self._cache_path()
         if path is None or not os.access(path.parent, os.W_OK):
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        try:
+        with contextlib.suppress(OSError), atomic_path(path, suffix=".npz") as tmp:
             np.savez_compressed(tmp, digest=np.array(digest), fingerprints=fps)
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _smiles(meta: pa.Table) -> list[str]:

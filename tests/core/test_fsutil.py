@@ -25,3 +25,10 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         assert list(tmp_path.glob(TEMP_GLOB)) == [tmp]
         raise RuntimeError("killed")
     assert target.read_bytes() == b"old" and list(tmp_path.glob(TEMP_GLOB)) == []
+
+
+def test_a_file_system_failure_names_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "a.json"
+    with pytest.raises(OSError) as info:
+        atomic_write(target, "x")
+    assert info.value.filename == str(target)

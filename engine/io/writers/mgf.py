@@ -15,12 +15,12 @@ the original ``TITLE`` kept when identifiers are USIs) is left out, since the fi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from engine.core.fsutil import atomic_path
 from engine.core.records import Spectrum
 from engine.io.readers.mgf import PRECURSOR_INTENSITY_KEY
 
@@ -87,15 +87,9 @@ def format_spectrum(spectrum: Spectrum) -> str:
 def write_mgf(spectra: Iterable[Spectrum], path: str | Path) -> int:
     """Write ``spectra`` to ``path`` (atomically: a temporary file renamed at the end); return the count."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            for spectrum in spectra:
-                handle.write(format_spectrum(spectrum))
-                count += 1
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        for spectrum in spectra:
+            handle.write(format_spectrum(spectrum))
+            count += 1
     return count

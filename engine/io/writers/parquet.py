@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.core.fsutil import atomic_path
 from engine.core.records import Spectrum
 from engine.core.schema import SPECTRUM_SCHEMA, spectra_to_batch
 
@@ -26,20 +26,14 @@ def write_spectra_parquet(batches: Iterable[pa.RecordBatch], path: str | Path, *
     file carries the schema's metadata, schema version included, so the reader can check it.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
-            for batch in batches:
-                if not batch.schema.equals(schema, check_metadata=False):
-                    raise ValueError(f"batch schema differs from the spectrum schema:\n{batch.schema}\n"
-                                     f"expected:\n{schema}")
-                writer.write_batch(batch)
-                rows += batch.num_rows
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        for batch in batches:
+            if not batch.schema.equals(schema, check_metadata=False):
+                raise ValueError(f"batch schema differs from the spectrum schema:\n{batch.schema}\n"
+                                 f"expected:\n{schema}")
+            writer.write_batch(batch)
+            rows += batch.num_rows
     return rows
 
 

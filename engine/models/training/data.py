@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from engine.core.config import to_dict
+from engine.core.fsutil import atomic_path
 from engine.core.preprocess import Pipeline
 from engine.models.encoders.featurize import GraphStore, concat_ranges, featurize
 from engine.models.encoders.spectrum import FlatPeaks, preprocess_flat
@@ -89,9 +90,8 @@ class PreparedData:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
-        tmp.replace(path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: Path) -> PreparedData:

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from engine.core.config import to_dict
+from engine.core.fsutil import atomic_path
 from engine.models.encoders.featurize import GraphStore, concat_ranges
 from engine.models.encoders.spectrum import encoder_inputs
 from engine.models.model import JointModel, model_pipeline
@@ -208,10 +209,9 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
         history.append(record)
         log("train: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in record.items()))
-        torch.save({"config": json.loads(json.dumps(to_dict(config))), "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history},
-                   run_dir / "last.pt.tmp")
-        (run_dir / "last.pt.tmp").replace(last)
+        with atomic_path(last) as tmp:
+            torch.save({"config": json.loads(json.dumps(to_dict(config))), "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
         (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     model_path = run_dir / "model.pt"
     if len(history) < config.train.epochs:
