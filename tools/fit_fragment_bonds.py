@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.model.run import clean_mask  # noqa: E402
 from benchmarks.search.common import calibration_fold  # noqa: E402
-from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat  # noqa: E402
+from engine.core.peaks import Peaks  # noqa: E402
+from engine.models.encoders.spectrum import preprocess_flat  # noqa: E402
 from engine.models.model import load_model  # noqa: E402
 from engine.models.training.config import REDISTRIBUTABLE_LICENSES  # noqa: E402
 from engine.queries.fragments import (  # noqa: E402
@@ -104,8 +105,8 @@ def main() -> None:
             taken[ik14[i]] = taken.get(ik14[i], 0) + 1
             rows.append(i)
     table = table.take(pa.array(sorted(rows)))
-    peaks = preprocess_flat(flat_from_batch(table), model.pipeline)
-    starts = np.searchsorted(peaks.seg, np.arange(table.num_rows + 1))
+    peaks = preprocess_flat(Peaks.from_arrow(table), model.pipeline)
+    starts = peaks.offsets
     smiles = table.column("smiles").to_pylist()
     modes = table.column("ion_mode").to_pylist()
     adducts = table.column("adduct").to_pylist()

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import markdown_table, write_results  # noqa: E402
+from engine.core.peaks import Peaks  # noqa: E402
 from engine.models.model import JointModel, load_model  # noqa: E402
 from engine.models.tanimoto_map import TanimotoMap, load_tanimoto_map, mode_pairing  # noqa: E402
 from engine.models.training.candidates import CandidateTable  # noqa: E402
@@ -42,7 +43,7 @@ from engine.models.training.metrics import hit_rates  # noqa: E402
 from engine.queries.evidence import ENTROPY_THRESHOLD, ENTROPY_WEIGHT, LibraryEvidence  # noqa: E402
 from engine.queries.fragments import FragmentScorer  # noqa: E402
 from engine.queries.rank import fragment_scores  # noqa: E402
-from engine.queries.similarity import EntropyPeaks, PeakSet, entropy_similarity  # noqa: E402
+from engine.queries.similarity import EntropyPeaks, entropy_similarity  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ANCHORS = {"JESTR": (15.1, 36.8, 60.3), "MIST": (14.6, 34.9, 59.2), "random": (0.37, 2.0, 8.2)}
@@ -52,10 +53,9 @@ MAX_CANDIDATES = 256
 
 def clean_mask(table: Any, model: JointModel) -> npt.NDArray[np.bool_]:
     """The training filters: high-resolution instrument, >= 5 peaks after preprocessing, sane precursor."""
-    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.encoders.spectrum import preprocess_flat
 
-    flat = preprocess_flat(flat_from_batch(table.combine_chunks()), model.pipeline)
-    n_peaks = flat.counts()
+    n_peaks = preprocess_flat(Peaks.from_arrow(table), model.pipeline).n_peaks
     hires = np.asarray(pc.match_substring_regex(table.column("instrument_type").fill_null(""), "TOF|FT")
                        .to_numpy(zero_copy_only=False))
     ppm = np.asarray(table.column("precursor_ppm_error").to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -321,8 +321,8 @@ def rank_and_speed(model: JointModel, data: Path, table: Any, batch: pa.RecordBa
         train.column("inchikey14").to_pylist() + table.column("inchikey14").to_pylist(),
         train.column("ion_mode").to_pylist() + val_modes, np.vstack([train_emb, emb]),
         encoder_hash=model.encoder_hash,
-        peaks=PeakSet.from_arrow(pa.concat_tables([train.select(peak_columns), table.select(peak_columns)])))
-    val_peaks = evidence.query_peaks(table)
+        peaks=Peaks.from_arrow(pa.concat_tables([train.select(peak_columns), table.select(peak_columns)])))
+    val_peaks = evidence.query_peaks(Peaks.from_arrow(table))
     for name, v in sets.items():
         sizes = np.asarray([v[s].shape[0] + 1 for s in struct_of], np.int64)
         for known, frag in ((False, False), (True, False), (False, True), (True, True)):

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.queries.similarity import PeakSet, cosine_greedy, modified_cosine
+from engine.core.peaks import Peaks
+from engine.queries.similarity import cosine_greedy, modified_cosine
 
 
 @dataclass
@@ -39,7 +40,7 @@ class PeerResult:
         return self.n_queries / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _peaks(peaks: PeakSet, i: int) -> npt.NDArray[np.float32]:
+def _peaks(peaks: Peaks, i: int) -> npt.NDArray[np.float32]:
     s, e = peaks.offsets[i], peaks.offsets[i + 1]
     return np.stack([peaks.mz[s:e], peaks.intensity[s:e]], axis=1).astype(np.float32)
 
@@ -50,7 +51,7 @@ class FlashLibrary:
     def __init__(self, spectra: pa.Table, library: npt.NDArray[np.int64], *, ms2_tolerance_da: float = 0.02) -> None:
         from ms_entropy import FlashEntropySearch
 
-        self.peaks = PeakSet.from_arrow(spectra)
+        self.peaks = Peaks.from_arrow(spectra)
         self.modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
         self.ms2_tolerance_da = ms2_tolerance_da
         self.engines: dict[str, tuple[object, npt.NDArray[np.int64]]] = {}
@@ -134,7 +135,7 @@ def matchms_identity(spectra: pa.Table, library: npt.NDArray[np.int64], queries:
     from matchms import Spectrum as MatchmsSpectrum
     from matchms.similarity import CosineGreedy, ModifiedCosineGreedy
 
-    peaks = PeakSet.from_arrow(spectra)
+    peaks = Peaks.from_arrow(spectra)
     modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
     qpos, rows = window_pairs(peaks.precursor_mz, modes, library, queries, tolerance_ppm)
     needed = np.unique(np.concatenate([rows, queries]))
@@ -160,7 +161,7 @@ def vectorised_open(spectra: pa.Table, library: npt.NDArray[np.int64], queries: 
                     tolerance_da: float = 0.1, chunk: int = 16) -> dict[str, PeerResult]:
     """matchms-identical CosineGreedy / ModifiedCosineGreedy of each query against the whole library of
     its ion mode, with the vectorised implementation (``chunk`` queries per call)."""
-    peaks = PeakSet.from_arrow(spectra)
+    peaks = Peaks.from_arrow(spectra)
     modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
     out = {}
     for name, func in (("matchms CosineGreedy", cosine_greedy), ("matchms ModifiedCosineGreedy", modified_cosine)):
@@ -190,7 +191,7 @@ def matchms_open_timing(spectra: pa.Table, library: npt.NDArray[np.int64], queri
     from matchms import Spectrum as MatchmsSpectrum
     from matchms.similarity import CosineGreedy, ModifiedCosineGreedy
 
-    peaks = PeakSet.from_arrow(spectra)
+    peaks = Peaks.from_arrow(spectra)
     modes = np.asarray(spectra.column("ion_mode").to_pylist(), dtype=object)
     rows = np.unique(np.concatenate([library, queries]))
     ms = {int(i): MatchmsSpectrum(mz=peaks.mz[peaks.offsets[i]:peaks.offsets[i + 1]],

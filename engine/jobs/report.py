@@ -74,9 +74,10 @@ def mirror_plot_png(query: Spectrum, hit: Spectrum, *, title: str = "", toleranc
     """Mirror plot of ``query`` (up) against ``hit`` (down), matched peaks coloured, as base64 PNG."""
     from matplotlib.figure import Figure
 
-    from engine.queries.similarity import PeakSet, matched_peaks
+    from engine.core.peaks import Peaks
+    from engine.queries.similarity import matched_peaks
 
-    qa, ha = PeakSet.from_spectra([query]), PeakSet.from_spectra([hit])
+    qa, ha = Peaks.from_spectra([query]), Peaks.from_spectra([hit])
     modified = query.precursor_mz is not None and hit.precursor_mz is not None
     _, mq, mh = matched_peaks(qa, ha, [0], [0], tolerance=tolerance, modified=modified)
     q_int = query.intensity / max(float(query.intensity.max()), 1e-12) if query.n_peaks else query.intensity

@@ -20,6 +20,7 @@ from torch import nn
 
 from engine.core.config import from_mapping, to_dict
 from engine.core.errors import IncompatibleArtifactError, InvalidMoleculeError
+from engine.core.peaks import Peaks
 from engine.core.preprocess import Pipeline, default_pipeline
 from engine.models.checkpoint import content_hash, load_checkpoint, save_checkpoint
 from engine.models.encoders.featurize import GraphStore, featurize
@@ -30,7 +31,6 @@ from engine.models.encoders.spectrum import (
     SpectrumEncoderConfig,
     SpectrumInputs,
     encoder_inputs,
-    flat_from_batch,
     ion_positive_from_batch,
     preprocess_flat,
 )
@@ -104,9 +104,10 @@ class JointModel(nn.Module):
         return to_dict(self.config)
 
     # -- spectra --------------------------------------------------------------------------------
-    def spectrum_inputs(self, batch: pa.RecordBatch | pa.Table) -> SpectrumInputs:
-        """Preprocess and bin a batch of the spectrum schema (vectorised)."""
-        peaks = preprocess_flat(flat_from_batch(batch), self.pipeline)
+    def spectrum_inputs(self, batch: pa.RecordBatch | pa.Table, peaks: Peaks | None = None) -> SpectrumInputs:
+        """Preprocess and bin a batch of the spectrum schema (vectorised; ``peaks``: its peaks when unpacked
+        already)."""
+        peaks = preprocess_flat(peaks if peaks is not None else Peaks.from_arrow(batch), self.pipeline)
         return encoder_inputs(peaks, ion_positive_from_batch(batch), self.config.spectrum)
 
     def encode_spectrum_inputs(self, inputs: SpectrumInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,12 +116,21 @@ class JointModel(nn.Module):
         norm = raw.norm(dim=1)
         return raw / norm.clamp_min(1e-12)[:, None], norm
 
-    def embed_spectra(self, batch: pa.RecordBatch | pa.Table, *, batch_size: int = 1024
-                      ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Embeddings ``[n, dim]`` (float32, unit length) and quality ``[n]`` (0..1, higher = better)."""
+    def embed_spectra(self, batch: pa.RecordBatch | pa.Table, *, batch_size: int = 1024,
+                      peaks: Peaks | None = None) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Embeddings ``[n, dim]`` (float32, unit length) and quality ``[n]`` (0..1, higher = better).
+
+        ``peaks`` are the batch's peaks when the caller unpacked them already (:meth:`Peaks.from_arrow`);
+        they are preprocessed once for the whole batch (the result stays with them for later stages) and
+        encoded ``batch_size`` spectra at a time."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         n = batch.num_rows
+        peaks = peaks if peaks is not None else Peaks.from_arrow(batch)
+        if len(peaks) != n:
+            raise ValueError(f"peaks hold {len(peaks)} spectra, the batch {n}")
+        prepared = preprocess_flat(peaks, self.pipeline)
+        positive = ion_positive_from_batch(batch)
         emb = np.empty((n, self.dim), dtype=np.float32)
         qual = np.empty(n, dtype=np.float32)
         was_training = self.training
@@ -128,12 +138,12 @@ class JointModel(nn.Module):
         try:
             with torch.inference_mode():
                 for start in range(0, n, batch_size):
-                    part = batch.slice(start, batch_size)
-                    inputs = self.spectrum_inputs(part)
+                    stop = min(start + batch_size, n)
+                    inputs = encoder_inputs(prepared.slice(start, stop), positive[start:stop], self.config.spectrum)
                     e, norm = self.encode_spectrum_inputs(inputs)
                     q = self.quality_head(e, norm, torch.from_numpy(inputs.side).to(self.device))
-                    emb[start:start + part.num_rows] = e.cpu().numpy()
-                    qual[start:start + part.num_rows] = q.cpu().numpy()
+                    emb[start:stop] = e.cpu().numpy()
+                    qual[start:stop] = q.cpu().numpy()
         finally:
             self.train(was_training)
         return emb, qual

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.peaks import Peaks
 from engine.core.records import Tolerance
 from engine.models.calibration import Calibration, load_calibration
 from engine.models.encoders.base import SpectrumEmbedder
@@ -42,7 +43,6 @@ from engine.queries.hits import (
 from engine.queries.identity import ScoreModel
 from engine.queries.references import SCORING_MAX_PEAKS, References
 from engine.queries.similarity import (
-    PeakSet,
     cosine_greedy,
     entropy_similarity,
     modified_cosine,
@@ -62,6 +62,7 @@ class AnalogueSettings:
     top_k: int = 10
     n_candidates: int = 200
     max_mass_difference: float | None = None
+    #: False: search every ion mode of the library (cross-mode analogues; hits carry their ion mode)
     same_ion_mode: bool = True
     cosine_tolerance_da: float = 0.1
     min_library_quality: float | None = None
@@ -92,7 +93,7 @@ def _group_max(group: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) ->
     return top[group]
 
 
-def analogue_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
+def analogue_features(query_peaks: Peaks, references: References, query_index: npt.NDArray[np.int64],
                       row_id: npt.NDArray[np.int64], embedding_cosine: npt.NDArray[np.float64],
                       query_quality: npt.NDArray[np.float32], settings: AnalogueSettings
                       ) -> dict[str, npt.NDArray[np.float64]]:
@@ -211,31 +212,40 @@ def analogue_order(query_index: npt.NDArray[np.int64], features: dict[str, npt.N
 
 def analogue_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
                         embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
-                        settings: AnalogueSettings) -> Candidates:
-    """The ``n_candidates`` nearest library spectra of each query, with their features."""
+                        settings: AnalogueSettings, *, peaks: Peaks | None = None) -> Candidates:
+    """The ``n_candidates`` nearest library spectra of each query, with their features; ``peaks`` are the
+    queries' (read from ``queries`` when not given)."""
     emb, quality = embeddings
     cols = query_columns(queries)
     window: dict[str, object] = {}
     if settings.max_mass_difference is not None:
         window = {"mass": cols["precursor_mz"], "tolerance": Tolerance(settings.max_mass_difference, "Da")}
-    hits = library.search(emb, top_k=settings.n_candidates,
-                          ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
+    # a library with decoys holds one per target: fetch twice as many and drop the decoys
+    fetch = settings.n_candidates * (2 if references.has_decoys else 1)
+    hits = library.search(emb, top_k=fetch, ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
                           min_quality=settings.min_library_quality, **window)
     qi = hits.column("query_index").to_numpy().astype(np.int64)
     rows = hits.column("row_id").to_numpy().astype(np.int64)
     cos = hits.column("score").to_numpy().astype(np.float64)
+    if references.has_decoys and qi.shape[0]:
+        target = ~references.is_decoy(rows)
+        qi, rows, cos = qi[target], rows[target], cos[target]
+        keep, _ = top_per_query(qi, cos, settings.n_candidates)
+        keep = np.sort(keep)
+        qi, rows, cos = qi[keep], rows[keep], cos[keep]
     if qi.shape[0] == 0:
         return Candidates(qi, rows, {})
-    return Candidates(qi, rows, analogue_features(PeakSet.from_arrow(queries), references, qi, rows, cos,
-                                                  quality, settings))
+    query_peaks = peaks if peaks is not None else Peaks.from_arrow(queries)
+    return Candidates(qi, rows, analogue_features(query_peaks, references, qi, rows, cos, quality, settings))
 
 
 def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
                     embedder: SpectrumEmbedder, *, settings: AnalogueSettings | None = None,
                     score_model: ScoreModel | None = None,
-                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
-                    ) -> pa.Table:
-    """Top-k analogue hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`)."""
+                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+                    peaks: Peaks | None = None) -> pa.Table:
+    """Top-k analogue hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`);
+    ``embeddings`` and ``peaks`` may be given as for :func:`~engine.queries.identity.identity_search`."""
     settings = settings or AnalogueSettings()
     if score_model is None:
         score_model = analogue_score_model(embedder.encoder_hash)
@@ -243,8 +253,9 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     if queries.num_rows == 0:
         return schema.empty_table()
     queries = as_batch(queries)
-    emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
-    cand = analogue_candidates(queries, library, references, (emb, quality), settings)
+    peaks = peaks if peaks is not None else Peaks.from_arrow(queries)
+    emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries, peaks=peaks)
+    cand = analogue_candidates(queries, library, references, (emb, quality), settings, peaks=peaks)
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features

@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.core.errors import IncompatibleArtifactError
-from engine.queries.similarity import EntropyPeaks, PeakSet, entropy_similarity, prepare_entropy
+from engine.core.peaks import Peaks
+from engine.queries.similarity import EntropyPeaks, entropy_similarity, prepare_entropy
 
 #: Embedding cosine at or above which a reference spectrum counts as matching the query.
 DEFAULT_THRESHOLD = 0.95
@@ -95,7 +96,7 @@ class LibraryEvidence:
 
     @classmethod
     def from_arrays(cls, inchikeys: Sequence[str | None], ion_modes: Sequence[str | None],
-                    embeddings: npt.ArrayLike, *, encoder_hash: str, peaks: PeakSet | None = None,
+                    embeddings: npt.ArrayLike, *, encoder_hash: str, peaks: Peaks | None = None,
                     threshold: float | None = None, weight: float | None = None) -> LibraryEvidence:
         """Evidence from parallel arrays (rows without an InChIKey or ion mode are left out); with ``peaks``
         (one spectrum per row) it compares peaks. Threshold and weight default to those of the measure."""
@@ -159,11 +160,12 @@ class LibraryEvidence:
     def __len__(self) -> int:
         return int(sum(g.shape[0] for g in self.groups.values()))
 
-    def query_peaks(self, batch: pa.RecordBatch | pa.Table) -> EntropyPeaks | None:
-        """The query spectra of ``batch`` prepared as :meth:`similarity` needs them (None for embeddings)."""
+    def query_peaks(self, peaks: Peaks) -> EntropyPeaks | None:
+        """The query spectra prepared as :meth:`similarity` needs them (None for embeddings); the same
+        preparation as the searches', so a chunk's peaks are prepared once."""
         if self.reference_peaks is None:
             return None
-        return prepare_entropy(PeakSet.from_arrow(batch), tolerance_da=self.tolerance_da)
+        return prepare_entropy(peaks, tolerance_da=self.tolerance_da)
 
     def similarity(self, query_embeddings: npt.NDArray[np.float32], query_modes: Sequence[str | None],
                    query_index: npt.NDArray[np.int64], candidate_keys: Sequence[str | None],

@@ -35,15 +35,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.peaks import Peaks, offsets_of
 from engine.models.rdkit_util import parse_smiles
-
-if TYPE_CHECKING:
-    from engine.models.encoders.spectrum import FlatPeaks
 
 PROTON = 1.007276466812
 HYDROGEN = 1.00782503207
@@ -531,7 +529,7 @@ class FragmentScorer:
         peaks = QueryPeaks.build(mz, intensity, precursor_mz, self.settings)
         return self._evidence(peaks, smiles, ion_mode or "positive", carries_sodium(adduct))
 
-    def score_pairs(self, peaks: FlatPeaks, ion_modes: Sequence[str | None], adducts: Sequence[str | None],
+    def score_pairs(self, peaks: Peaks, ion_modes: Sequence[str | None], adducts: Sequence[str | None],
                     query: npt.NDArray[np.int64], smiles: Sequence[str]
                     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Fragment score (the term candidate ranking adds) and explained share of every pair (spectrum
@@ -592,14 +590,14 @@ class _PackedQueries:
     upper: npt.NDArray[np.float64]
 
     @classmethod
-    def build(cls, peaks: FlatPeaks, spectra: npt.NDArray[np.int64], settings: FragmentSettings) -> _PackedQueries:
+    def build(cls, peaks: Peaks, spectra: npt.NDArray[np.int64], settings: FragmentSettings) -> _PackedQueries:
         """Spectra ``spectra`` (indices into ``peaks``), in that order."""
-        starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
+        starts = peaks.offsets
         built = [QueryPeaks.build(peaks.mz[starts[i]:starts[i + 1]], peaks.intensity[starts[i]:starts[i + 1]],
                                   float(peaks.precursor_mz[i]), settings) for i in spectra.tolist()]
         return cls(_concat([q.mz for q in built]), _concat([q.weight for q in built]),
-                   _offsets([q.mz.shape[0] for q in built]), _concat([q.explainable for q in built]),
-                   _offsets([q.explainable.shape[0] for q in built]),
+                   offsets_of([q.mz.shape[0] for q in built]), _concat([q.explainable for q in built]),
+                   offsets_of([q.explainable.shape[0] for q in built]),
                    np.array([q.lower for q in built], dtype=np.float64),
                    np.array([q.upper for q in built], dtype=np.float64))
 
@@ -663,10 +661,6 @@ class _TableStore:
 
 def _concat(arrays: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.float64]:
     return np.ascontiguousarray(np.concatenate(arrays) if arrays else np.zeros(0), dtype=np.float64)
-
-
-def _offsets(counts: Sequence[int]) -> npt.NDArray[np.int64]:
-    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
 @dataclass(frozen=True)

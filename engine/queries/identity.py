@@ -19,9 +19,11 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.peaks import Peaks
 from engine.core.records import Tolerance
 from engine.models.calibration import Calibration, load_calibration
 from engine.models.encoders.base import SpectrumEmbedder
+from engine.queries.fdr import competition
 from engine.queries.hits import (
     Candidates,
     SearchableLibrary,
@@ -33,7 +35,7 @@ from engine.queries.hits import (
     top_per_query,
 )
 from engine.queries.references import SCORING_MAX_PEAKS, References
-from engine.queries.similarity import PeakSet, cosine_greedy, entropy_similarity, prepare_entropy, top_peaks
+from engine.queries.similarity import cosine_greedy, entropy_similarity, prepare_entropy, top_peaks
 from engine.queries.windows import as_vector_index, window_pairs
 
 #: Stored calibrations (engine/data/calibration): a ranker over all window candidates and a scale that
@@ -61,7 +63,7 @@ class IdentitySettings:
             raise ValueError("precursor_tolerance_ppm must be > 0")
 
 
-def identity_features(query_peaks: PeakSet, references: References, query_index: npt.NDArray[np.int64],
+def identity_features(query_peaks: Peaks, references: References, query_index: npt.NDArray[np.int64],
                       row_id: npt.NDArray[np.int64], embedding_cosine: npt.NDArray[np.float64],
                       settings: IdentitySettings, *, needed: frozenset[str] | None = None
                       ) -> dict[str, npt.NDArray[np.float64]]:
@@ -126,54 +128,108 @@ def identity_score_model(encoder_hash: str | None) -> ScoreModel:
     return ScoreModel(load_calibration(SPECTRAL_RANKER, None), load_calibration(SPECTRAL_SCALE, None))
 
 
-def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
-                        embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
-                        settings: IdentitySettings, *, needed: frozenset[str] | None = None) -> Candidates:
-    """Every library spectrum in each query's window (the ``max_candidates`` nearest by embedding cosine
-    where a window holds more), with its features."""
-    emb, _ = embeddings
+Pairs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+def _window(queries: pa.RecordBatch, library: SearchableLibrary, emb: npt.NDArray[np.float32],
+            settings: IdentitySettings) -> Pairs:
     cols = query_columns(queries)
-    qi, rows, cos = window_pairs(as_vector_index(library), emb, cols["precursor_mz"], cols["ion_mode"],
-                                 Tolerance(settings.precursor_tolerance_ppm, "ppm"),
-                                 min_quality=settings.min_library_quality)
+    return window_pairs(as_vector_index(library), emb, cols["precursor_mz"], cols["ion_mode"],
+                        Tolerance(settings.precursor_tolerance_ppm, "ppm"), min_quality=settings.min_library_quality)
+
+
+def _featurised(pairs: Pairs, query_peaks: Peaks, references: References, settings: IdentitySettings,
+                needed: frozenset[str] | None, *, decoys: bool) -> Candidates:
+    """The targets (or the decoys) among window pairs, capped at ``max_candidates`` per query, with features
+    computed among them alone: decoys compete as a separate library would."""
+    qi, rows, cos = pairs
+    if qi.shape[0] and references.has_decoys:
+        mine = references.is_decoy(rows) == decoys
+        qi, rows, cos = qi[mine], rows[mine], cos[mine]
+    elif decoys:
+        qi, rows, cos = qi[:0], rows[:0], cos[:0]
     if qi.shape[0] == 0:
         return Candidates(qi, rows, {})
     if np.bincount(qi).max() > settings.max_candidates:
         keep, _ = top_per_query(qi, cos, settings.max_candidates)
         keep = np.sort(keep)
         qi, rows, cos = qi[keep], rows[keep], cos[keep]
-    return Candidates(qi, rows, identity_features(PeakSet.from_arrow(queries), references, qi, rows, cos,
-                                                  settings, needed=needed))
+    return Candidates(qi, rows, identity_features(query_peaks, references, qi, rows, cos, settings, needed=needed))
+
+
+def identity_candidates(queries: pa.RecordBatch, library: SearchableLibrary, references: References,
+                        embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+                        settings: IdentitySettings, *, needed: frozenset[str] | None = None,
+                        peaks: Peaks | None = None, decoys: bool = False) -> Candidates:
+    """Every library spectrum (every decoy with ``decoys``) in each query's window (the ``max_candidates``
+    nearest by embedding cosine where a window holds more), with its features; ``peaks`` are the queries'
+    (read from ``queries`` when not given)."""
+    query_peaks = peaks if peaks is not None else Peaks.from_arrow(queries)
+    return _featurised(_window(queries, library, embeddings[0], settings), query_peaks, references, settings,
+                       needed, decoys=decoys)
 
 
 def identity_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
                     embedder: SpectrumEmbedder, *, settings: IdentitySettings | None = None,
                     score_model: ScoreModel | None = None,
-                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
-                    ) -> pa.Table:
+                    embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+                    peaks: Peaks | None = None) -> pa.Table:
     """Top-k identity hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`).
 
-    ``embeddings`` (embedding, quality) may be given when the queries were embedded already;
-    ``score_model`` defaults to :func:`identity_score_model` for the embedder.
+    ``embeddings`` (embedding, quality) may be given when the queries were embedded already, and
+    ``peaks`` when their peaks were unpacked already (:meth:`Peaks.from_arrow` of ``queries``);
+    ``score_model`` defaults to :func:`identity_score_model` for the embedder. Decoys are never returned;
+    :func:`identity_search_tdc` also gives the target-decoy competition the q-values come from.
     """
+    return identity_search_tdc(queries, library, references, embedder, settings=settings, score_model=score_model,
+                               embeddings=embeddings, peaks=peaks)[0]
+
+
+def identity_search_tdc(queries: pa.RecordBatch | pa.Table, library: SearchableLibrary, references: References,
+                        embedder: SpectrumEmbedder, *, settings: IdentitySettings | None = None,
+                        score_model: ScoreModel | None = None,
+                        embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+                        peaks: Peaks | None = None) -> tuple[pa.Table, pa.Table | None]:
+    """:func:`identity_search` plus, for a library with decoys, each query's best target and best decoy
+    score (:data:`engine.queries.fdr.COMPETITION_SCHEMA`; None without decoys). The decoys are scored
+    among the decoys of the window exactly as the targets among the targets; q-values need the
+    competition of the whole run (:func:`engine.queries.fdr.with_q_values`)."""
     settings = settings or IdentitySettings()
     if score_model is None:
         score_model = identity_score_model(embedder.encoder_hash)
     schema = search_schema("identity", "entropy")
-    if queries.num_rows == 0:
-        return schema.empty_table()
+    n = queries.num_rows
+    cols = query_columns(queries)
+    target_best = np.full(n, np.nan)
+    decoy_best = np.full(n, np.nan)
+
+    def contest() -> pa.Table | None:
+        return competition(cols["query_id"], target_best, decoy_best) if references.has_decoys else None
+
+    if n == 0:
+        return schema.empty_table(), contest()
     queries = as_batch(queries)
-    emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries)
-    cand = identity_candidates(queries, library, references, (emb, quality), settings,
-                               needed=score_model.features())
+    peaks = peaks if peaks is not None else Peaks.from_arrow(queries)
+    emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries, peaks=peaks)
+    pairs = _window(queries, library, emb, settings)
+    needed = score_model.features()
+    if references.has_decoys:
+        dec = _featurised(pairs, peaks, references, settings, needed, decoys=True)
+        if dec.query_index.shape[0]:
+            keep, _, score = rank_and_score(dec.query_index, dec.features, 1, ranker=score_model.ranker,
+                                            scale=score_model.scale, fallback_rank="entropy",
+                                            fallback_score=dec.features["entropy"])
+            decoy_best[dec.query_index[keep]] = score
+    cand = _featurised(pairs, peaks, references, settings, needed, decoys=False)
     if cand.query_index.shape[0] == 0:
-        return schema.empty_table()
+        return schema.empty_table(), contest()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
                                        scale=score_model.scale, fallback_rank="entropy",
                                        fallback_score=feats["entropy"])
-    cols = query_columns(queries)
+    top = rank == 1
+    target_best[qi[keep][top]] = score[top]
     return assemble(query_id=cols["query_id"][qi[keep]], rank=rank, score=score,
                     meta=references.meta(rows[keep]), query_precursor=cols["precursor_mz"][qi[keep]],
                     quality=quality[qi[keep]], embedding_cosine=feats["embedding_cosine"][keep],
-                    spectral=feats["entropy"][keep], schema=schema)
+                    spectral=feats["entropy"][keep], schema=schema), contest()

@@ -10,7 +10,7 @@ analogue feature ``structure_embedding_cosine``).
 :func:`fragment_pair_evidence` scores (spectrum, candidate) pairs against in-silico fragment ions
 (:mod:`engine.queries.fragments`).
 
-All arrays are CSR packed as in :class:`~engine.queries.similarity.PeakSet`: peaks of spectrum ``i``
+All arrays are CSR packed as in :class:`~engine.core.peaks.Peaks`: peaks of spectrum ``i``
 are ``offsets[i]:offsets[i + 1]``, m/z sorted within each spectrum. Compiled code is cached on disk
 next to this module (``cache=True``) when the directory is writable.
 """

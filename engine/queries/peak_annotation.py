@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.peaks import Peaks
 from engine.core.records import Spectrum
 from engine.queries.fragments import (
     ELECTRON,
@@ -94,11 +95,10 @@ def annotate_spectrum(scorer: FragmentScorer, spectrum: Spectrum, smiles: str, p
                       ) -> PeakAnnotation | None:
     """:func:`annotate_peaks` for a raw spectrum, preprocessed with ``pipeline`` (default: the default
     model's) as ranking does; intensities in the result are the raw ones of the kept peaks."""
-    from engine.core.schema import spectra_to_batch
-    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.encoders.spectrum import preprocess_flat
     from engine.models.model import model_pipeline
 
-    peaks = preprocess_flat(flat_from_batch(spectra_to_batch([spectrum])), pipeline or model_pipeline())
+    peaks = preprocess_flat(Peaks.from_spectra([spectrum]), pipeline or model_pipeline())
     annotation = annotate_peaks(scorer, peaks.mz, peaks.intensity, spectrum.precursor_mz, spectrum.ion_mode,
                                 spectrum.adduct, smiles)
     if annotation is None:

@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.peaks import Peaks
+from engine.core.preprocess import Pipeline
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from engine.models.encoders.base import MoleculeEmbedder, SpectrumEmbedder
 from engine.models.rdkit_util import parse_smiles
@@ -134,14 +136,15 @@ def _embed_unique(model: MoleculeEmbedder, smiles: list[str], report: RankReport
 def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, model: Any, *, top_k: int = 20,
                     report: RankReport | None = None,
                     embeddings: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
-                    evidence: LibraryEvidence | None = None, fragments: FragmentScorer | None = None
-                    ) -> pa.Table:
+                    evidence: LibraryEvidence | None = None, fragments: FragmentScorer | None = None,
+                    peaks: Peaks | None = None) -> pa.Table:
     """Rank each query's candidates (rows of ``candidates`` with its ``query_id``); top ``top_k`` per query.
 
     ``model`` embeds spectra and molecules into one space (:class:`~engine.models.model.JointModel`); ``evidence``
     (reference spectra embedded by the same model) demotes candidates whose references do not match;
     ``fragments`` adds the candidate's fragment score (how well its in-silico fragments explain the query's
-    peaks, and how many of its likely fragments the query shows).
+    peaks, and how many of its likely fragments the query shows). ``peaks`` are the queries' peaks when
+    unpacked already (:meth:`Peaks.from_arrow`), shared with the embedding and the searches of a chunk.
     """
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
@@ -149,7 +152,8 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     batch = as_batch(queries)
     report.queries += batch.num_rows
     spectrum_model: SpectrumEmbedder = model
-    emb, quality = embeddings if embeddings is not None else spectrum_model.embed_spectra(batch)
+    peaks = peaks if peaks is not None else Peaks.from_arrow(batch)
+    emb, quality = embeddings if embeddings is not None else spectrum_model.embed_spectra(batch, peaks=peaks)
     qids = batch.column("spectrum_id").to_pylist()
     position = {q: i for i, q in enumerate(qids)}
     cand_q = candidates.column("query_id").to_pylist()
@@ -177,13 +181,13 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
                                             f"({evidence.encoder_hash}, ranking model {model.encoder_hash})")
         identifiers = _identifiers(cand)
         modes = batch.column("ion_mode").to_pylist() if "ion_mode" in batch.schema.names else [None] * len(qids)
-        lib_sim = evidence.similarity(emb, modes, qi, identifiers[0], evidence.query_peaks(batch))
+        lib_sim = evidence.similarity(emb, modes, qi, identifiers[0], evidence.query_peaks(peaks))
         score = evidence.adjust(cosine, lib_sim)
         report.candidates_with_references += int(np.isfinite(lib_sim).sum())
         report.candidates_demoted += int((score < cosine).sum())
     frag = share = np.full(cosine.shape[0], np.nan)
     if fragments is not None:
-        frag, share = fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist())
+        frag, share = fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist(), peaks=peaks)
         score = score + np.nan_to_num(frag)
         report.candidates_fragmented += int(np.isfinite(frag).sum())
     scale = _logit_scale(model)
@@ -220,15 +224,17 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
 
 
 def fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, qi: npt.NDArray[np.int64],
-                    smiles: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+                    smiles: list[str], *, peaks: Peaks | None = None
+                    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Fragment score and explained share of each (query ``batch`` row ``qi[k]``, candidate ``smiles[k]``)
-    pair, on the peaks as the model's pipeline leaves them."""
-    from engine.core.preprocess import Pipeline
-    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    pair, on the peaks (``peaks``, else read from ``batch``) as the model's pipeline leaves them (the
+    embedding's preprocessing of the same container, made once)."""
+    from engine.models.encoders.spectrum import preprocess_flat
     from engine.models.model import model_pipeline
 
     pipeline = getattr(model, "pipeline", None)
-    peaks = preprocess_flat(flat_from_batch(batch), pipeline if isinstance(pipeline, Pipeline) else model_pipeline())
+    peaks = preprocess_flat(peaks if peaks is not None else Peaks.from_arrow(batch),
+                            pipeline if isinstance(pipeline, Pipeline) else model_pipeline())
     names = batch.schema.names
     modes = batch.column("ion_mode").to_pylist() if "ion_mode" in names else [None] * batch.num_rows
     adducts = batch.column("adduct").to_pylist() if "adduct" in names else [None] * batch.num_rows

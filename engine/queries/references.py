@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.core.fsutil import atomic_path
-from engine.queries.similarity import EntropyPeaks, PeakSet, prepare_entropy, top_peaks
+from engine.core.peaks import Peaks
+from engine.queries.similarity import EntropyPeaks, prepare_entropy, top_peaks
 
 #: Annotation columns carried to the results (those present in the table).
 META_COLUMNS = ("spectrum_id", "name", "smiles", "inchikey", "formula", "adduct", "precursor_mz", "ion_mode",
-                "quality")
+                "quality", "is_decoy")
 PRELOAD_MAX_ROWS = 2_000_000
 #: Re-scoring uses the most intense peaks only, with square-root intensities (see :meth:`References.scoring_peaks`).
 SCORING_MAX_PEAKS = 100
@@ -46,15 +48,24 @@ class References:
         self._library = None
         self._rows: npt.NDArray[np.int64] | None = None
         self._meta: pa.Table | None = None
-        self._peaks: PeakSet | None = None
+        self._peaks: Peaks | None = None
         self._entropy: EntropyPeaks | None = None
-        self._scoring: PeakSet | None = None
+        self._scoring: Peaks | None = None
         self._fp_cache: dict[str, npt.NDArray[np.uint8]] = {}
         self._row_fps: npt.NDArray[np.uint8] | None = None
+        #: whether the library holds decoy spectra (target-decoy q-values); ``decoy_note`` says why not
+        self.has_decoys = False
+        self.decoy_note: str | None = "the library holds no decoy spectra: no q-values"
         if isinstance(source, pa.Table):
             self._load(source)
+            if "is_decoy" in source.column_names and bool(pc.any(source.column("is_decoy")).as_py()):
+                self.has_decoys, self.decoy_note = True, None
             return
         self._library = source
+        note = getattr(source, "decoy_note", None)
+        if callable(note):
+            self.decoy_note = note()
+            self.has_decoys = self.decoy_note is None
         n = source.table.count_rows()
         if preload or (preload is None and n <= PRELOAD_MAX_ROWS):
             names = source.table.schema.names
@@ -67,7 +78,7 @@ class References:
         order = np.argsort(table.column("row_id").to_numpy(), kind="stable")
         table = table.take(order)
         self._rows = table.column("row_id").to_numpy().astype(np.int64)
-        self._peaks = PeakSet.from_arrow(table)
+        self._peaks = Peaks.from_arrow(table)
         keep = [c for c in META_COLUMNS if c in table.column_names]
         self._meta = table.select(["row_id", *keep]).combine_chunks()
 
@@ -83,7 +94,7 @@ class References:
             raise KeyError("row ids not in the library table (index and table out of sync?)")
         return pos.astype(np.int64)
 
-    def _fetch(self, row_ids: npt.NDArray[np.int64]) -> tuple[pa.Table, PeakSet]:
+    def _fetch(self, row_ids: npt.NDArray[np.int64]) -> tuple[pa.Table, Peaks]:
         """Rows from LanceDB, in the order of ``row_ids``."""
         assert self._library is not None
         names = self._library.table.schema.names
@@ -97,7 +108,7 @@ class References:
         if len(ids) == 0 or not np.array_equal(ids[take], row_ids):
             raise KeyError("row ids not in the library table (index and table out of sync?)")
         table = found.take(take)
-        return table.select(["row_id", *(c for c in META_COLUMNS if c in cols)]), PeakSet.from_arrow(table)
+        return table.select(["row_id", *(c for c in META_COLUMNS if c in cols)]), Peaks.from_arrow(table)
 
     def prepare(self) -> References:
         """Build the cached re-scoring forms (entropy-cleaned and capped sqrt peaks, structure fingerprints)
@@ -191,7 +202,15 @@ class References:
             return self._meta.take(self._positions(ids))
         return self._fetch(ids)[0]
 
-    def peaks(self, row_ids: npt.ArrayLike) -> PeakSet:
+    def is_decoy(self, row_ids: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Whether each of ``row_ids`` is a decoy spectrum (all False in a library without decoys)."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if not self.has_decoys:
+            return np.zeros(ids.shape[0], dtype=bool)
+        col = self.meta(ids).column("is_decoy").fill_null(pa.scalar(False))
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool)
+
+    def peaks(self, row_ids: npt.ArrayLike) -> Peaks:
         """Raw peaks of ``row_ids`` (in that order)."""
         ids = np.asarray(row_ids, dtype=np.int64)
         if self.preloaded:
@@ -199,7 +218,7 @@ class References:
             return self._peaks.subset(self._positions(ids))
         return self._fetch(ids)[1]
 
-    def scoring_peaks(self, row_ids: npt.ArrayLike) -> PeakSet:
+    def scoring_peaks(self, row_ids: npt.ArrayLike) -> Peaks:
         """The ``SCORING_MAX_PEAKS`` most intense peaks of ``row_ids``, square-root intensities (the input of
         the greedy cosines in re-scoring; prepared once for a preloaded library)."""
         ids = np.asarray(row_ids, dtype=np.int64)

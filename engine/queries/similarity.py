@@ -1,6 +1,6 @@
 """Exact spectral similarity, vectorised over many spectrum pairs at once.
 
-Spectra are packed into a :class:`PeakSet` (CSR layout: one flat m/z and intensity array and offsets),
+Spectra come packed in :class:`~engine.core.peaks.Peaks` (CSR layout: flat m/z and intensity arrays, offsets),
 and every function scores a list of pairs ``(a[i], b[i])`` in one pass of numpy array operations; no
 Python loop runs per peak or per pair.
 
@@ -17,15 +17,12 @@ Python loop runs per peak or per pair.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
-from engine.core.records import Spectrum
+from engine.core.peaks import Peaks, expand_ranges, offsets_of
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -34,104 +31,32 @@ IntArray = npt.NDArray[np.int64]
 _PAD = 1e-3
 
 
-@dataclass(frozen=True, slots=True)
-class PeakSet:
-    """Many spectra packed as flat arrays: peaks of spectrum ``i`` are ``offsets[i]:offsets[i+1]``.
-
-    ``mz`` is sorted within each spectrum. ``precursor_mz`` is NaN where a spectrum has none.
-    """
-
-    mz: FloatArray
-    intensity: FloatArray
-    offsets: IntArray
-    precursor_mz: FloatArray
-
-    def __len__(self) -> int:
-        return int(self.offsets.shape[0] - 1)
-
-    @property
-    def n_peaks(self) -> IntArray:
-        return np.diff(self.offsets)
-
-    @property
-    def spectrum_of_peak(self) -> IntArray:
-        """Index of the spectrum each flat peak belongs to."""
-        return np.repeat(np.arange(len(self), dtype=np.int64), self.n_peaks)
-
-    @classmethod
-    def from_spectra(cls, spectra: Sequence[Spectrum]) -> PeakSet:
-        """Pack spectra (their peaks are sorted by m/z, as readers guarantee)."""
-        lengths = np.fromiter((s.mz.shape[0] for s in spectra), dtype=np.int64, count=len(spectra))
-        offsets = np.zeros(len(spectra) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        mz = np.concatenate([s.mz for s in spectra]).astype(np.float64) if spectra else np.zeros(0)
-        inten = (np.concatenate([s.intensity for s in spectra]).astype(np.float64)
-                 if spectra else np.zeros(0))
-        prec = np.array([np.nan if s.precursor_mz is None else s.precursor_mz for s in spectra],
-                        dtype=np.float64)
-        return cls(mz, inten, offsets, prec)
-
-    @classmethod
-    def from_arrow(cls, table: pa.Table | pa.RecordBatch) -> PeakSet:
-        """Pack the ``mz`` / ``intensity`` list columns (and ``precursor_mz`` when present) of a table."""
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
-        mz_col = cast(pa.ListArray, table.column("mz").combine_chunks())
-        in_col = cast(pa.ListArray, table.column("intensity").combine_chunks())
-        offsets = mz_col.offsets.to_numpy().astype(np.int64)
-        start = int(offsets[0])
-        mz = mz_col.values.to_numpy(zero_copy_only=False)[start:int(offsets[-1])].astype(np.float64)
-        in_off = in_col.offsets.to_numpy().astype(np.int64)
-        inten = in_col.values.to_numpy(zero_copy_only=False)[int(in_off[0]):int(in_off[-1])]
-        if "precursor_mz" in table.column_names:
-            prec = table.column("precursor_mz").to_numpy(zero_copy_only=False).astype(np.float64)
-        else:
-            prec = np.full(table.num_rows, np.nan)
-        return cls(mz, inten.astype(np.float64), offsets - start, prec)
-
-    def subset(self, index: npt.ArrayLike) -> PeakSet:
-        """The spectra at ``index``, packed anew."""
-        idx = np.asarray(index, dtype=np.int64)
-        starts, lengths = self.offsets[idx], self.n_peaks[idx]
-        offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = _expand_ranges(starts, lengths)
-        return PeakSet(self.mz[flat], self.intensity[flat], offsets, self.precursor_mz[idx])
-
-
-def top_peaks(peaks: PeakSet, n: int, *, sqrt: bool = False) -> PeakSet:
+def top_peaks(peaks: Peaks, n: int, *, sqrt: bool = False) -> Peaks:
     """Keep the ``n`` most intense peaks of every spectrum (m/z order kept); ``sqrt`` also takes the square
-    root of the intensities. Vectorised over the whole set."""
+    root of the intensities. Vectorised over the whole set; kept with ``peaks`` (:meth:`Peaks.derived`)."""
+    return peaks.derived(("top_peaks", n, sqrt), lambda: _top_peaks(peaks, n, sqrt))
+
+
+def _top_peaks(peaks: Peaks, n: int, sqrt: bool) -> Peaks:
     seg = peaks.spectrum_of_peak
     order = np.lexsort((-peaks.intensity, seg))
     start = np.repeat(peaks.offsets[:-1], peaks.n_peaks)
     keep_sorted = (np.arange(order.shape[0]) - start) < n
     keep = np.zeros(order.shape[0], dtype=bool)
     keep[order[keep_sorted]] = True
-    counts = np.bincount(seg[keep], minlength=len(peaks))
-    offsets = np.zeros(len(peaks) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    offsets = offsets_of(np.bincount(seg[keep], minlength=len(peaks)))
     inten = peaks.intensity[keep]
-    return PeakSet(peaks.mz[keep], np.sqrt(inten) if sqrt else inten, offsets, peaks.precursor_mz)
+    return Peaks(peaks.mz[keep], np.sqrt(inten) if sqrt else inten, offsets, peaks.precursor_mz)
 
 
-def _expand_ranges(starts: IntArray, lengths: IntArray) -> IntArray:
-    """Concatenate ``arange(s, s + n)`` for every (s, n), without a Python loop."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    group_start = np.cumsum(lengths) - lengths
-    return np.repeat(starts - group_start, lengths) + np.arange(total, dtype=np.int64)
-
-
-def _spectrum_keys(peaks: PeakSet) -> tuple[FloatArray, float]:
+def _spectrum_keys(peaks: Peaks) -> tuple[FloatArray, float]:
     """Sorted search keys ``spectrum_index * stride + mz`` and the stride."""
     top = float(peaks.mz.max()) if peaks.mz.size else 0.0
     stride = float(2 ** np.ceil(np.log2(max(top, 1.0) * 4 + 16)))
     return peaks.spectrum_of_peak * stride + peaks.mz, stride
 
 
-def _find_peak_pairs(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float,
+def _find_peak_pairs(a: Peaks, b: Peaks, ia: IntArray, ib: IntArray, tolerance: float,
                      shift: FloatArray) -> tuple[IntArray, IntArray, IntArray]:
     """All (pair, peak of a, peak of b) with ``|mz_a - (mz_b + shift[pair])| <= tolerance``.
 
@@ -148,7 +73,7 @@ def _find_peak_pairs(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, toleran
     return pair[order], pa[order], pb[order]
 
 
-def _lookup(keyed: PeakSet, probe: PeakSet, ik: IntArray, ip: IntArray, tolerance: float, shift: FloatArray,
+def _lookup(keyed: Peaks, probe: Peaks, ik: IntArray, ip: IntArray, tolerance: float, shift: FloatArray,
             sign: float) -> tuple[IntArray, IntArray, IntArray]:
     """Edges (pair, peak of ``keyed``, peak of ``probe``): probe peaks searched among keyed peaks.
 
@@ -160,7 +85,7 @@ def _lookup(keyed: PeakSet, probe: PeakSet, ik: IntArray, ip: IntArray, toleranc
     ik, ip = ik[visit], ip[visit]
     n_probe = probe.n_peaks[ip]
     pair_of_q = np.repeat(np.arange(ik.shape[0], dtype=np.int64), n_probe)
-    peak_p = _expand_ranges(probe.offsets[ip], n_probe)
+    peak_p = expand_ranges(probe.offsets[ip], n_probe)
     target = probe.mz[peak_p] + sign * shift[visit][pair_of_q]
     keys, stride = _spectrum_keys(keyed)
     base = ik[pair_of_q] * stride
@@ -170,7 +95,7 @@ def _lookup(keyed: PeakSet, probe: PeakSet, ik: IntArray, ip: IntArray, toleranc
     hi = np.minimum(hi, keyed.offsets[ik + 1][pair_of_q])
     counts = np.maximum(hi - lo, 0)
     edge_q = np.repeat(np.arange(lo.shape[0], dtype=np.int64), counts)
-    peak_k = _expand_ranges(lo, counts)
+    peak_k = expand_ranges(lo, counts)
     pair, peak_p = visit[pair_of_q[edge_q]], peak_p[edge_q]
     if sign > 0:  # matchms' test: mz_a - tol <= mz_b + shift <= mz_a + tol
         mz_a, mz_b_shifted = keyed.mz[peak_k], probe.mz[peak_p] + shift[pair]
@@ -214,20 +139,20 @@ def _greedy_assignment(node_a: IntArray, node_b: IntArray, rank: IntArray) -> np
     return chosen
 
 
-def _restrict(peaks: PeakSet, index: IntArray) -> tuple[PeakSet, IntArray]:
+def _restrict(peaks: Peaks, index: IntArray) -> tuple[Peaks, IntArray]:
     """Only the spectra ``index`` refers to (when they are few), so the cost follows the pairs, not the set."""
     sub, new_index, _ = _restrict_map(peaks, index)
     return sub, new_index
 
 
-def _restrict_map(peaks: PeakSet, index: IntArray) -> tuple[PeakSet, IntArray, IntArray | None]:
+def _restrict_map(peaks: Peaks, index: IntArray) -> tuple[Peaks, IntArray, IntArray | None]:
     """As :func:`_restrict`, plus the original flat peak of every peak of the subset (None: unchanged)."""
     if index.shape[0] == 0:
         return peaks, index, None
     used, inverse = np.unique(index, return_inverse=True)
     if used.shape[0] * 2 >= len(peaks):
         return peaks, index, None
-    flat = _expand_ranges(peaks.offsets[used], peaks.n_peaks[used])
+    flat = expand_ranges(peaks.offsets[used], peaks.n_peaks[used])
     return peaks.subset(used), inverse.astype(np.int64), flat
 
 
@@ -239,12 +164,12 @@ def _as_pairs(ia: npt.ArrayLike, ib: npt.ArrayLike) -> tuple[IntArray, IntArray]
     return ia_, ib_
 
 
-def _segment_norm(weights: FloatArray, peaks: PeakSet) -> FloatArray:
+def _segment_norm(weights: FloatArray, peaks: Peaks) -> FloatArray:
     seg = peaks.spectrum_of_peak
     return np.sqrt(np.bincount(seg, weights=weights ** 2, minlength=len(peaks)))
 
 
-def _precursor_shift(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float
+def _precursor_shift(a: Peaks, b: Peaks, ia: IntArray, ib: IntArray, tolerance: float
                      ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
     """Per pair: the modified cosine's shift ``precursor_a - precursor_b`` and whether it applies (matchms
     falls back to the plain cosine when the shift is within ``tolerance``)."""
@@ -255,7 +180,7 @@ def _precursor_shift(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, toleran
     return shift, np.abs(shift) > tolerance
 
 
-def _greedy_edges(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
+def _greedy_edges(a: Peaks, b: Peaks, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
                   intensity_power: float, modified: bool
                   ) -> tuple[IntArray, IntArray, IntArray, FloatArray, npt.NDArray[np.bool_]]:
     """Candidate edges (pair, peak of a, peak of b, weight) and which the greedy assignment keeps."""
@@ -290,7 +215,7 @@ def _greedy_edges(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance:
     return pair, pa_, pb_, weight, chosen
 
 
-def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
+def _cosine(a: Peaks, b: Peaks, ia: IntArray, ib: IntArray, tolerance: float, mz_power: float,
             intensity_power: float, modified: bool) -> tuple[FloatArray, IntArray]:
     from engine.queries.kernels import greedy_cosine_pairs
 
@@ -309,7 +234,7 @@ def _cosine(a: PeakSet, b: PeakSet, ia: IntArray, ib: IntArray, tolerance: float
     return score, matches
 
 
-def cosine_greedy(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, *,
+def cosine_greedy(a: Peaks, b: Peaks, ia: npt.ArrayLike, ib: npt.ArrayLike, *,
                   tolerance: float = 0.1, mz_power: float = 0.0, intensity_power: float = 1.0
                   ) -> tuple[FloatArray, IntArray]:
     """Greedy cosine of pairs ``(a[ia[i]], b[ib[i]])``; returns (scores, matched peak counts).
@@ -321,7 +246,7 @@ def cosine_greedy(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, 
     return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=False)
 
 
-def modified_cosine(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, *,
+def modified_cosine(a: Peaks, b: Peaks, ia: npt.ArrayLike, ib: npt.ArrayLike, *,
                     tolerance: float = 0.1, mz_power: float = 0.0, intensity_power: float = 1.0
                     ) -> tuple[FloatArray, IntArray]:
     """Greedy modified cosine of pairs ``(a[ia[i]], b[ib[i]])``; returns (scores, matched peak counts).
@@ -335,7 +260,7 @@ def modified_cosine(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike
     return _cosine(a, b, ia_, ib_, tolerance, mz_power, intensity_power, modified=True)
 
 
-def matched_peaks(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, *, tolerance: float = 0.1,
+def matched_peaks(a: Peaks, b: Peaks, ia: npt.ArrayLike, ib: npt.ArrayLike, *, tolerance: float = 0.1,
                   modified: bool = True) -> tuple[IntArray, IntArray, IntArray]:
     """The peak pairs the greedy (modified) cosine keeps: (pair index, flat peak of a, flat peak of b)."""
     ia_, ib_ = _as_pairs(ia, ib)
@@ -351,18 +276,26 @@ def matched_peaks(a: PeakSet, b: PeakSet, ia: npt.ArrayLike, ib: npt.ArrayLike, 
 class EntropyPeaks:
     """Spectra cleaned by ms_entropy and entropy-weighted, ready for :func:`entropy_similarity`."""
 
-    peaks: PeakSet
+    peaks: Peaks
     tolerance_da: float
 
 
-def prepare_entropy(peaks: PeakSet, *, tolerance_da: float = 0.02, noise_threshold: float = 0.01,
+def prepare_entropy(peaks: Peaks, *, tolerance_da: float = 0.02, noise_threshold: float = 0.01,
                     precursor_removal_da: float | None = None, weighted: bool = True) -> EntropyPeaks:
     """Clean (ms_entropy ``clean_spectrum``: centroid within ``2 * tolerance_da``, drop peaks below
     ``noise_threshold`` of the base peak, sum to 1) and apply the entropy intensity weight.
 
     With ``precursor_removal_da`` peaks above ``precursor_mz - precursor_removal_da`` are removed, as
-    Flash entropy search does (1.6 Da). Prepare library spectra once and reuse them.
+    Flash entropy search does (1.6 Da). Prepare library spectra once and reuse them; the result is kept
+    with ``peaks`` (:meth:`Peaks.derived`), so the searches that share a chunk prepare it once.
     """
+    key = ("entropy", tolerance_da, noise_threshold, precursor_removal_da, weighted)
+    return peaks.derived(key, lambda: _prepare_entropy(peaks, tolerance_da, noise_threshold,
+                                                       precursor_removal_da, weighted))
+
+
+def _prepare_entropy(peaks: Peaks, tolerance_da: float, noise_threshold: float,
+                     precursor_removal_da: float | None, weighted: bool) -> EntropyPeaks:
     from ms_entropy import clean_spectrum
 
     n = len(peaks)
@@ -380,13 +313,12 @@ def prepare_entropy(peaks: PeakSet, *, tolerance_da: float = 0.02, noise_thresho
         lengths[i] = cleaned.shape[0]
         mz_parts.append(cleaned[:, 0])
         in_parts.append(cleaned[:, 1])
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = offsets_of(lengths)
     mz = np.concatenate(mz_parts).astype(np.float64) if n else np.zeros(0)
     inten = np.concatenate(in_parts).astype(np.float64) if n else np.zeros(0)
     if weighted and inten.size:
         inten = _entropy_weight(inten, offsets)
-    return EntropyPeaks(PeakSet(mz, inten, offsets, peaks.precursor_mz.copy()), tolerance_da)
+    return EntropyPeaks(Peaks(mz, inten, offsets, peaks.precursor_mz.copy()), tolerance_da)
 
 
 def _entropy_weight(inten: FloatArray, offsets: IntArray) -> FloatArray:
@@ -400,6 +332,11 @@ def _entropy_weight(inten: FloatArray, offsets: IntArray) -> FloatArray:
     out = np.power(inten.astype(np.float32), weight[seg].astype(np.float32)).astype(np.float64)
     total = np.bincount(seg, weights=out, minlength=n)
     return np.where(entropy[seg] < 3, out / np.where(total[seg] > 0, total[seg], 1.0), inten)
+
+
+def _f64(values: npt.NDArray[np.floating]) -> FloatArray:
+    """``values`` as float64 (no copy when they are already; prepared peaks always are)."""
+    return np.asarray(values, dtype=np.float64)
 
 
 def _xlog2x(x: FloatArray) -> FloatArray:
@@ -419,7 +356,7 @@ def entropy_similarity(a: EntropyPeaks, b: EntropyPeaks, ia: npt.ArrayLike, ib: 
 
     ia_, ib_ = _as_pairs(ia, ib)
     (pa_set, ia_), (pb_set, ib_) = _restrict(a.peaks, ia_), _restrict(b.peaks, ib_)
-    return entropy_pairs(pa_set.mz, pa_set.intensity, pa_set.offsets, pb_set.mz, pb_set.intensity,
+    return entropy_pairs(pa_set.mz, _f64(pa_set.intensity), pa_set.offsets, pb_set.mz, _f64(pb_set.intensity),
                          pb_set.offsets, ia_, ib_, float(a.tolerance_da))
 
 
@@ -443,6 +380,6 @@ def entropy_similarity_reference(a: EntropyPeaks, b: EntropyPeaks, ia: npt.Array
         dup_b[sb] = True
         keep &= ~dup_b
     pair, pa_, pb_ = pair[keep], pa_[keep], pb_[keep]
-    x, y = pa_set.intensity[pa_], pb_set.intensity[pb_]
+    x, y = _f64(pa_set.intensity[pa_]), _f64(pb_set.intensity[pb_])
     gain = _xlog2x(x + y) - _xlog2x(x) - _xlog2x(y)
     return np.bincount(pair, weights=gain, minlength=ia_.shape[0]) / 2.0

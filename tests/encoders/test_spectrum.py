@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.core.preprocess import Pipeline
+from engine.core.peaks import Peaks
+from engine.core.preprocess import STEP_PARAMS, Pipeline
 from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.models.encoders.spectrum import (
-    FlatPeaks,
+    VECTORISED_STEPS,
     SpectrumEncoder,
     SpectrumEncoderConfig,
     encoder_inputs,
-    flat_from_batch,
     ion_positive_from_batch,
     preprocess_flat,
 )
@@ -44,28 +44,44 @@ PIPELINE = Pipeline((
 def test_vectorised_pipeline_matches_per_spectrum() -> None:
     spectra = _random_spectra(60)
     batch = spectra_to_batch(spectra)
-    flat = preprocess_flat(flat_from_batch(batch), PIPELINE)
+    flat = preprocess_flat(Peaks.from_arrow(batch), PIPELINE)
+    assert flat.intensity.dtype == np.float32
     for i, s in enumerate(spectra):
         expected = PIPELINE(s)
         assert expected is not None
-        sel = flat.seg == i
+        sel = flat.spectrum_of_peak == i
         np.testing.assert_allclose(flat.mz[sel], expected.mz)
         np.testing.assert_allclose(flat.intensity[sel], expected.intensity, rtol=1e-6)
 
 
-def test_sliced_batch_reads_its_own_rows() -> None:
-    spectra = _random_spectra(10, seed=1)
-    batch = spectra_to_batch(spectra).slice(3, 4)
-    flat = flat_from_batch(batch)
-    assert flat.n == 4
-    np.testing.assert_allclose(flat.mz[flat.seg == 0], spectra[3].mz)
-    np.testing.assert_allclose(flat.precursor_mz, [s.precursor_mz for s in spectra[3:7]])
+def test_default_parameters_are_shared() -> None:
+    """Steps given without parameters take the same defaults per spectrum and vectorised."""
+    assert set(STEP_PARAMS) == VECTORISED_STEPS | {"require_min_peaks"}
+    bare = Pipeline(tuple((name, {}) for name in ("select_mz_range", "remove_precursor_peak",
+                                                   "relative_intensity_floor", "top_n_peaks",
+                                                   "transform_intensity")))
+    spectra = _random_spectra(40, seed=3)
+    flat = preprocess_flat(Peaks.from_spectra(spectra), bare)
+    for i, s in enumerate(spectra):
+        expected = bare(s)
+        assert expected is not None
+        sel = flat.spectrum_of_peak == i
+        np.testing.assert_allclose(flat.mz[sel], expected.mz)
+        np.testing.assert_allclose(flat.intensity[sel], expected.intensity, rtol=1e-6)
+    with pytest.raises(ValueError, match="top_n_peaks"):
+        Pipeline((("top_n_peaks", {"k": 3}),))
+
+
+def test_preprocessing_is_kept_with_the_peaks() -> None:
+    peaks = Peaks.from_arrow(spectra_to_batch(_random_spectra(8, seed=2)))
+    assert preprocess_flat(peaks, PIPELINE) is preprocess_flat(peaks, PIPELINE)
+    assert preprocess_flat(peaks, Pipeline()) is not preprocess_flat(peaks, PIPELINE)
 
 
 def test_binning_and_side_features() -> None:
     config = SpectrumEncoderConfig(bin_width=0.1, neutral_loss_max=200.0)
-    peaks = FlatPeaks(seg=np.array([0, 0, 1]), mz=np.array([10.05, 150.26, 1000.0]),
-                      intensity=np.array([0.5, 1.0, 1.0], np.float32), precursor_mz=np.array([200.0, 0.0]), n=2)
+    peaks = Peaks(mz=np.array([10.05, 150.26, 1000.0]), intensity=np.array([0.5, 1.0, 1.0], np.float32),
+                  offsets=np.array([0, 2, 3]), precursor_mz=np.array([200.0, np.nan]))
     inputs = encoder_inputs(peaks, np.array([True, False]), config)
     assert inputs.peak_idx.tolist() == [0, 1402, config.n_bins - 1]
     assert inputs.peak_off.tolist() == [0, 2]
@@ -87,7 +103,7 @@ def test_empty_spectrum_gets_an_embedding() -> None:
     config = SpectrumEncoderConfig(bag_dim=16, hidden_dims=(16,))
     torch.manual_seed(0)
     enc = SpectrumEncoder(config, 8).eval()
-    peaks = FlatPeaks(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.float32), np.array([300.0]), 1)
+    peaks = Peaks(np.zeros(0), np.zeros(0, np.float32), np.array([0, 0]), np.array([300.0]))
     out = enc.forward_inputs(encoder_inputs(peaks, np.array([True]), config))
     assert out.shape == (1, 8) and torch.isfinite(out).all()
 

@@ -121,8 +121,9 @@ def test_evidence_from_library_and_cli(tmp_path: Path, tiny_model: object, sampl
 
 
 def test_entropy_evidence_compares_peaks(tiny_model: object, sample_spectra: list[Spectrum]) -> None:
+    from engine.core.peaks import Peaks
     from engine.queries.evidence import ENTROPY_THRESHOLD, ENTROPY_WEIGHT
-    from engine.queries.similarity import PeakSet, entropy_similarity
+    from engine.queries.similarity import entropy_similarity
 
     query = sample_spectra[0]
     other = next(s for s in sample_spectra if s.ion_mode == query.ion_mode and s.inchikey != query.inchikey)
@@ -138,11 +139,12 @@ def test_entropy_evidence_compares_peaks(tiny_model: object, sample_spectra: lis
     # query's, so only the peaks tell them apart), then the query's own spectrum
     unlike = LibraryEvidence.from_arrays([key], [query.ion_mode], emb[:1],
                                          encoder_hash=tiny_model.encoder_hash,  # type: ignore[attr-defined]
-                                         peaks=PeakSet.from_arrow(refs.slice(1, 1)))
+                                         peaks=Peaks.from_arrow(refs.slice(1, 1)))
     assert unlike.measure == "entropy" and (unlike.threshold, unlike.weight) == (ENTROPY_THRESHOLD, ENTROPY_WEIGHT)
     with pytest.raises(ValueError, match="query_peaks"):
         unlike.similarity(emb[:1], [query.ion_mode], np.array([0]), [key])
-    expected = float(entropy_similarity(unlike.query_peaks(batch), unlike.reference_peaks(np.array([0])),  # type: ignore[arg-type, misc]
+    query_peaks = unlike.query_peaks(Peaks.from_arrow(batch))
+    expected = float(entropy_similarity(query_peaks, unlike.reference_peaks(np.array([0])),  # type: ignore[arg-type, misc]
                                         [0], [0])[0])
     assert expected < ENTROPY_THRESHOLD
     ranked = {r["smiles"]: r for r in rank_candidates(batch, cands, tiny_model, top_k=4, evidence=unlike).to_pylist()}
@@ -151,7 +153,7 @@ def test_entropy_evidence_compares_peaks(tiny_model: object, sample_spectra: lis
     assert ranked[top]["score"] == pytest.approx(demoted, abs=1e-5)
     own = LibraryEvidence.from_arrays([key, key], [query.ion_mode] * 2, np.vstack([emb[1:], emb[1:]]),
                                       encoder_hash=tiny_model.encoder_hash,  # type: ignore[attr-defined]
-                                      peaks=PeakSet.from_arrow(spectra_to_batch([other, query])))
+                                      peaks=Peaks.from_arrow(spectra_to_batch([other, query])))
     again = {r["smiles"]: r for r in rank_candidates(batch, cands, tiny_model, top_k=4, evidence=own).to_pylist()}
     assert again[top]["library_similarity"] == pytest.approx(1.0, abs=1e-5)   # best of its two references
     assert again[top]["score"] == pytest.approx(again[top]["cosine"], abs=1e-6)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.core.peaks import Peaks
 from engine.core.schema import spectra_to_batch
 from engine.queries.fragments import (
     HYDROGEN,
@@ -122,14 +123,14 @@ def test_large_ring_systems_stay_bounded() -> None:
 def test_true_structures_explain_their_spectra_better_than_near_mass_decoys() -> None:
     """Real MassBank spectra (fixture): each true structure against the 10 fixture candidates nearest
     in mass; true structures explain clearly more of their spectra than the decoys do."""
-    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.encoders.spectrum import preprocess_flat
     from engine.models.model import model_pipeline
 
     spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet")
     spectra = spectra.filter(pa.array([m is not None for m in spectra.column("precursor_mz").to_pylist()]))
     cands = pq.read_table(FIXTURES / "candidates_tiny.parquet").to_pylist()
     masses = np.array([c["monoisotopic_mass"] for c in cands])
-    peaks = preprocess_flat(flat_from_batch(spectra), model_pipeline())
+    peaks = preprocess_flat(Peaks.from_arrow(spectra), model_pipeline())
     scorer = FragmentScorer()
     rows = spectra.select(["smiles", "inchikey", "exact_mass"]).to_pylist()
     query, smiles, is_true = [], [], []
@@ -151,12 +152,12 @@ def test_compiled_pair_scores_equal_the_per_pair_evidence(monkeypatch: pytest.Mo
     """score_pairs (compiled kernel over packed pairs) gives what evidence() computes pair by pair with
     NumPy, across chunk boundaries, modes, sodium adducts, empty spectra and unparsable SMILES."""
     import engine.queries.fragments as fragments_module
-    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.encoders.spectrum import preprocess_flat
     from engine.models.model import model_pipeline
 
     spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet")
     spectra = spectra.filter(pa.array([m is not None for m in spectra.column("precursor_mz").to_pylist()]))
-    peaks = preprocess_flat(flat_from_batch(spectra), model_pipeline())
+    peaks = preprocess_flat(Peaks.from_arrow(spectra), model_pipeline())
     cands = [c["smiles"] for c in pq.read_table(FIXTURES / "candidates_tiny.parquet").to_pylist()][:40]
     cands += ["not a smiles", "[Na+].[Cl-]", "C"]
     rng = np.random.default_rng(0)
@@ -168,7 +169,7 @@ def test_compiled_pair_scores_equal_the_per_pair_evidence(monkeypatch: pytest.Mo
     scorer = FragmentScorer()
     monkeypatch.setattr(fragments_module, "PAIR_CHUNK", 97)                 # several kernel calls
     score, share = scorer.score_pairs(peaks, modes, adducts, query, smiles)
-    starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
+    starts = peaks.offsets
     for k, (q, smi) in enumerate(zip(query.tolist(), smiles, strict=True)):
         a, b = starts[q], starts[q + 1]
         ev = scorer.evidence(peaks.mz[a:b], peaks.intensity[a:b], float(peaks.precursor_mz[q]), modes[q],
@@ -201,7 +202,7 @@ def test_rank_candidates_with_fragment_scores(tiny_model: object, sample_spectra
 
 def test_fragmenting_in_worker_processes_matches_one_process() -> None:
     """warm(processes=2), and score_pairs of a scorer with processes=2, give what one process computes."""
-    from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+    from engine.models.encoders.spectrum import preprocess_flat
     from engine.models.model import model_pipeline
 
     smiles = [f"{'C' * n}O{'C' * m}" for n in range(1, 41) for m in range(0, 30)]   # 1,200 ethers / alcohols
@@ -215,7 +216,7 @@ def test_fragmenting_in_worker_processes_matches_one_process() -> None:
         np.testing.assert_allclose(cached.masses, direct.masses)
         np.testing.assert_allclose(cached.log_weight, direct.log_weight)
     spectra = pq.read_table(FIXTURES / "massbank_tiny.parquet").slice(0, 1)
-    peaks = preprocess_flat(flat_from_batch(spectra), model_pipeline())
+    peaks = preprocess_flat(Peaks.from_arrow(spectra), model_pipeline())
     modes, adducts = spectra.column("ion_mode").to_pylist(), spectra.column("adduct").to_pylist()
     query = np.zeros(len(smiles), np.int64)
     pooled = FragmentScorer(processes=2)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from engine.core.peaks import Peaks
 from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.jobs.report import build_report
-from engine.models.encoders.spectrum import flat_from_batch, preprocess_flat
+from engine.models.encoders.spectrum import preprocess_flat
 from engine.models.model import model_pipeline
 from engine.queries.fragments import FragmentScorer
 from engine.queries.peak_annotation import annotate_peaks, annotate_spectrum
@@ -23,8 +24,8 @@ def _annotated(sample_spectra: list[Spectrum]) -> list[Spectrum]:
 def test_annotation_matches_fragment_evidence(sample_spectra: list[Spectrum]) -> None:
     scorer = FragmentScorer()
     spectra = _annotated(sample_spectra)
-    peaks = preprocess_flat(flat_from_batch(spectra_to_batch(spectra)), model_pipeline())
-    starts = np.searchsorted(peaks.seg, np.arange(peaks.n + 1))
+    peaks = preprocess_flat(Peaks.from_arrow(spectra_to_batch(spectra)), model_pipeline())
+    starts = peaks.offsets
     explained_any = 0
     for i, s in enumerate(spectra):
         mz, inten = peaks.mz[starts[i]:starts[i + 1]], peaks.intensity[starts[i]:starts[i + 1]]

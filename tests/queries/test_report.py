@@ -11,13 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
+from engine.core.peaks import Peaks
 from engine.core.records import Spectrum
 from engine.jobs.report import build_report
-from engine.queries.similarity import PeakSet, modified_cosine
+from engine.queries.similarity import modified_cosine
 
 
 def _results(spectra: list[Spectrum], n_queries: int = 6) -> pa.Table:
-    peaks = PeakSet.from_spectra(spectra)
+    peaks = Peaks.from_spectra(spectra)
     rows = []
     for q in range(n_queries):
         lib = np.array([i for i in range(len(spectra)) if i != q and spectra[i].ion_mode == spectra[q].ion_mode])

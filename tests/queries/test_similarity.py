@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from engine.core.peaks import Peaks
 from engine.core.records import Spectrum
 from engine.queries.similarity import (
-    PeakSet,
     cosine_greedy,
     entropy_similarity,
     matched_peaks,
@@ -29,7 +29,7 @@ def _pairs(table: pa.Table, n_random: int = 1500) -> tuple[np.ndarray, np.ndarra
     return ia, ib
 
 
-def _matchms(peaks: PeakSet) -> list:
+def _matchms(peaks: Peaks) -> list:
     from matchms import Spectrum as MatchmsSpectrum
 
     return [MatchmsSpectrum(mz=peaks.mz[peaks.offsets[i]:peaks.offsets[i + 1]],
@@ -43,7 +43,7 @@ def _matchms(peaks: PeakSet) -> list:
 def test_greedy_cosines_equal_matchms(massbank_sample: pa.Table, kind: str, tolerance: float) -> None:
     from matchms.similarity import CosineGreedy, ModifiedCosineGreedy
 
-    peaks = PeakSet.from_arrow(massbank_sample)
+    peaks = Peaks.from_arrow(massbank_sample)
     ia, ib = _pairs(massbank_sample)
     func = cosine_greedy if kind == "cosine" else modified_cosine
     scores, matches = func(peaks, peaks, ia, ib, tolerance=tolerance)
@@ -61,7 +61,7 @@ def test_greedy_cosines_equal_matchms(massbank_sample: pa.Table, kind: str, tole
 def test_modified_cosine_mz_power_and_intensity_power(massbank_sample: pa.Table) -> None:
     from matchms.similarity import ModifiedCosineGreedy
 
-    peaks = PeakSet.from_arrow(massbank_sample)
+    peaks = Peaks.from_arrow(massbank_sample)
     ia, ib = _pairs(massbank_sample, n_random=300)
     scores, _ = modified_cosine(peaks, peaks, ia, ib, tolerance=0.05, mz_power=1.0, intensity_power=0.5)
     ref = ModifiedCosineGreedy(tolerance=0.05, mz_power=1.0, intensity_power=0.5)
@@ -74,7 +74,7 @@ def test_modified_cosine_mz_power_and_intensity_power(massbank_sample: pa.Table)
 def test_entropy_equals_ms_entropy(massbank_sample: pa.Table, precursor_removal_da: float | None) -> None:
     import ms_entropy
 
-    peaks = PeakSet.from_arrow(massbank_sample)
+    peaks = Peaks.from_arrow(massbank_sample)
     ia, ib = _pairs(massbank_sample)
     prepared = prepare_entropy(peaks, tolerance_da=0.02, precursor_removal_da=precursor_removal_da)
     scores = entropy_similarity(prepared, prepared, ia, ib)
@@ -95,12 +95,12 @@ def test_entropy_equals_ms_entropy(massbank_sample: pa.Table, precursor_removal_
 
 def test_peakset_from_arrow_slices_and_spectra_agree(massbank_sample: pa.Table,
                                                       sample_spectra: list[Spectrum]) -> None:
-    whole = PeakSet.from_spectra(sample_spectra[10:30])
-    sliced = PeakSet.from_arrow(massbank_sample.slice(10, 20))
+    whole = Peaks.from_spectra(sample_spectra[10:30])
+    sliced = Peaks.from_arrow(massbank_sample.slice(10, 20))
     np.testing.assert_array_equal(whole.offsets, sliced.offsets)
     np.testing.assert_array_equal(whole.mz, sliced.mz)
     np.testing.assert_allclose(whole.intensity, sliced.intensity)
-    sub = PeakSet.from_spectra(sample_spectra).subset([12, 3])
+    sub = Peaks.from_spectra(sample_spectra).subset([12, 3])
     np.testing.assert_array_equal(sub.mz[:sub.offsets[1]], sample_spectra[12].mz)
 
 
@@ -108,7 +108,7 @@ def test_edge_cases() -> None:
     def spec(mz: list[float], inten: list[float], prec: float | None) -> Spectrum:
         return Spectrum("s", np.asarray(mz, float), np.asarray(inten, np.float32), prec)
 
-    a = PeakSet.from_spectra([spec([100.0, 150.0], [1.0, 0.5], 300.0), spec([], [], 300.0),
+    a = Peaks.from_spectra([spec([100.0, 150.0], [1.0, 0.5], 300.0), spec([], [], 300.0),
                               spec([100.0], [1.0], None)])
     scores, matches = cosine_greedy(a, a, [0, 0, 1], [0, 1, 1])
     np.testing.assert_allclose(scores, [1.0, 0.0, 0.0])
@@ -116,7 +116,7 @@ def test_edge_cases() -> None:
     with pytest.raises(ValueError, match="precursor"):
         modified_cosine(a, a, [0], [2])
     # a peak shifted by the precursor difference matches only in the modified cosine
-    b = PeakSet.from_spectra([spec([100.0, 150.0], [1.0, 1.0], 300.0), spec([100.0, 164.0], [1.0, 1.0], 314.0)])
+    b = Peaks.from_spectra([spec([100.0, 150.0], [1.0, 1.0], 300.0), spec([100.0, 164.0], [1.0, 1.0], 314.0)])
     assert cosine_greedy(b, b, [0], [1])[0][0] == pytest.approx(0.5)
     assert modified_cosine(b, b, [0], [1])[0][0] == pytest.approx(1.0)
     _, pa_, pb_ = matched_peaks(b, b, [0], [1], modified=True)
@@ -129,7 +129,7 @@ def test_all_pairs_are_symmetric_and_match_the_array_reference(massbank_sample: 
     """The compiled kernels agree with the plain numpy statements of the algorithms on every pair."""
     from engine.queries.similarity import entropy_similarity_reference
 
-    peaks = PeakSet.from_arrow(massbank_sample)
+    peaks = Peaks.from_arrow(massbank_sample)
     n = len(peaks)
     ia, ib = (m.ravel() for m in np.meshgrid(np.arange(n), np.arange(n)))
     scores, matches = modified_cosine(peaks, peaks, ia, ib)
@@ -145,7 +145,7 @@ def test_all_pairs_are_symmetric_and_match_the_array_reference(massbank_sample: 
 def test_top_peaks_keeps_the_most_intense(massbank_sample: pa.Table) -> None:
     from engine.queries.similarity import top_peaks
 
-    peaks = PeakSet.from_arrow(massbank_sample)
+    peaks = Peaks.from_arrow(massbank_sample)
     capped = top_peaks(peaks, 5, sqrt=True)
     assert (capped.n_peaks == np.minimum(peaks.n_peaks, 5)).all()
     for i in (0, 7, 50):

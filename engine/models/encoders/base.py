@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.peaks import Peaks
+
 
 @runtime_checkable
 class SpectrumEmbedder(Protocol):
@@ -22,9 +24,11 @@ class SpectrumEmbedder(Protocol):
     def encoder_hash(self) -> str:
         """Content hash of weights + config + preprocessing; indexes record it in their manifest."""
 
-    def embed_spectra(self, batch: pa.RecordBatch, *, batch_size: int = 1024
+    def embed_spectra(self, batch: pa.RecordBatch, *, batch_size: int = 1024, peaks: Peaks | None = None
                       ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Return (L2-normalised float32 embeddings ``[n, dim]``, quality ``[n]`` in 0..1, higher=better)."""
+        """Return (L2-normalised float32 embeddings ``[n, dim]``, quality ``[n]`` in 0..1, higher=better).
+
+        ``peaks`` are the batch's peaks when the caller unpacked them already (:meth:`Peaks.from_arrow`)."""
 
 
 @runtime_checkable

@@ -14,13 +14,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from engine.core.errors import InvalidMoleculeError
+from engine.core.peaks import Peaks
 from engine.models.rdkit_util import parse_smiles
 
 
@@ -85,23 +85,16 @@ class FixedSpectrumEmbedder:
         quality = (1.0 - np.exp(-n_in_range / self.quality_scale)).astype(np.float32)
         return _l2_normalise(emb), quality
 
-    def embed_spectra(self, batch: pa.RecordBatch, *, batch_size: int = 1024
+    def embed_spectra(self, batch: pa.RecordBatch, *, batch_size: int = 1024, peaks: Peaks | None = None
                       ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Return (L2-normalised embeddings ``[n, dim]``, quality ``[n]``) for a spectrum batch."""
+        """Return (L2-normalised embeddings ``[n, dim]``, quality ``[n]``) for a spectrum batch (its peaks
+        ``peaks`` when unpacked already)."""
+        peaks = peaks if peaks is not None else Peaks.from_arrow(batch)
         embs: list[npt.NDArray[np.float32]] = []
         quals: list[npt.NDArray[np.float32]] = []
-        for start in range(0, max(batch.num_rows, 1), batch_size):
-            part = batch.slice(start, batch_size)
-            mz_col: Any = part.column("mz")
-            in_col: Any = part.column("intensity")
-            offsets = mz_col.offsets.to_numpy().astype(np.int64)
-            in_off = in_col.offsets.to_numpy().astype(np.int64)
-            mz = mz_col.values.to_numpy(zero_copy_only=False)
-            inten = in_col.values.to_numpy(zero_copy_only=False)
-            if not np.array_equal(offsets - offsets[0], in_off - in_off[0]):
-                raise ValueError("m/z and intensity lists differ in length")
-            emb, quality = self.embed_peaks(offsets - offsets[0], mz[offsets[0]:offsets[-1]],
-                                            inten[in_off[0]:in_off[-1]])
+        for start in range(0, len(peaks), batch_size):
+            part = peaks.slice(start, min(start + batch_size, len(peaks)))
+            emb, quality = self.embed_peaks(part.offsets, part.mz, part.intensity)
             embs.append(emb)
             quals.append(quality)
         if not embs:

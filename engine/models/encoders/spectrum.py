@@ -1,7 +1,8 @@
 """Spectrum encoder (MS2DeepScore 2 style) and vectorised peak binning straight from Arrow list arrays.
 
-Peaks are preprocessed by the model's :class:`~engine.core.preprocess.Pipeline` (re-implemented here on flat
-arrays so that a batch of 1,024 spectra needs no per-spectrum Python loop), binned at ``bin_width`` Da
+Peaks (:class:`~engine.core.peaks.Peaks`) are preprocessed by the model's
+:class:`~engine.core.preprocess.Pipeline` (re-implemented here on flat arrays so that a batch of spectra needs
+no per-spectrum Python loop), binned at ``bin_width`` Da
 and fed to an ``nn.EmbeddingBag`` weighted by the (transformed, L2-normalised) intensities, which is a
 dense first layer over the binned vector without materialising it. Neutral losses (precursor m/z minus
 fragment m/z) get a second bag. Precursor m/z and ion mode enter as side features, so one model embeds
@@ -21,9 +22,19 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from engine.core.preprocess import Pipeline
+from engine.core.peaks import Peaks, offsets_of
+from engine.core.preprocess import (
+    IntensityFloor,
+    IntensityTransform,
+    MinPeaks,
+    MzRange,
+    Pipeline,
+    PrecursorRemoval,
+    TopPeaks,
+)
 
-#: Pipeline steps :func:`preprocess_flat` implements on flat arrays.
+#: Pipeline steps :func:`preprocess_flat` implements on flat arrays (their parameters and defaults are
+#: those of :data:`engine.core.preprocess.STEP_PARAMS`, shared with the per-spectrum filters).
 VECTORISED_STEPS = frozenset({"select_mz_range", "relative_intensity_floor", "top_n_peaks",
                               "transform_intensity", "remove_precursor_peak"})
 N_SIDE_FEATURES = 5
@@ -58,88 +69,58 @@ class SpectrumEncoderConfig:
         return math.ceil(round(self.neutral_loss_max / self.bin_width, 6))
 
 
-@dataclass(frozen=True)
-class FlatPeaks:
-    """Peaks of ``n`` spectra in flat arrays: ``seg[k]`` is the spectrum of peak ``k`` (non-decreasing)."""
-
-    seg: npt.NDArray[np.int64]
-    mz: npt.NDArray[np.float64]
-    intensity: npt.NDArray[np.float32]
-    precursor_mz: npt.NDArray[np.float64]
-    n: int
-
-    def counts(self) -> npt.NDArray[np.int64]:
-        return np.bincount(self.seg, minlength=self.n).astype(np.int64)
-
-    def keep(self, mask: npt.NDArray[np.bool_]) -> FlatPeaks:
-        return FlatPeaks(self.seg[mask], self.mz[mask], self.intensity[mask], self.precursor_mz, self.n)
-
-
-def flat_from_batch(batch: pa.RecordBatch | pa.Table) -> FlatPeaks:
-    """Flat peak arrays of a record batch of the spectrum schema (works on sliced batches too)."""
-    mz_col: Any = batch.column("mz")
-    in_col: Any = batch.column("intensity")
-    if isinstance(mz_col, pa.ChunkedArray):
-        mz_col = mz_col.combine_chunks()
-        in_col = in_col.combine_chunks()
-    n = len(mz_col)
-    lengths = pc.list_value_length(mz_col).fill_null(0).to_numpy(zero_copy_only=False)
-    lengths = lengths.astype(np.int64)
-    mz = mz_col.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    inten = in_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    prec_col: Any = batch.column("precursor_mz")
-    prec = np.asarray(prec_col.to_numpy(zero_copy_only=False), dtype=np.float64)
-    seg = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    return FlatPeaks(seg, mz, inten, np.nan_to_num(prec, nan=0.0), n)
-
-
-def _segment_max(values: npt.NDArray[np.float32], seg: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float32]:
-    out = np.zeros(n, dtype=np.float32)
+def _segment_max(values: npt.NDArray[np.float32], peaks: Peaks) -> npt.NDArray[np.float32]:
+    """Per peak: the largest value of its spectrum."""
+    out = np.zeros(len(peaks), dtype=np.float32)
     if values.shape[0] == 0:
         return out
-    starts = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
-    out[seg[starts]] = np.maximum.reduceat(values, starts)
-    return out
+    counts = peaks.n_peaks
+    filled = counts > 0
+    out[filled] = np.maximum.reduceat(values, peaks.offsets[:-1][filled])
+    return out[peaks.spectrum_of_peak]
 
 
-def preprocess_flat(peaks: FlatPeaks, pipeline: Pipeline) -> FlatPeaks:
-    """Apply ``pipeline`` to all spectra at once; same result as calling it on each spectrum.
+def preprocess_flat(peaks: Peaks, pipeline: Pipeline) -> Peaks:
+    """Apply ``pipeline`` to all spectra at once; same result as calling it on each spectrum. Intensities
+    come out float32 (the encoder's input). The result is kept with ``peaks`` (:meth:`Peaks.derived`), so
+    the stages that read one chunk preprocess it once.
 
     Rejection steps (``require_min_peaks``) are not applied: embedding keeps every row and lets the
     quality estimate flag spectra with too little information.
     """
-    for name, params in pipeline.steps:
-        if name == "select_mz_range":
-            lo, hi = params.get("mz_from", 10.0), params.get("mz_to", 1000.0)
-            peaks = peaks.keep((peaks.mz >= lo) & (peaks.mz <= hi))
-        elif name == "remove_precursor_peak":
-            tol = params.get("tolerance_da", 1.6)
-            prec = peaks.precursor_mz[peaks.seg]
-            peaks = peaks.keep((prec <= 0) | (peaks.mz < prec - tol))
-        elif name == "relative_intensity_floor":
-            base = _segment_max(peaks.intensity, peaks.seg, peaks.n)
-            peaks = peaks.keep(peaks.intensity >= params.get("floor", 0.001) * base[peaks.seg])
-        elif name == "top_n_peaks":
-            top = int(params.get("n", 500))
-            counts = peaks.counts()
-            if (counts > top).any():
-                order = np.lexsort((-peaks.intensity, peaks.seg))
-                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return peaks.derived(("preprocess", pipeline.digest()), lambda: _preprocess(peaks, pipeline))
+
+
+def _preprocess(peaks: Peaks, pipeline: Pipeline) -> Peaks:
+    peaks = peaks.with_intensity(peaks.intensity.astype(np.float32, copy=False))
+    for name, params in pipeline.resolved():
+        if isinstance(params, MzRange):
+            peaks = peaks.keep((peaks.mz >= params.mz_from) & (peaks.mz <= params.mz_to))
+        elif isinstance(params, PrecursorRemoval):
+            prec = peaks.precursor_mz[peaks.spectrum_of_peak]
+            peaks = peaks.keep(~(prec > 0) | (peaks.mz < prec - params.tolerance_da))
+        elif isinstance(params, IntensityFloor):
+            base = _segment_max(peaks.intensity, peaks)
+            peaks = peaks.keep(peaks.intensity >= params.floor * base)
+        elif isinstance(params, TopPeaks):
+            counts = peaks.n_peaks
+            if (counts > params.n).any():
+                seg = peaks.spectrum_of_peak
+                order = np.lexsort((-peaks.intensity, seg))
                 rank = np.empty_like(order)
-                rank[order] = np.arange(order.shape[0]) - starts[peaks.seg[order]]
-                peaks = peaks.keep(rank < top)
-        elif name == "transform_intensity":
-            base = _segment_max(peaks.intensity, peaks.seg, peaks.n)
-            inten = peaks.intensity / np.maximum(base[peaks.seg], np.finfo(np.float32).tiny)
-            transform = params.get("transform", "sqrt")
-            if transform == "sqrt":
+                rank[order] = np.arange(order.shape[0]) - peaks.offsets[seg[order]]
+                peaks = peaks.keep(rank < params.n)
+        elif isinstance(params, IntensityTransform):
+            base = _segment_max(peaks.intensity, peaks)
+            inten = peaks.intensity / np.maximum(base, np.finfo(np.float32).tiny)
+            if params.transform == "sqrt":
                 inten = np.sqrt(inten)
-            elif transform == "log1p":
+            elif params.transform == "log1p":
                 inten = np.log1p(inten * 100.0) / np.log1p(100.0)
-            elif transform != "none":
-                raise ValueError(f"unknown intensity transform {transform!r}")
-            peaks = FlatPeaks(peaks.seg, peaks.mz, inten.astype(np.float32), peaks.precursor_mz, peaks.n)
-        elif name == "require_min_peaks":
+            elif params.transform != "none":
+                raise ValueError(f"unknown intensity transform {params.transform!r}")
+            peaks = peaks.with_intensity(inten.astype(np.float32))
+        elif isinstance(params, MinPeaks):
             continue
         else:
             raise ValueError(f"pipeline step {name!r} cannot be applied before embedding; "
@@ -166,8 +147,7 @@ class SpectrumInputs:
 
 
 def _offsets(seg: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
-    counts = np.bincount(seg, minlength=n)
-    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return offsets_of(np.bincount(seg, minlength=n))[:-1]
 
 
 def _unit_weights(w: npt.NDArray[np.float32], seg: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float32]:
@@ -175,25 +155,27 @@ def _unit_weights(w: npt.NDArray[np.float32], seg: npt.NDArray[np.int64], n: int
     return (w / np.maximum(norm[seg], 1e-12)).astype(np.float32)
 
 
-def encoder_inputs(peaks: FlatPeaks, ion_positive: npt.NDArray[np.bool_],
+def encoder_inputs(peaks: Peaks, ion_positive: npt.NDArray[np.bool_],
                    config: SpectrumEncoderConfig) -> SpectrumInputs:
-    """Bin preprocessed peaks and build the side features (precursor m/z, ion mode, peak count)."""
-    n = peaks.n
+    """Bin preprocessed peaks and build the side features (precursor m/z, ion mode, peak count); a missing
+    precursor m/z counts as 0."""
+    n = len(peaks)
+    prec = np.nan_to_num(peaks.precursor_mz, nan=0.0)
+    all_seg, intensity = peaks.spectrum_of_peak, peaks.intensity
     idx = np.floor((peaks.mz - config.mz_from) / config.bin_width).astype(np.int64)
     ok = (peaks.mz >= config.mz_from) & (peaks.mz <= config.mz_to)
     idx = np.minimum(idx, config.n_bins - 1)
-    seg, idx, w = peaks.seg[ok], idx[ok], peaks.intensity[ok]
+    seg, idx, w = all_seg[ok], idx[ok], intensity[ok]
     peak_w = _unit_weights(w, seg, n)
     if config.neutral_loss_max > 0:
-        loss = peaks.precursor_mz[peaks.seg] - peaks.mz
+        loss = prec[all_seg] - peaks.mz
         lidx = np.floor(loss / config.bin_width).astype(np.int64)
-        lok = (loss > 0.5) & (lidx < config.n_loss_bins) & (peaks.precursor_mz[peaks.seg] > 0)
-        lseg, lidx, lw = peaks.seg[lok], lidx[lok], peaks.intensity[lok]
+        lok = (loss > 0.5) & (lidx < config.n_loss_bins) & (prec[all_seg] > 0)
+        lseg, lidx, lw = all_seg[lok], lidx[lok], intensity[lok]
         loss_w = _unit_weights(lw, lseg, n)
     else:
         lseg, lidx, loss_w = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     n_peaks = np.bincount(seg, minlength=n).astype(np.int64)
-    prec = peaks.precursor_mz
     pos = ion_positive.astype(np.float32)
     side = np.stack([prec / 1000.0, np.log1p(prec) / 7.0, pos * 2.0 - 1.0,
                      np.log1p(n_peaks) / 6.0, (prec <= 0).astype(np.float64)], axis=1).astype(np.float32)

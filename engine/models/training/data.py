@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from engine.core.config import to_dict
 from engine.core.fsutil import atomic_path
+from engine.core.peaks import Peaks, offsets_of
 from engine.core.preprocess import Pipeline
 from engine.models.encoders.featurize import GraphStore, concat_ranges, featurize
-from engine.models.encoders.spectrum import FlatPeaks, preprocess_flat
+from engine.models.encoders.spectrum import preprocess_flat
 from engine.models.training.config import DataConfig
 
 CACHE_VERSION = 1
@@ -76,13 +77,12 @@ class PreparedData:
         return GraphStore(self.graph_x, self.graph_edge_index, self.graph_edge_attr, self.graph_atom_ptr,
                           self.graph_edge_ptr)
 
-    def peaks(self, rows: npt.NDArray[np.int64]) -> FlatPeaks:
-        """Flat (preprocessed) peaks of spectra ``rows``."""
+    def peaks(self, rows: npt.NDArray[np.int64]) -> Peaks:
+        """(Preprocessed) peaks of spectra ``rows``."""
         rows = np.asarray(rows, dtype=np.int64)
         starts, counts = self.spec_ptr[rows], self.spec_ptr[rows + 1] - self.spec_ptr[rows]
         idx = concat_ranges(starts, counts)
-        seg = np.repeat(np.arange(rows.shape[0], dtype=np.int64), counts)
-        return FlatPeaks(seg, self.mz[idx], self.intensity[idx], self.precursor_mz[rows], int(rows.shape[0]))
+        return Peaks(self.mz[idx], self.intensity[idx], offsets_of(counts), self.precursor_mz[rows])
 
     def fingerprint_bits(self, rows: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.uint8]:
         fp = self.fingerprints if rows is None else self.fingerprints[rows]
@@ -153,14 +153,9 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
 
     # --- preprocess peaks and the clean flag
     n = table.num_rows
-    mz_col, in_col = table.column("mz").combine_chunks(), table.column("intensity").combine_chunks()
-    lengths = pc.list_value_length(mz_col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     prec = np.asarray(table.column("precursor_mz").to_numpy(), dtype=np.float64)
-    flat = FlatPeaks(np.repeat(np.arange(n, dtype=np.int64), lengths),
-                     mz_col.flatten().to_numpy(zero_copy_only=False).astype(np.float64),
-                     in_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32), prec, n)
-    flat = preprocess_flat(flat, pipeline)
-    n_peaks = flat.counts()
+    flat = preprocess_flat(Peaks.from_arrow(table), pipeline)
+    n_peaks = flat.n_peaks
     instrument = [s or "" for s in table.column("instrument_type").to_pylist()]
     hires = (np.array([bool(re.search(config.instrument_pattern, s)) for s in instrument])
              if config.instrument_pattern else np.ones(n, bool))

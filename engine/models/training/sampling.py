@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.models.encoders.spectrum import FlatPeaks
+from engine.core.peaks import Peaks
 from engine.models.training.data import TRAIN, PreparedData
 
 
@@ -90,13 +90,13 @@ class Sampler:
                         negative_owner=owner)
 
 
-def augment(peaks: FlatPeaks, rng: np.random.Generator, *, peak_dropout: float,
-            intensity_jitter: float) -> FlatPeaks:
+def augment(peaks: Peaks, rng: np.random.Generator, *, peak_dropout: float,
+            intensity_jitter: float) -> Peaks:
     """Drop weaker peaks at random (never the base peak) and jitter intensities multiplicatively."""
-    if peaks.seg.shape[0] == 0 or (peak_dropout <= 0 and intensity_jitter <= 0):
+    if peaks.mz.shape[0] == 0 or (peak_dropout <= 0 and intensity_jitter <= 0):
         return peaks
     inten = peaks.intensity
     drop = (rng.random(inten.shape[0]) < peak_dropout) & (inten < 0.999)
     jitter = np.clip(1.0 + rng.normal(0.0, intensity_jitter, inten.shape[0]), 0.3, 2.0).astype(np.float32)
     keep = ~drop
-    return FlatPeaks(peaks.seg[keep], peaks.mz[keep], (inten * jitter)[keep], peaks.precursor_mz, peaks.n)
+    return peaks.with_intensity(inten * jitter).keep(keep)
