@@ -109,6 +109,8 @@ class SearchSettings(Settings):
     top_k: int = setting(10, ge=1)
     precursor_tolerance_ppm: float = setting(10.0, gt=0)
     max_mass_difference: float | None = setting(None, gt=0)
+    fdr: float | None = setting(None, gt=0, le=1)
+    cross_mode: bool = False
     min_library_quality: float | None = setting(None, ge=0, le=1)
     adducts: tuple[str, ...] = ()
     out: str | None = None
@@ -124,6 +126,10 @@ class SearchSettings(Settings):
     def check(self) -> Iterable[str]:
         if self.library is None:
             yield "library is required (--library LIBRARY, or library = ... in the config file)"
+        if self.fdr is not None and self.mode != "identity":
+            yield "fdr applies to identity search (q-values come from identity matches)"
+        if self.cross_mode and self.mode != "analogue":
+            yield "cross_mode applies to analogue search; identity stays within one ion mode"
 
 
 @dataclass(frozen=True)
