@@ -34,4 +34,4 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     from engine.models.training.loop import train
 
     out = tmp_path_factory.mktemp("tiny_run")
-    return train(tiny_config(out), log=lambda _: None, progress=False)
+    return train(tiny_config(out), progress=False)

@@ -18,7 +18,7 @@ from tests.training.conftest import tiny_config
 
 def test_prepared_data(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
-    data = prepare_data(config.data, model_pipeline(), log=lambda _: None)
+    data = prepare_data(config.data, model_pipeline())
     assert data.n_structures == 16
     assert set(np.unique(data.struct_split).tolist()) == {TRAIN, VAL}
     assert data.fingerprint_bits().shape == (16, 2048)
@@ -27,13 +27,13 @@ def test_prepared_data(tmp_path: Path) -> None:
     pools = [data.neg_rows[data.neg_ptr[s]:data.neg_ptr[s + 1]] for s in train_rows]
     assert all(p.shape[0] > 0 for p in pools) and all((p >= data.n_structures).all() for p in pools)
     # the cache is reused
-    again = prepare_data(config.data, model_pipeline(), log=lambda _: None)
+    again = prepare_data(config.data, model_pipeline())
     np.testing.assert_array_equal(again.spec_ptr, data.spec_ptr)
 
 
 def test_sampler_balances_pairs(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
-    data = prepare_data(config.data, model_pipeline(), log=lambda _: None)
+    data = prepare_data(config.data, model_pipeline())
     from engine.models.training.loop import _train_tanimoto
 
     tani = _train_tanimoto(data)
@@ -47,10 +47,10 @@ def test_sampler_balances_pairs(tmp_path: Path) -> None:
 
 
 def test_resume_gives_the_same_model(tmp_path: Path) -> None:
-    full = train(tiny_config(tmp_path, name="full"), log=lambda _: None, progress=False)
-    part = train(tiny_config(tmp_path, name="part"), log=lambda _: None, progress=False, stop_after_epochs=1)
+    full = train(tiny_config(tmp_path, name="full"), progress=False)
+    part = train(tiny_config(tmp_path, name="part"), progress=False, stop_after_epochs=1)
     assert len(part.history) == 1 and not part.model_path.exists()
-    resumed = train(tiny_config(tmp_path, name="part"), log=lambda _: None, progress=False)
+    resumed = train(tiny_config(tmp_path, name="part"), progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
@@ -153,7 +153,7 @@ def test_fine_tune_starts_from_a_checkpoint(trained_tiny, tmp_path: Path) -> Non
     base = tiny_config(tmp_path, name="tuned", epochs=1)
     config = dataclasses.replace(base, train=dataclasses.replace(
         base.train, init_from=str(trained_tiny.model_path), weight_candidates=1.0, lr=0.0))
-    tuned = train(config, log=lambda _: None, progress=False)
+    tuned = train(config, progress=False)
     assert tuned.history[-1]["candidates"] > 0
     start = load_model(trained_tiny.model_path)
     for name, value in start.state_dict().items():   # lr 0: the weights stay those of the checkpoint
@@ -161,4 +161,4 @@ def test_fine_tune_starts_from_a_checkpoint(trained_tiny, tmp_path: Path) -> Non
             assert torch.allclose(tuned.model.state_dict()[name].float(), value.float(), atol=1e-3), name
     other = dataclasses.replace(config, model=dataclasses.replace(config.model, dim=8), name="other")
     with pytest.raises(ValueError, match="init_from"):
-        train(other, log=lambda _: None, progress=False)
+        train(other, progress=False)

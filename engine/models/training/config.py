@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from engine.core.config import load_toml
 from engine.models.model import ModelConfig
@@ -68,6 +69,8 @@ class TrainSettings:
     val_max_spectra: int = 3000
     val_pairs: int = 6000
     threads: int = 0   # 0: torch default
+    #: where the model trains: auto (CUDA when torch sees a GPU), cpu or cuda; the quality fit runs on the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
         if (self.epochs < 1 or self.batch_structures < 2 or self.hard_negatives < 0

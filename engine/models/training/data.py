@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,6 +32,8 @@ from engine.core.preprocess import Pipeline
 from engine.models.encoders.featurize import GraphStore, concat_ranges, featurize
 from engine.models.encoders.spectrum import preprocess_flat
 from engine.models.training.config import DataConfig
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 TRAIN, CALIB, VAL = 0, 1, 2
@@ -104,15 +107,15 @@ def cache_key(config: DataConfig, pipeline: Pipeline) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: Any = print) -> PreparedData:
+def prepare_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0) -> PreparedData:
     """Load the cached dataset for ``config``, or build and cache it."""
     path = Path(config.cache_dir) / f"data-{cache_key(config, pipeline)}.npz"
     if path.exists():
-        log(f"data: using cache {path}")
+        log.info(f"data: using cache {path}")
         return PreparedData.load(path)
-    data = build_data(config, pipeline, seed=seed, log=log)
+    data = build_data(config, pipeline, seed=seed)
     data.save(path)
-    log(f"data: cached to {path}")
+    log.info(f"data: cached to {path}")
     return data
 
 
@@ -127,7 +130,7 @@ def _in_calibration(key: str, fraction: float) -> bool:
     return digest % 10_000 < fraction * 10_000
 
 
-def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: Any = print) -> PreparedData:
+def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0) -> PreparedData:
     """Filter, preprocess and featurise (see module docs). Deterministic for a given ``seed``."""
     rng = np.random.default_rng(seed)
     table: Any = pq.read_table(config.spectra)
@@ -140,7 +143,7 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
                             .to_numpy(zero_copy_only=False))
         keep = (split == "val") | lic_ok
         table, split = table.filter(pa.array(keep)), split[keep]
-    log(f"data: {table.num_rows} spectra after split/licence filter")
+    log.info(f"data: {table.num_rows} spectra after split/licence filter")
 
     # --- structure subsets for smoke runs (whole structures)
     ik14 = np.asarray(table.column("inchikey14").to_pylist(), dtype=str)
@@ -200,7 +203,7 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
         struct_formula[s] = formula_all[rows[0]]
         struct_mass[s] = mass_all[rows[0]]
         struct_split[s] = spec_split[rows[0]]
-    log(f"data: {s_count} structures (train {(struct_split == TRAIN).sum()}, calibration "
+    log.info(f"data: {s_count} structures (train {(struct_split == TRAIN).sum()}, calibration "
         f"{(struct_split == CALIB).sum()}, val {(struct_split == VAL).sum()}); clean spectra: "
         + ", ".join(f"{name} {int((clean & keep & (spec_split == k)).sum())}"
                     for k, name in enumerate(SPLIT_NAMES)))
@@ -226,7 +229,7 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
     if config.negative_pool > 0:
         from engine.models.training.candidates import CandidateTable
 
-        log("data: loading candidates")
+        log.info("data: loading candidates")
         cands = CandidateTable.load(config.candidates)
         library = {str(k) for k in pq.read_table(config.spectra, columns=["inchikey14"])
                    .column("inchikey14").to_pylist()}
@@ -257,7 +260,7 @@ def build_data(config: DataConfig, pipeline: Pipeline, *, seed: int = 0, log: An
                  for s in range(s_count)]
     neg_ptr[1:] = np.cumsum([p.shape[0] for p in neg_lists])
     store = GraphStore.from_graphs(graphs + neg_graphs)
-    log(f"data: {len(neg_graphs)} negative molecules, {int(neg_ptr[-1])} pool entries")
+    log.info(f"data: {len(neg_graphs)} negative molecules, {int(neg_ptr[-1])} pool entries")
 
     # --- spectra of the kept rows, in order
     counts_kept = n_peaks[rows_kept]

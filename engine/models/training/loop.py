@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from engine.core.config import to_dict
 from engine.core.fsutil import atomic_path
+from engine.models.device import resolve_device
 from engine.models.encoders.featurize import GraphStore, concat_ranges
 from engine.models.encoders.spectrum import encoder_inputs
 from engine.models.model import JointModel, model_pipeline
@@ -31,7 +32,7 @@ from engine.models.training.losses import (
 from engine.models.training.metrics import balanced_pairs, binned_rmse, hit_rates, rank_of_true
 from engine.models.training.sampling import Sampler, augment
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ def embed_rows(model: JointModel, data: PreparedData, rows: npt.NDArray[np.int64
             part = rows[start:start + batch_size]
             inputs = encoder_inputs(data.peaks(part), data.ion_positive[part], model.config.spectrum)
             e, n = model.encode_spectrum_inputs(inputs)
-            emb[start:start + part.shape[0]] = e.numpy()
-            norms[start:start + part.shape[0]] = n.numpy()
+            emb[start:start + part.shape[0]] = e.cpu().numpy()
+            norms[start:start + part.shape[0]] = n.cpu().numpy()
             sides.append(inputs.side)
     model.train(was_training)
     side = np.concatenate(sides) if sides else np.zeros((0, 5), np.float32)
@@ -127,7 +128,7 @@ def learning_rate(step: int, steps_per_epoch: int, config: TrainConfig) -> float
     return config.train.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | None = None,
+def train(config: TrainConfig, *, stop_after_epochs: int | None = None,
           progress: bool = True) -> TrainResult:
     """Train (or resume) the run ``config.run_dir``; fit the quality estimate; export ``model.pt``.
 
@@ -140,7 +141,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     t_start = time.time()
-    data = prepare_data(config.data, model_pipeline(), seed=config.seed, log=log)
+    data = prepare_data(config.data, model_pipeline(), seed=config.seed)
     torch.manual_seed(config.seed)
     model = JointModel(config.model, model_pipeline())
     if config.train.init_from:
@@ -148,7 +149,10 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
         if unexpected or any(not k.startswith("quality") for k in missing):
             raise ValueError(f"train.init_from {config.train.init_from}: weights do not fit the model "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        log(f"train: starting from the weights of {config.train.init_from}")
+        log.info(f"train: starting from the weights of {config.train.init_from}")
+    device = resolve_device(config.train.device)
+    model.to(device)
+    log.info("train: model on %s", device)
     sampler_tani = _train_tanimoto(data)
     sampler = Sampler(data, sampler_tani, batch_structures=config.train.batch_structures,
                       hard_negatives=config.train.hard_negatives, n_bins=config.train.tanimoto_bins,
@@ -170,9 +174,9 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
-        log(f"train: resuming {run_dir} after epoch {start_epoch}")
+        log.info(f"train: resuming {run_dir} after epoch {start_epoch}")
     steps = len(sampler)
-    log(f"train: {sampler.train_structs.shape[0]} structures, {sampler.spec_rows.shape[0]} spectra, "
+    log.info(f"train: {sampler.train_structs.shape[0]} structures, {sampler.spec_rows.shape[0]} spectra, "
         f"{steps} steps/epoch, {config.train.epochs} epochs")
     for done_here, epoch in enumerate(range(start_epoch, config.train.epochs)):
         if stop_after_epochs is not None and done_here >= stop_after_epochs:
@@ -207,7 +211,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
         record.update(validator(model))
         record["seconds"] = round(time.time() - t0, 1)
         history.append(record)
-        log("train: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        log.info("train: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in record.items()))
         with atomic_path(last) as tmp:
             torch.save({"config": json.loads(json.dumps(to_dict(config))), "model": model.state_dict(),
@@ -215,11 +219,12 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
         (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     model_path = run_dir / "model.pt"
     if len(history) < config.train.epochs:
-        log(f"train: stopped after epoch {len(history)} of {config.train.epochs}; run again to resume")
+        log.info(f"train: stopped after epoch {len(history)} of {config.train.epochs}; run again to resume")
         return TrainResult(run_dir, model_path, history, model)
     from engine.models.training.quality_fit import fit_quality
 
-    model, quality_report = fit_quality(model, data, config, log=log)
+    model = model.cpu()  # the quality fit (a minute) and the export run on the CPU
+    model, quality_report = fit_quality(model, data, config)
     extra = {"training": {"name": config.name, "seed": config.seed, "epochs": config.train.epochs,
                           "train_structures": int(sampler.train_structs.shape[0]),
                           "train_spectra": int(sampler.spec_rows.shape[0]),
@@ -235,7 +240,7 @@ def train(config: TrainConfig, *, log: Log = print, stop_after_epochs: int | Non
     extra["training"]["attribution_records"] = n_records
     digest = model.save(model_path, half=True, extra=extra)
     (run_dir / "summary.json").write_text(json.dumps({"content_hash": digest, **extra}, indent=1) + "\n")
-    log(f"train: wrote {model_path} ({model_path.stat().st_size / 2**20:.1f} MiB, hash {digest})")
+    log.info(f"train: wrote {model_path} ({model_path.stat().st_size / 2**20:.1f} MiB, hash {digest})")
     return TrainResult(run_dir, model_path, history, model)
 
 
@@ -254,8 +259,8 @@ def _initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
 
 
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that must match to resume (thread count is only an execution detail)."""
-    return {**config, "train": {k: v for k, v in config["train"].items() if k != "threads"}}
+    """The parts of a config that must match to resume (thread count and device are execution details)."""
+    return {**config, "train": {k: v for k, v in config["train"].items() if k not in ("threads", "device")}}
 
 
 def _train_tanimoto(data: PreparedData) -> npt.NDArray[np.float16]:
@@ -280,12 +285,13 @@ def _step_losses(model: JointModel, data: PreparedData, graphs: Any, batch: Any,
     spec, partner = emb[:n], emb[n:]
     mol = model.encode_graphs(graphs, batch.molecules)
     scale = model.logit_scale.exp()
-    tani = torch.from_numpy(sampler.tanimoto[np.ix_(batch.anchors, batch.anchors)].astype(np.float32))
+    device = model.device
+    tani = torch.from_numpy(sampler.tanimoto[np.ix_(batch.anchors, batch.anchors)].astype(np.float32)).to(device)
     return {
         "contrastive": info_nce(spec, mol, scale),
         "tanimoto": tanimoto_regression(spec.repeat_interleave(settings.partners_per_anchor, dim=0), partner,
-                                        torch.from_numpy(batch.pair_tanimoto)),
+                                        torch.from_numpy(batch.pair_tanimoto).to(device)),
         "molecule_tanimoto": pairwise_tanimoto_regression(mol[:n], tani),
-        "candidates": (candidate_listwise(spec, mol, torch.from_numpy(batch.negative_owner), scale)
-                       if settings.weight_candidates else torch.zeros(())),
+        "candidates": (candidate_listwise(spec, mol, torch.from_numpy(batch.negative_owner).to(device), scale)
+                       if settings.weight_candidates else torch.zeros((), device=device)),
     }

@@ -11,7 +11,7 @@ fold and stored in the model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ from engine.models.model import JointModel
 from engine.models.quality import QualityMethod, isotonic
 from engine.models.training.config import TrainConfig
 from engine.models.training.data import CALIB, TRAIN, PreparedData, tanimoto_matrix
+
+log = logging.getLogger(__name__)
 
 N_PARTNERS = 128
 FLAG_SHARE = 0.2
@@ -100,15 +102,14 @@ def _spearman(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1]) if a.shape[0] > 2 else float("nan")
 
 
-def fit_quality(model: JointModel, data: PreparedData, config: TrainConfig, *,
-                log: Callable[[str], None] = print) -> tuple[JointModel, dict[str, Any]]:
+def fit_quality(model: JointModel, data: PreparedData, config: TrainConfig) -> tuple[JointModel, dict[str, Any]]:
     """Choose, fit and install the quality estimate; return the model and a report of the comparison."""
     rng = np.random.default_rng([config.seed, 99])
     qconf = config.model.quality
     cal_rows = np.flatnonzero(data.spec_split == CALIB)
     ref_rows = np.flatnonzero((data.spec_split == TRAIN) & data.spec_clean)
     if cal_rows.shape[0] < MIN_CALIBRATION or ref_rows.shape[0] < qconf.n_reference:
-        log(f"quality: {cal_rows.shape[0]} calibration spectra; keeping the peak-count fallback")
+        log.info(f"quality: {cal_rows.shape[0]} calibration spectra; keeping the peak-count fallback")
         return model, {"method": "peaks", "note": "too little calibration data to fit"}
     head = model.quality_head
     ref_emb, _, _, _ = _embed(model, data, rng.choice(ref_rows, qconf.n_reference, replace=False))
@@ -143,7 +144,7 @@ def fit_quality(model: JointModel, data: PreparedData, config: TrainConfig, *,
         report["methods"][name] = {"spearman_score_vs_error": _spearman(b_score, -target[half_b]),
                                    "kept_rmse": kept_rmse, "flagged_rmse": flagged_rmse,
                                    "all_rmse": float(np.sqrt(b_err.mean()))}
-        log(f"quality: {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["methods"][name].items()))
+        log.info(f"quality: {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["methods"][name].items()))
     shippable: tuple[QualityMethod, ...] = ("peaks", "knn", "mlp")
     chosen = min(shippable, key=lambda m: report["methods"][m]["kept_rmse"])
     report["method"] = chosen
@@ -168,6 +169,6 @@ def fit_quality(model: JointModel, data: PreparedData, config: TrainConfig, *,
     report["calibration_flagged_share"] = float(flagged.mean())
     kept_rmse, flagged_rmse = _pair_rmse(err2, np.repeat(~flagged[:, None], N_PARTNERS, axis=1))
     report["calibration_kept_rmse"], report["calibration_flagged_rmse"] = kept_rmse, flagged_rmse
-    log(f"quality: chose {chosen}; at threshold {new_q.threshold} it flags {flagged.mean():.1%} of calibration "
+    log.info(f"quality: chose {chosen}; at threshold {new_q.threshold} it flags {flagged.mean():.1%} of calibration "
         f"spectra (pair RMSE kept {kept_rmse:.3f}, flagged {flagged_rmse:.3f})")
     return model, report
