@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from engine.commands.common import dataset_option, engine_errors, ion_mode_option, on_invalid_option, report_option
+from engine.commands.common import (
+    dataset_option,
+    device_option,
+    engine_errors,
+    ion_mode_option,
+    on_invalid_option,
+    report_option,
+)
 
 model_option = click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
                             help="Model checkpoint (default: the bundled model).")
@@ -29,21 +36,24 @@ def embed() -> None:
 @ion_mode_option
 @batch_option
 @threads_option
+@device_option
 @report_option
 @engine_errors
 def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invalid: str, dataset: str | None,
-            ion_mode: str | None, batch_size: int, threads: int | None, report_path: str | None) -> None:
+            ion_mode: str | None, batch_size: int, threads: int | None, device: str, report_path: str | None
+            ) -> None:
     """Embed the spectra of INPUT... (MGF, MSP, mzML, mzXML, Parquet; files, directories or globs).
 
     Writes one row per valid spectrum: spectrum_id, source_file, precursor_mz, ion_mode, adduct,
     embedding and quality (0..1; below the model's threshold the embedding should not be trusted).
     """
     from engine.io.stream import ReadReport
+    from engine.jobs.artifacts import open_model
+    from engine.models.device import resolve_device
     from engine.models.embed import embed_spectra_files
-    from engine.models.model import load_model
 
     _set_threads(threads)
-    model = load_model(model_path)
+    model = open_model(model_path, device=resolve_device(device))
     report = ReadReport()
     result = embed_spectra_files(list(inputs), out, model=model, on_invalid=on_invalid,  # type: ignore[arg-type]
                                  dataset=dataset, default_ion_mode=ion_mode,  # type: ignore[arg-type]
@@ -63,16 +73,18 @@ def spectra(inputs: tuple[str, ...], out: str, model_path: str | None, on_invali
 @on_invalid_option
 @batch_option
 @threads_option
+@device_option
 @engine_errors
 def molecules(input: str, out: str, model_path: str | None, on_invalid: str, batch_size: int,
-              threads: int | None) -> None:
+              threads: int | None, device: str) -> None:
     """Embed the molecules of INPUT: SMILES file (.smi/.txt: SMILES [id]), CSV/TSV or Parquet with a
     `smiles` column, or SDF. Writes the input's columns unchanged plus `embedding`."""
+    from engine.jobs.artifacts import open_model
+    from engine.models.device import resolve_device
     from engine.models.embed import embed_molecule_file
-    from engine.models.model import load_model
 
     _set_threads(threads)
-    model = load_model(model_path)
+    model = open_model(model_path, device=resolve_device(device))
     result = embed_molecule_file(input, out, model=model, on_invalid=on_invalid,  # type: ignore[arg-type]
                                  batch_size=batch_size)
     for item in result.report["skipped_records"][:20]:

@@ -48,7 +48,7 @@ from engine.commands.common import (
               help="Worker processes that fragment new candidate structures (fragment evidence); more pay off "
                    "when a batch brings thousands of new candidates.")
 @click.option("--top-k", type=click.IntRange(1), default=20, show_default=True, help="Candidates kept per query.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Results Parquet file (required).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Results Parquet file (required).")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
               help="Model checkpoint (default: the bundled model).")
 @on_invalid_option
