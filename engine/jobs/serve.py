@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 
 from engine.core.errors import EngineError, InvalidInputError
 from engine.jobs.lookup import MAX_PEAKS, RepositorySearcher, query_spectrum, read_query_text
@@ -151,7 +157,8 @@ class LookupWorker:
         kind, settings = jobs[0].kind, jobs[0].settings
         s = self.searcher
         if kind == "structures":
-            return [_split(s.structures(job.payload, settings), [job.payload])[0] for job in jobs]
+            return [dict(_split(s.structures(job.payload, settings), [job.payload])[0], library_matches=[])
+                    for job in jobs]
         if kind == "usis":
             unique = list(dict.fromkeys(u for job in jobs for u in job.payload))
             rows = hit_records(s.usis(unique, settings))
@@ -267,15 +274,8 @@ def _settings(**kwargs: Any) -> LookupSettings:
 
 
 def create_app(repo: str | Path | RepositorySearcher, library: str | Path | None = None, *,
-               model_path: str | Path | None = None, limits: ServiceLimits | None = None) -> Any:
+               model_path: str | Path | None = None, limits: ServiceLimits | None = None) -> FastAPI:
     """The FastAPI application over ``repo`` (a path, or an opened searcher to share)."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-    from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException
-
     limits = limits or ServiceLimits()
     searcher = repo if isinstance(repo, RepositorySearcher) else RepositorySearcher(repo, library=library,
                                                                                     model_path=model_path)
@@ -355,6 +355,8 @@ def create_app(repo: str | Path | RepositorySearcher, library: str | Path | None
                     data = json.loads(body or b"null", parse_constant=_reject_constant)
                 except (ValueError, UnicodeDecodeError) as exc:
                     return error(400, f"malformed JSON: {exc}")
+                if not isinstance(data, dict):
+                    return error(422, "the JSON body must be an object with peaks and precursor_mz")
                 req = LookupRequest.model_validate(data)
                 settings = checked(req.top_k, mode=req.mode, cross_mode=req.cross_mode,
                                    precursor_tolerance_ppm=req.precursor_tolerance_ppm,
@@ -398,7 +400,7 @@ def create_app(repo: str | Path | RepositorySearcher, library: str | Path | None
             settings = checked(top_k, mode=mode, adducts=tuple(adduct or ()))
         except InvalidInputError as exc:
             return error(422, str(exc))
-        return await run(_Job("structures", smiles, settings))
+        return await run(_Job("structures", [smiles], settings))
 
     @app.get("/spectrum/{usi:path}")
     async def spectrum(usi: str) -> JSONResponse:
