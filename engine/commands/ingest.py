@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from engine.commands.common import dataset_option, engine_errors, ion_mode_option, on_invalid_option
+from engine.commands.common import (
+    dataset_option,
+    engine_errors,
+    ion_mode_option,
+    lock_wait_option,
+    on_invalid_option,
+)
 
 
 @click.command()
@@ -22,9 +28,10 @@ from engine.commands.common import dataset_option, engine_errors, ion_mode_optio
               help="Parquet file listing skipped records [default: STORE/ingest_report.parquet].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@lock_wait_option
 @engine_errors
 def ingest(inputs: tuple[str, ...], store: Path, on_invalid: str, dataset: str | None, ion_mode: str | None,
-           batch_size: int, report_path: Path | None, as_json: bool, quiet: bool) -> None:
+           batch_size: int, report_path: Path | None, as_json: bool, quiet: bool, lock_wait: float) -> None:
     """Ingest INPUTS (MGF, MSP, mzML, mzXML files, plain or .gz; Parquet; directories, globs or @file lists)."""
     from engine.jobs.ingest import ingest as run_ingest
 
@@ -32,7 +39,7 @@ def ingest(inputs: tuple[str, ...], store: Path, on_invalid: str, dataset: str |
         result = run_ingest(inputs, store, on_invalid=on_invalid,  # type: ignore[arg-type]
                             dataset=dataset, default_ion_mode=ion_mode,  # type: ignore[arg-type]
                             batch_size=batch_size, progress=not quiet,
-                            report_path=report_path or store / "ingest_report.parquet")
+                            report_path=report_path or store / "ingest_report.parquet", lock_wait=lock_wait)
     except ValueError as exc:
         if isinstance(exc, click.ClickException):
             raise

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 
 class EngineError(Exception):
     """Base class of all errors raised on purpose by the engine."""
@@ -47,3 +51,29 @@ class IncompatibleArtifactError(EngineError, RuntimeError):
 
 class OfflineError(EngineError, ConnectionError):
     """A network service (PubChem) is unreachable."""
+
+
+def os_error_in(exc: BaseException, path: str | object) -> OSError | None:
+    """The ``OSError`` (with ``path``) that a third-party error wraps, when its message ends in Rust's
+    ``(os error N)`` (LanceDB reports a full disk so); None otherwise."""
+    if isinstance(exc, OSError):
+        return exc
+    match = re.search(r"\(os error (\d+)\)", str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    name = errno.errorcode.get(code)
+    return OSError(code, os.strerror(code) if name else str(exc), str(path))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path and the cause of an ``OSError`` (full disk, read-only, no permission...)."""
+    where = exc.filename if exc.filename is not None else None
+    cause = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    hint = {errno.ENOSPC: "free some space and rerun: finished work is kept",
+            errno.EDQUOT: "free some space and rerun: finished work is kept",
+            errno.EROFS: "write to a writable directory",
+            errno.EACCES: "check the permissions", errno.EPERM: "check the permissions"}.get(
+                exc.errno or 0)
+    text = f"{where}: {cause}" if where else cause
+    return f"{text} ({hint})" if hint else text

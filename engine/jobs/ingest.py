@@ -18,7 +18,8 @@ import lancedb
 import pyarrow as pa
 from tqdm import tqdm
 
-from engine.core.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError, os_error_in
+from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import SPECTRUM_SCHEMA, check_schema_version, spectra_to_batch
 from engine.io.inputs import expand_inputs, file_sha256
@@ -96,19 +97,33 @@ def ingest_files(paths: Sequence[Path], ledger: FileLedger, write: FileWriter, *
 
 def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInvalid = "error",
            dataset: str | None = None, default_ion_mode: IonMode | None = None,
-           batch_size: int = 16_384, progress: bool = True, report_path: str | Path | None = None
-           ) -> IngestResult:
+           batch_size: int = 16_384, progress: bool = True, report_path: str | Path | None = None,
+           lock_wait: float = 0.0) -> IngestResult:
     """Stream ``inputs`` (files, directories, globs, file lists) into ``STORE/spectra``.
 
     Raises the first :class:`~engine.core.errors.InvalidInputError` in ``error`` mode; in ``skip`` mode bad
-    records are counted in the report (and written to ``report_path`` as Parquet when given).
+    records are counted in the report (and written to ``report_path`` as Parquet when given). The store
+    is locked for the run (:mod:`engine.core.locks`): another writer waits up to ``lock_wait`` seconds
+    or stops with a message naming the holder, so concurrent ingests of one file add its rows once.
     """
     if dataset is not None:
         check_dataset(dataset)
-    start = time.perf_counter()
-    store = Path(store)
     paths = expand_inputs(inputs)
-    store.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(store, command="engine ingest", wait=lock_wait):
+        try:
+            return _ingest_locked(paths, Path(store), on_invalid=on_invalid, dataset=dataset,
+                                  default_ion_mode=default_ion_mode, batch_size=batch_size, progress=progress,
+                                  report_path=report_path)
+        except RuntimeError as exc:  # LanceDB's IO errors (a full disk): an OSError naming the store
+            if (os_error := os_error_in(exc, store)) is None:
+                raise
+            raise os_error from None
+
+
+def _ingest_locked(paths: Sequence[Path], store: Path, *, on_invalid: OnInvalid, dataset: str | None,
+                   default_ion_mode: IonMode | None, batch_size: int, progress: bool,
+                   report_path: str | Path | None) -> IngestResult:
+    start = time.perf_counter()
     db = lancedb.connect(str(store))
     spectra = _open_or_create(db, SPECTRA_TABLE, SPECTRUM_SCHEMA, str(store))
     ledger = FileLedger(store, name=LEDGER_TABLE)

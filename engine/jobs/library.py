@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.core.decoys import FragmentPool
-from engine.core.errors import IncompatibleArtifactError
+from engine.core.errors import IncompatibleArtifactError, os_error_in
 from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import batch_to_spectra, spectra_to_batch
@@ -60,7 +60,12 @@ def build_library(inputs: Sequence[str | Path], out: str | Path, embedder: Spect
     """:func:`build_library_locked` holding the library's lock (:mod:`engine.core.locks`): another writer
     waits up to ``lock_wait`` seconds or stops with a message naming the holder."""
     with DirectoryLock(out, command="engine library build", wait=lock_wait):
-        return build_library_locked(inputs, out, embedder, **options)
+        try:
+            return build_library_locked(inputs, out, embedder, **options)
+        except RuntimeError as exc:  # LanceDB's IO errors (a full disk): an OSError naming the library
+            if (os_error := os_error_in(exc, out)) is None:
+                raise
+            raise os_error from None
 
 
 def build_library_locked(inputs: Sequence[str | Path], out: str | Path, embedder: SpectrumEmbedder, *,

@@ -72,49 +72,59 @@ class EmbedActor:
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         embs, quals, secs = [], [], []
-        for data, todo in zip(rows["ipc"], rows["todo"], strict=True):
+        errors = list(rows["error"])
+        todos = list(rows["todo"])
+        for i, (data, todo) in enumerate(zip(rows["ipc"], rows["todo"], strict=True)):
             t = time.perf_counter()
+            emb, quality = np.zeros((0, self.model.dim), np.float32), np.zeros(0, np.float32)
             batch = _from_ipc(bytes(data)) if todo else None
             if batch is not None and batch.num_rows:
-                emb, quality = self.model.embed_spectra(batch)
-            else:
-                emb, quality = np.zeros((0, self.model.dim), np.float32), np.zeros(0, np.float32)
+                try:
+                    emb, quality = self.model.embed_spectra(batch)
+                except Exception as exc:  # the file boundary: this chunk's file fails, the job goes on
+                    errors[i], todos[i] = f"{rows['path'][i]}: {type(exc).__name__}: {exc}", False
             embs.append(emb.astype(np.float32).tobytes())
             quals.append(quality.astype(np.float32).tobytes())
             secs.append(time.perf_counter() - t)
         return {**rows, "emb": np.array(embs, dtype=object), "quality": np.array(quals, dtype=object),
-                "embed_s": np.array(secs)}
+                "embed_s": np.array(secs), "error": np.array(errors, dtype=object), "todo": np.array(todos)}
 
 
 class SearchActor:
     """Holds the library index; searches each chunk and writes its results part."""
 
-    def __init__(self, spec: Any, out: str) -> None:
+    def __init__(self, spec: Any, out: str, fingerprint: dict[str, Any] | None = None) -> None:
         from engine.jobs.annotator import Annotator
 
         self.annotator = Annotator(spec)
         self.annotator.references.prepare()
-        self.output = JobOutput(out, {})
+        self.output = JobOutput(out, fingerprint or {})  # checked again before each part is written
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n_rows, secs = [], []
+        errors = list(rows["error"])
         dim = self.annotator.model.dim
-        for path, sha, chunk, todo, data, emb, quality in zip(
+        for i, (path, sha, chunk, todo, data, emb, quality) in enumerate(zip(
                 rows["path"], rows["sha256"], rows["chunk"], rows["todo"], rows["ipc"], rows["emb"],
-                rows["quality"], strict=True):
+                rows["quality"], strict=True)):
             t = time.perf_counter()
             n = 0
             if todo:
                 batch = _from_ipc(bytes(data))
                 e = np.frombuffer(bytes(emb), dtype=np.float32).reshape(-1, dim)
                 q = np.frombuffer(bytes(quality), dtype=np.float32)
-                table = self.annotator.search(batch, e, q)
-                self.output.write_part(InputFile(Path(str(path)), str(sha)), int(chunk), table)
-                n = table.num_rows
+                try:
+                    table = self.annotator.search(batch, e, q)
+                except Exception as exc:  # the file boundary: this chunk's file fails, the job goes on
+                    errors[i] = f"{path}: {type(exc).__name__}: {exc}"
+                else:
+                    self.output.write_part(InputFile(Path(str(path)), str(sha)), int(chunk), table)
+                    n = table.num_rows
             n_rows.append(n)
             secs.append(time.perf_counter() - t)
-        keep = ("path", "sha256", "chunk", "last", "report", "error", "embed_s")
-        return {**{k: rows[k] for k in keep}, "n": np.array(n_rows), "search_s": np.array(secs)}
+        keep = ("path", "sha256", "chunk", "last", "report", "embed_s")
+        return {**{k: rows[k] for k in keep}, "error": np.array(errors, dtype=object), "n": np.array(n_rows),
+                "search_s": np.array(secs)}
 
 
 def run_ray(files: Sequence[InputFile], output: JobOutput, spec: Any, options: Any, *, workers: int,
@@ -151,22 +161,26 @@ def run_ray(files: Sequence[InputFile], output: JobOutput, spec: Any, options: A
                                                  "options": options}, num_cpus=0.5)
         ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec}, batch_size=1, compute=pool,
                             num_cpus=0.5, batch_format="numpy")
-        ds = ds.map_batches(SearchActor, fn_constructor_kwargs={"spec": spec, "out": str(output.root)},
+        ds = ds.map_batches(SearchActor, fn_constructor_kwargs={"spec": spec, "out": str(output.root),
+                                                                "fingerprint": output.fingerprint},
                             batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.5,
                             batch_format="numpy")
         seconds = {"embed": 0.0, "search": 0.0}
         last: dict[tuple[str, str], dict[str, Any]] = {}
+        failed: dict[tuple[str, str], str] = {}
         with tqdm(unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:
             for row in ds.iter_rows():
                 seconds["embed"] += float(row["embed_s"])
                 seconds["search"] += float(row["search_s"])
                 bar.update(int(row["n"]))
+                if row["error"]:
+                    failed.setdefault((str(row["path"]), str(row["sha256"])), str(row["error"]))
                 if row["last"]:
                     last[(str(row["path"]), str(row["sha256"]))] = row
         for (path, sha), row in last.items():
             f = InputFile(Path(path), sha)
-            if row["error"]:
-                output.mark_failed(f, str(row["error"]))
+            if (path, sha) in failed:
+                output.mark_failed(f, failed[(path, sha)])
                 continue
             info = json.loads(row["report"])
             if all(output.has_part(f, k) for k in range(info["n_chunks"])):
