@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from engine.commands.common import engine_errors, ion_mode_option, on_invalid_option
+from engine.commands.common import engine_errors, ion_mode_option, lock_wait_option, on_invalid_option
 
 model_option = click.option(
     "--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
@@ -45,10 +45,11 @@ def library() -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the skipped records (file, record, reason) to this Parquet file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@lock_wait_option
 @engine_errors
 def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embedder: bool, on_invalid: str,
           ion_mode: str | None, batch_size: int, decoys: bool | None, report_path: str | None,
-          quiet: bool) -> None:
+          quiet: bool, lock_wait: float) -> None:
     """Ingest, embed and index annotated reference spectra (MGF, MSP, mzML, mzXML, Parquet).
 
     INPUT may be files, directories, globs or file lists. Running it again on the same LIBRARY adds
@@ -57,9 +58,10 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     from engine.jobs.library import build_library
 
     embedder = resolve_embedder(model_path, fixed_embedder)
-    result = build_library(list(inputs), out, embedder, on_invalid=on_invalid,  # type: ignore[arg-type]
-                           default_ion_mode=ion_mode,  # type: ignore[arg-type]
-                           batch_size=batch_size, progress=not quiet, report_path=report_path, decoys=decoys)
+    result = build_library(list(inputs), out, embedder, on_invalid=on_invalid,
+                           default_ion_mode=ion_mode,
+                           batch_size=batch_size, progress=not quiet, report_path=report_path, decoys=decoys,
+                           lock_wait=lock_wait)
     data = result.to_dict()
     click.echo(f"library {out}: {data['rows'] - data['decoys']} spectra ({data['inserted']} new, "
                f"{data['duplicates']} already present) and {data['decoys']} decoys ({data['decoys_inserted']} new); "
