@@ -123,6 +123,8 @@ class FragmentPool:
         prec = float(target.precursor_mz)
         rng = np.random.default_rng(seed_of(target.spectrum_id))
         is_frag = target.mz < prec - PRECURSOR_WINDOW_DA
+        if not is_frag.any():  # precursor peaks only: a copy would tie with its target; sample them all
+            is_frag = np.ones(target.mz.shape[0], dtype=bool)
         n = int(is_frag.sum())
         frags = _sample_fragments(pool, prec - PRECURSOR_WINDOW_DA, n, rng) if n else np.zeros(0)
         inten = target.intensity[is_frag][rng.permutation(n)][:frags.shape[0]]

@@ -28,6 +28,8 @@ _FIELDS: list[pa.Field] = [
     pa.field("library_quality", pa.float32()),
     pa.field("embedding_cosine", pa.float32()),
     pa.field("spectral_similarity", pa.float32()),
+    pa.field("ion_mode", pa.string()),
+    pa.field("q_value", pa.float32()),
 ]
 
 
@@ -37,7 +39,9 @@ def search_schema(mode: str = "identity", spectral_metric: str = "entropy") -> p
     ``score`` is the calibrated score (identity: probability that the hit is the query's structure;
     analogue: predicted Tanimoto between hit and query structure, the reliability). ``quality`` is the
     query embedding's quality, ``mass_difference`` = hit precursor m/z - query precursor m/z, and
-    ``spectral_similarity`` the exact similarity named in the schema metadata.
+    ``spectral_similarity`` the exact similarity named in the schema metadata. ``ion_mode`` is the hit's
+    (analogue search across ion modes may differ from the query's). ``q_value`` (identity, rank 1, libraries
+    with decoys) is the target-decoy q-value of the match over the whole run (:mod:`engine.queries.fdr`).
     """
     meta: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
                                             b"engine.search_mode": mode.encode(),
@@ -148,5 +152,7 @@ def assemble(*, query_id: Sequence[str] | npt.NDArray[np.object_], rank: npt.NDA
         "embedding_cosine": pa.array(np.asarray(embedding_cosine, dtype=np.float32)),
         "spectral_similarity": (pa.array(np.asarray(spectral, dtype=np.float32)) if spectral is not None
                                 else pa.nulls(n, pa.float32())),
+        "ion_mode": col("ion_mode", pa.string()),
+        "q_value": pa.nulls(n, pa.float32()),
     }
     return pa.table(arrays, schema=schema)
