@@ -51,6 +51,9 @@ from engine.commands.common import (
 @click.option("--analogue-candidates", default=10, show_default=True,
               help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 200; "
                    "fewer is faster at repository scale).")
+@click.option("--cross-mode", is_flag=True,
+              help="Analogue search also searches the library spectra of the other ion mode (the result gives "
+                   "the hit's ion mode in analogue_ion_mode); library matches stay within the spectrum's mode.")
 @click.option("--chunk-size", default=4096, show_default=True, help="Spectra per unit of work and of resumption.")
 @click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="skip", show_default=True,
               help="skip: bad records are counted and listed in skipped.parquet; error: a bad record fails "
@@ -63,6 +66,9 @@ from engine.commands.common import (
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Torch threads for embedding in this process (0: torch's default, all cores; 1 is much "
                    "faster on a machine other jobs keep busy).")
+@click.option("--repository", default=None, type=click.Path(file_okay=False), metavar="REPO",
+              help="Also store every annotated spectrum and its embedding in this repository (engine repository), "
+                   "keyed by USI; needs --dataset.")
 @device_option
 @click.option("--dry-run", is_flag=True, help="List the files and what would be done, then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -26,6 +26,7 @@ from engine.io.stream import ReadReport
 from engine.jobs.annotator import artifact_digest
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput, write_atomic
+from engine.jobs.repository import RepositoryWriter
 from engine.jobs.rerun import forget_digest, nothing_to_do, save_digest
 from engine.jobs.settings import AnnotateJobSettings, JobOptions, settings_dict
 
@@ -131,8 +132,9 @@ def file_info(report: ReadReport, n_chunks: int) -> dict[str, Any]:
 
 
 def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, options: JobOptions, *,
-              chunk_size: int, progress: bool = True) -> dict[str, float]:
-    """Annotate ``files`` in this process; returns seconds per stage."""
+              chunk_size: int, progress: bool = True, repository: RepositoryWriter | None = None) -> dict[str, float]:
+    """Annotate ``files`` in this process; returns seconds per stage. With ``repository`` each chunk's spectra
+    are stored there too, with the embeddings the annotation made."""
     from tqdm import tqdm
 
     seconds: dict[str, float] = defaultdict(float)
@@ -141,6 +143,7 @@ def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, opt
         for f in todo:
             bar.set_postfix_str(f.path.name, refresh=False)
             report = ReadReport()
+            stored = repository.inserted if repository is not None else 0
             try:
                 t = time.perf_counter()
                 chunks = iter_chunks(f, chunk_size=chunk_size, on_invalid=options.on_invalid,
@@ -150,12 +153,17 @@ def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, opt
                     seconds["read"] += time.perf_counter() - t
                     if not output.has_part(f, chunk.index):
                         table = annotator(chunk.batch)
+                        if repository is not None:
+                            repository.add_annotated(chunk.batch, table)
                         t = time.perf_counter()
                         output.write_part(f, chunk.index, table)
                         seconds["write"] += time.perf_counter() - t
                         bar.update(chunk.batch.num_rows)
                     if chunk.last:
                         output.mark_done(f, file_info(report, chunk.index + 1))
+                        if repository is not None:
+                            repository.file_done(f.sha256, f.path, n_records=repository.inserted - stored,
+                                                 n_skipped=report.n_skipped)
                     t = time.perf_counter()
             except (OSError, EngineError) as exc:
                 if not isinstance(exc, InvalidInputError):
@@ -176,13 +184,13 @@ def annotate_job(inputs: Sequence[str | Path], out: str | Path, settings: Annota
         torch.set_num_threads(settings.threads)  # this process; Ray actors get one per CPU they hold
     return annotate(inputs, out, spec=settings.spec(), options=settings.options(), workers=settings.workers,
                     ray_address=settings.ray_address, progress=not settings.quiet,
-                    settings=settings_dict(settings))
+                    settings=settings_dict(settings), repository=settings.repository)
 
 
 def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
              options: JobOptions | None = None, workers: int = 0, ray_address: str | None = None,
-             progress: bool = True, settings: dict[str, Any] | None = None, lock_wait: float = 0.0
-             ) -> JobSummary:
+             progress: bool = True, settings: dict[str, Any] | None = None, lock_wait: float = 0.0,
+             repository: str | Path | None = None) -> JobSummary:
     """Run an annotation job (see the module docstring) and return its summary.
 
     ``workers=0`` and no ``ray_address`` runs in this process; otherwise on Ray Data with ``workers``
@@ -218,14 +226,15 @@ def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,
             return summary
         forget_digest(out)
         summary = _run(files, out, spec, options, workers=workers, ray_address=ray_address, progress=progress,
-                       settings=settings, start=start)
+                       settings=settings, start=start, repository=repository)
         if summary.files_failed == 0:
             save_digest(out, digest)
         return summary
 
 
 def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions, *, workers: int,
-         ray_address: str | None, progress: bool, settings: dict[str, Any], start: float) -> JobSummary:
+         ray_address: str | None, progress: bool, settings: dict[str, Any], start: float,
+         repository: str | Path | None = None) -> JobSummary:
     """The job, with ``OUT`` locked: open model, library and output, annotate, summarise."""
     from engine.jobs.annotator import Annotator
 
@@ -242,8 +251,16 @@ def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions
     else:
         annotator.references.prepare()  # library peaks and fingerprints now, not inside the first chunk
         opened = time.perf_counter() - start
-        seconds = run_local(files, output, annotator, options, chunk_size=spec.settings.chunk_size,
-                            progress=progress)
+        if repository is not None:  # the job's spectra and embeddings go to REPO too (engine.jobs.repository)
+            with DirectoryLock(repository, command="engine annotate --repository"):
+                writer = RepositoryWriter(repository, dataset=options.dataset or "", dim=annotator.model.dim,
+                                          encoder_hash=annotator.model.encoder_hash)
+                seconds = run_local(files, output, annotator, options, chunk_size=spec.settings.chunk_size,
+                                    progress=progress, repository=writer)
+                writer.finish(progress=progress)
+        else:
+            seconds = run_local(files, output, annotator, options, chunk_size=spec.settings.chunk_size,
+                                progress=progress)
     seconds["start"] = opened  # hashing inputs, opening model and library
     seconds["total"] = time.perf_counter() - start
     summary = summarise(output, files)

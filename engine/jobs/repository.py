@@ -106,6 +106,16 @@ class RepositoryWriter:
         self.duplicates += table.num_rows - n_new
         return n_new
 
+    def add_annotated(self, batch: pa.RecordBatch | pa.Table, results: pa.Table) -> int:
+        """Store a chunk of ``engine annotate`` with the embeddings and qualities its results carry (no second
+        embedding); rows of ``results`` follow those of ``batch``."""
+        if results.num_rows != batch.num_rows:
+            raise EngineError(f"{results.num_rows} annotation rows for {batch.num_rows} spectra")
+        col: Any = results.column("embedding").combine_chunks()
+        emb = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(batch.num_rows, -1)
+        quality = np.asarray(results.column("quality").to_numpy(zero_copy_only=False), np.float32)
+        return self.add(batch, emb, quality)
+
     def file_done(self, sha256: str, path: str | Path, *, n_records: int, n_skipped: int) -> None:
         """Record a file of this dataset as complete (adding it again is then a no-op)."""
         self.ledger.record(self.file_key(sha256), str(path), n_records=n_records, n_skipped=n_skipped)

@@ -31,6 +31,8 @@ class AnnotateSettings(Settings):
     precursor_tolerance_ppm: float = setting(10.0, gt=0)
     max_mass_difference: float | None = setting(None, gt=0)
     analogue_candidates: int = setting(10, ge=1)
+    #: analogue search also searches the library spectra of the other ion mode (identity never does)
+    cross_mode: bool = False
     candidates_by: CandidatesBy = "mass"
     candidate_tolerance_ppm: float = setting(10.0, gt=0)
     pubchem: bool = False
@@ -81,6 +83,7 @@ class AnnotateJobSettings(AnnotateSettings):
     threads: int = setting(0, ge=0)
     device: DeviceChoice = "auto"
     quiet: bool = False
+    repository: str | None = None
 
     def results_settings(self) -> AnnotateSettings:
         """The part of these settings the results depend on (the fingerprint's ``settings``)."""
@@ -97,6 +100,10 @@ class AnnotateJobSettings(AnnotateSettings):
     def check(self) -> Iterable[str]:
         if self.pubchem and self.candidates is None:
             yield "pubchem needs candidates (the local table used when PubChem cannot be reached)"
+        if self.repository is not None and self.dataset is None:
+            yield "repository needs dataset (its spectra are stored by USI)"
+        if self.repository is not None and (self.workers or self.ray_address):
+            yield "repository runs in this process (no workers or ray_address)"
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,30 @@ def test_lookup_command_finds_the_spectrum_itself(tmp_path: Path, query: list[st
     assert hits[0]["dataset"] == "MSV000000001" and hits[0]["mass_difference"] == 0.0
     bad = CliRunner().invoke(main, ["lookup", "--repo", str(repo), "--usi", "mzspec:MSV000000001:nope:scan:1"])
     assert bad.exit_code != 0 and "not in the repository" in bad.output
+
+
+def test_annotate_stores_its_embeddings_in_the_repository(tmp_path: Path) -> None:
+    import numpy as np
+
+    from indexes.library import Library
+
+    lib = tmp_path / "lib"
+    built = CliRunner().invoke(main, ["library", "build", str(MGF), "--out", str(lib), "--fixed-embedder", "--quiet"])
+    assert built.exit_code == 0, built.output
+    repo = tmp_path / "repo"
+    args = ["annotate", str(MZML), "--out", str(tmp_path / "out"), "--library", str(lib), "--quiet",
+            "--repository", str(repo)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "dataset" in refused.output
+    result = CliRunner().invoke(main, [*args, "--dataset", "MSV000000002"])
+    assert result.exit_code == 0, result.output
+    info = repository_info(repo)
+    assert info["spectra"] == 10 and info["datasets"] == {"MSV000000002": {"files": 1, "spectra": 10}}
+    # the same embeddings as `repository add` makes (the annotation's own, not a second embedding)
+    direct = tmp_path / "direct"
+    add_files([MZML], direct, FixedSpectrumEmbedder(), dataset="MSV000000002", progress=False)
+    a = Library.open(repo).table.take_keys(["mzspec:MSV000000002:matchms_testdata:scan:11"], ["embedding"])
+    b = Library.open(direct).table.take_keys(["mzspec:MSV000000002:matchms_testdata:scan:11"], ["embedding"])
+    np.testing.assert_allclose(a.column("embedding").to_pylist()[0], b.column("embedding").to_pylist()[0], atol=1e-6)
+    again = CliRunner().invoke(main, [*args, "--dataset", "MSV000000002"])
+    assert again.exit_code == 0 and repository_info(repo)["spectra"] == 10
