@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.core.records import Spectrum
@@ -232,21 +233,61 @@ def _from_lance(root: Path, ids: set[str]) -> dict[str, Spectrum]:
     return out
 
 
+#: Rows of the hit table at most: the highest-scoring top hits (the page states how many there are).
+MAX_TABLE_ROWS = 1000
+
+
+def _scores(table: pa.Table) -> npt.NDArray[np.float64]:
+    if "score" not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=float)
+
+
+def _top_rows(table: pa.Table) -> npt.NDArray[np.int64]:
+    """Indices of the rank-1 rows (every row when there is no rank column)."""
+    if "rank" not in table.column_names:
+        return np.arange(table.num_rows)
+    rank = np.asarray(table.column("rank").to_numpy(zero_copy_only=False), dtype=float)
+    return np.flatnonzero(rank == 1)
+
+
+def by_score(score: npt.NDArray[np.float64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``rows`` from the highest score to the lowest (rows without a score last)."""
+    key = np.where(np.isfinite(score[rows]), -score[rows], np.inf)
+    return rows[np.argsort(key, kind="stable")]
+
+
+def plot_rows(score: npt.NDArray[np.float64], rows: npt.NDArray[np.int64], max_plots: int) -> list[int]:
+    """The rows to plot, chosen by score: the most confident first, then a few of the least confident (a
+    tenth of ``max_plots``, 1 to 5) so that a reader sees both ends; every row when there are few."""
+    ordered = by_score(score, rows)
+    if max_plots <= 0:
+        return []
+    if len(ordered) <= max_plots:
+        return ordered.tolist()
+    scored = ordered[np.isfinite(score[ordered])]
+    n_least = min(5, max(1, max_plots // 10)) if max_plots >= 4 and len(scored) > max_plots else 0
+    least = scored[len(scored) - n_least:][::-1].tolist() if n_least else []
+    return ordered[:max_plots - n_least].tolist() + least
+
+
 def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = None,
                  library: Mapping[str, Spectrum] | None = None, max_plots: int = 50,
                  title: str = "Search report", source: str = "", candidates: pa.Table | None = None,
-                 summary: str = "") -> str:
+                 summary: str = "", max_table_rows: int = MAX_TABLE_ROWS) -> str:
     """Render the report page for ``results`` (a search or rank results table) as an HTML string;
-    ``candidates`` (a rank results table, for an annotation job) adds its fragment plots."""
+    ``candidates`` (a rank results table, for an annotation job) adds its fragment plots.
+
+    The page stays small whatever the number of results: the hit table lists the ``max_table_rows``
+    highest-scoring top hits (and says how many there are), and plots are chosen by score
+    (:func:`plot_rows`)."""
     queries = queries or {}
     library = library or {}
     cols = results.column_names
-    data = results.to_pydict()
     n = results.num_rows
-    rank = np.asarray(data.get("rank", [1] * n), dtype=float)
-    score = np.asarray([np.nan if s is None else s for s in data.get("score", [None] * n)], dtype=float)
-    top_rows = [i for i in range(n) if rank[i] == 1]
-    n_queries = len(set(data["query_id"])) if "query_id" in data else 0
+    score = _scores(results)
+    top_rows = _top_rows(results)
+    n_queries = len(pc.unique(results.column("query_id"))) if "query_id" in cols else 0
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -265,28 +306,39 @@ def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = 
 
     show = [c for c in ("query_id", "rank", "score", "name", "library_id", "inchikey", "smiles",
                         "precursor_mz", "mass_difference", "quality", "formula") if c in cols]
-    parts.append("<h2>Top hits</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in show) + "</tr>")
-    for i in top_rows:
+    listed = by_score(score, top_rows)[:max(max_table_rows, 0)]
+    heading = "Top hits" if len(listed) == len(top_rows) else \
+        f"Top hits (the {len(listed):,} highest-scoring of {len(top_rows):,})"
+    parts.append(f"<h2>{heading}</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in show) + "</tr>")
+    shown = results.select(show).take(pa.array(listed, pa.int64())).to_pydict()
+    for j in range(len(listed)):
         cells = []
         for c in show:
-            v = data[c][i]
+            v = shown[c][j]
             cls = " class='num'" if isinstance(v, (int, float)) else (" class='smiles'" if c == "smiles" else "")
             cells.append(f"<td{cls}>{_fmt(v)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table>")
+    if len(listed) < len(top_rows):
+        parts.append(f"<p class='meta'>{len(top_rows) - len(listed):,} more top hits are in {html.escape(source)}"
+                     f"</p>")
 
     if "library_id" in cols:
+        chosen = plot_rows(score, top_rows, max_plots)
+        data = _rows(results, chosen, ("query_id", "library_id", "name", "mass_difference"))
+
         def mirror(i: int) -> tuple[str, str] | None:
             q, h = queries.get(data["query_id"][i]), library.get(data["library_id"][i])
             if q is None or h is None:
                 return None
-            name = data.get("name", [None] * n)[i] or data["library_id"][i]
+            name = data["name"][i] or data["library_id"][i]
             caption = f"{q.spectrum_id} vs {name} — score {score[i]:.3f}"
-            if "mass_difference" in data and data["mass_difference"][i] is not None:
+            if data["mass_difference"][i] is not None:
                 caption += f", Δm {data['mass_difference'][i]:+.4f}"
             return f"mirror plot {q.spectrum_id}", mirror_plot_png(q, h, title=caption)
 
-        parts += _plot_section(f"Mirror plots (top hit, at most {max_plots})", top_rows, max_plots, mirror,
+        parts += _plot_section(f"Mirror plots (top hits by score, most confident first, at most {max_plots})",
+                               chosen, max_plots, mirror,
                                "top hits not plotted: query or library spectrum not found (give --queries and "
                                "--library).")
     elif "smiles" in cols:
@@ -297,15 +349,21 @@ def build_report(results: pa.Table, *, queries: Mapping[str, Spectrum] | None = 
     return "\n".join(parts)
 
 
+def _rows(table: pa.Table, rows: Sequence[int], columns: Sequence[str]) -> dict[str, dict[int, Any]]:
+    """``columns`` of the given rows, as column -> row index -> value (absent columns give None)."""
+    present = [c for c in columns if c in table.column_names]
+    taken = table.select(present).take(pa.array(list(rows), pa.int64())).to_pydict() if rows else {}
+    return {c: {i: (taken[c][j] if c in taken else None) for j, i in enumerate(rows)} for c in columns}
+
+
 def _fragment_plots(ranked: pa.Table, queries: Mapping[str, Spectrum], max_plots: int) -> list[str]:
     """Fragment plots of each query against its top candidate (rows of rank 1 of a rank results table)."""
     from engine.queries.fragments import FragmentScorer
     from engine.queries.peak_annotation import annotate_spectrum
 
-    data = ranked.to_pydict()
-    n = ranked.num_rows
-    rows = [i for i, r in enumerate(data.get("rank", [1] * n)) if r == 1]
-    score = np.asarray([np.nan if v is None else v for v in data.get("score", [None] * n)], dtype=float)
+    score = _scores(ranked)
+    rows = plot_rows(score, _top_rows(ranked), max_plots)
+    data = _rows(ranked, rows, ("query_id", "smiles"))
     scorer = FragmentScorer()
 
     def fragments(i: int) -> tuple[str, str] | None:
@@ -318,7 +376,8 @@ def _fragment_plots(ranked: pa.Table, queries: Mapping[str, Spectrum], max_plots
         return f"fragment plot {q.spectrum_id}", fragment_plot_png(
             q, annotation, title=caption, margin_da=scorer.settings.precursor_margin_da)
 
-    return _plot_section(f"Fragment annotation (top candidate, at most {max_plots})", rows, max_plots, fragments,
+    return _plot_section(f"Fragment annotation (top candidates by score, most confident first, at most "
+                         f"{max_plots})", rows, max_plots, fragments,
                          "top candidates not plotted: query spectrum not found (give --queries) or SMILES not "
                          "parsed.")
 
@@ -359,13 +418,12 @@ def write_report(results_path: str | Path, out: str | Path, *, queries: Sequence
     else:
         results = pq.read_table(str(results_path))
         title = f"Report: {Path(results_path).name}"
-    cols = results.column_names
-    data = results.select([c for c in ("query_id", "rank", "library_id") if c in cols]).to_pydict()
-    top = [i for i, r in enumerate(data.get("rank", [1] * results.num_rows)) if r == 1][:max_plots]
-    q_ids = {data["query_id"][i] for i in top} if "query_id" in data else set()
-    if candidates is not None:
-        q_ids |= set(candidates.column("query_id").to_pylist()[:max_plots])
-    l_ids = {data["library_id"][i] for i in top} if "library_id" in data else set()
+    chosen = _rows(results, plot_rows(_scores(results), _top_rows(results), max_plots), ("query_id", "library_id"))
+    q_ids = {v for v in chosen["query_id"].values() if v is not None}
+    if candidates is not None and candidates.num_rows:
+        picked = _rows(candidates, plot_rows(_scores(candidates), _top_rows(candidates), max_plots), ("query_id",))
+        q_ids |= {v for v in picked["query_id"].values() if v is not None}
+    l_ids = {v for v in chosen["library_id"].values() if v is not None}
     q_spectra = load_spectra(queries, q_ids) if queries else {}
     l_spectra = load_spectra(library, l_ids) if library else {}
     page = build_report(results, queries=q_spectra, library=l_spectra, max_plots=max_plots, title=title,
@@ -392,7 +450,11 @@ def read_annotate_output(out_dir: Path) -> tuple[pa.Table, pa.Table, list[str], 
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    table = pads.dataset(str(out_dir / "results"), format="parquet", partitioning="hive").to_table()
+    dataset = pads.dataset(str(out_dir / "results"), format="parquet", partitioning="hive")
+    wanted = ("query_id", "source_file", "quality", "identity_score", "identity_library_id", "identity_name",
+              "identity_inchikey", "identity_smiles", "candidate_score", "candidate_smiles", "candidate_inchikey",
+              "candidate_formula")
+    table = dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names])  # not the embeddings
     names = table.column_names
 
     def rows(prefix_key: str, columns: dict[str, str]) -> pa.Table:
