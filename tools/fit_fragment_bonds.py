@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.model.run import clean_mask  # noqa: E402
 from benchmarks.search.common import calibration_fold  # noqa: E402
 from engine.core.peaks import Peaks  # noqa: E402
+from engine.jobs.artifacts import open_model  # noqa: E402
 from engine.models.encoders.spectrum import preprocess_flat  # noqa: E402
-from engine.models.model import load_model  # noqa: E402
 from engine.models.training.config import REDISTRIBUTABLE_LICENSES  # noqa: E402
 from engine.queries.fragments import (  # noqa: E402
     DEFAULT_BOND_TABLE,
@@ -88,7 +88,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
     settings = FragmentSettings()
-    model = load_model()
+    model = open_model()
     table = pq.read_table(Path(args.data) / "massbank" / "spectra.parquet")
     table = table.filter(pc.is_valid(table.column("precursor_mz")))
     train = np.asarray(pc.equal(table.column("split"), "train").to_numpy(zero_copy_only=False), dtype=bool)

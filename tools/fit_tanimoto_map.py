@@ -75,9 +75,9 @@ def fit(model_path: str | None, data: Path, *, spectra: str = "fold", clean_only
         all_licences: bool = False, per_bin: int = 20_000, n_knots: int = 32, seed: int = 0) -> TanimotoMap:
     """Embed the chosen train spectra, sample bin-balanced pairs and fit the map (see module docs)."""
     from benchmarks.model.run import clean_mask
-    from engine.models.model import load_model
+    from engine.jobs.artifacts import open_model
 
-    model = load_model(model_path)
+    model = open_model(model_path)
     table = load_train(data, spectra=spectra, all_licences=all_licences)
     if clean_only:
         table = table.filter(pa.array(clean_mask(table, model)))

@@ -132,9 +132,9 @@ def fixed_embed(dim: int) -> tuple[Embed, str]:
 
 def model_embed(path: str | None = None) -> tuple[Embed, str, int]:
     """The trained model as an :data:`Embed` function, its encoder hash and dimension."""
-    from engine.models.model import load_model
+    from engine.jobs.artifacts import open_model
 
-    model = load_model(path)
+    model = open_model(path)
 
     def run(p: Peaks) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         emb, quality = model.embed_spectra(p.to_batch(), batch_size=2048)

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import markdown_table, write_results  # noqa: E402
 from engine.core.peaks import Peaks  # noqa: E402
-from engine.models.model import JointModel, load_model  # noqa: E402
+from engine.jobs.artifacts import open_model  # noqa: E402
+from engine.models.model import JointModel  # noqa: E402
 from engine.models.tanimoto_map import TanimotoMap, load_tanimoto_map, mode_pairing  # noqa: E402
 from engine.models.training.candidates import CandidateTable  # noqa: E402
 from engine.models.training.data import FP_BITS, massbank_batch, tanimoto_matrix  # noqa: E402
@@ -481,7 +482,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
-    model = load_model(args.model)
+    model = open_model(args.model)
     t_start = time.time()
 
     table: Any = pq.read_table(data / "massbank" / "spectra.parquet")

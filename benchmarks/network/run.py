@@ -43,17 +43,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import psutil
 
 from benchmarks._results import markdown_table, write_results
 from benchmarks.search.common import calibration_fold
 from benchmarks.search.data import fingerprints, tanimoto
 from engine.core.peaks import Peaks
+from engine.jobs.artifacts import open_model
 from engine.jobs.network import DEFAULT_MIN_SCORE, NetworkSettings, build_network
-from engine.models.model import load_model
 from engine.models.tanimoto_map import load_tanimoto_map, positive_mask
 from engine.queries.network import knn_candidates, network_edges
 from engine.queries.similarity import entropy_similarity, modified_cosine, prepare_entropy
@@ -387,7 +387,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
-    model = load_model()
+    model = open_model()
     results: dict[str, Any] = {}
     previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     if args.skip_quality and previous:

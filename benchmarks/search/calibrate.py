@@ -225,9 +225,9 @@ def main() -> None:
     parser.add_argument("--all-licences", action="store_true",
                         help="also fit on records whose licence does not allow redistribution (not for shipping)")
     args = parser.parse_args()
-    from engine.models.model import load_model
+    from engine.jobs.artifacts import open_model
 
-    model = load_model(args.model)
+    model = open_model(args.model)
     table = load_table()
     if not args.all_licences:  # what ships is fitted on records whose licence allows redistribution
         from engine.models.training.config import REDISTRIBUTABLE_LICENSES

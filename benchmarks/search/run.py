@@ -87,9 +87,9 @@ def main() -> None:
     parser.add_argument("--matchms-timing-queries", type=int, default=20)
     parser.add_argument("--skip-flash-analogue", action="store_true")
     args = parser.parse_args()
-    from engine.models.model import load_model
+    from engine.jobs.artifacts import open_model
 
-    model = load_model(args.model)
+    model = open_model(args.model)
     sets = load_sets()
     table = sets.spectra
     keys = np.asarray(table.column("inchikey14").to_pylist(), dtype=object)

@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
 from engine.commands.common import engine_errors, on_invalid_option
 from engine.commands.library import fixed_option, model_option
-
-
-def resolve_molecule_embedder(model_path: str | None, fixed: bool) -> Any:
-    """The molecule embedder the options ask for (see :func:`engine.commands.library.resolve_embedder`)."""
-    if fixed:
-        if model_path is not None:
-            raise click.UsageError("--model and --fixed-embedder exclude each other")
-        from engine.models.encoders.fixed import FixedMoleculeEmbedder
-
-        return FixedMoleculeEmbedder()
-    try:
-        from engine.models.model import DEFAULT_MODEL, load_model
-    except ImportError:
-        raise click.ClickException("this installation has no trained model code (engine.models.model); "
-                                   "pass --fixed-embedder") from None
-    if model_path is None and not DEFAULT_MODEL.exists():
-        from engine.models.encoders.fixed import FixedMoleculeEmbedder
-
-        click.echo("note: no bundled model found; embedding with the fixed fingerprint embedder", err=True)
-        return FixedMoleculeEmbedder()
-    return load_model(model_path)
 
 
 @click.group()
@@ -55,9 +33,10 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     Tables need a SMILES column; InChIKey, formula and monoisotopic mass are computed with RDKit unless
     all are present. Molecules are keyed by InChIKey: re-adding one does not duplicate it.
     """
+    from engine.jobs.artifacts import resolve_molecule_embedder
     from engine.jobs.molecules import build_molecule_db
 
-    embedder = resolve_molecule_embedder(model_path, fixed_embedder)
+    embedder = resolve_molecule_embedder(model_path, fixed=fixed_embedder)
     result = build_molecule_db(list(inputs), out, embedder, on_invalid=on_invalid, batch_size=batch_size,
                                progress=not quiet)
     data = result.to_dict()

@@ -23,11 +23,10 @@ import pyarrow.compute as pc
 from engine.core.locks import LOCK_NAME
 from engine.core.peaks import Peaks
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
-from engine.jobs.artifacts import open_library_and_model, open_molecules
+from engine.jobs.artifacts import checkpoint_path, open_library_and_model, open_molecules
 from engine.jobs.settings import AnnotateSettings, AnnotatorSpec
 from engine.models.calibration import CALIBRATION_DIR
 from engine.models.device import resolve_device
-from engine.models.model import DEFAULT_MODEL
 from engine.queries.candidate_sources import CandidateSource, candidate_source
 from engine.queries.references import References
 
@@ -92,7 +91,7 @@ def artifact_digest(spec: AnnotatorSpec) -> dict[str, Any]:
     """What a job's results depend on, read without opening the model or the library (their files' names,
     sizes and times, the candidates, the calibrations and the settings); see :mod:`engine.jobs.rerun`."""
     lib = spec.resolved_library()
-    model = Path(spec.model) if spec.model else DEFAULT_MODEL
+    model = checkpoint_path(spec.model)
     return {
         "engine_schema_version": SCHEMA_VERSION,
         "library": str(lib.resolve()),

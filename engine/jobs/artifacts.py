@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import EngineError, IncompatibleArtifactError
-from engine.models.encoders.fixed import FixedSpectrumEmbedder
+from engine.models.encoders.fixed import FixedMoleculeEmbedder, FixedSpectrumEmbedder
 from engine.models.model import DEFAULT_MODEL, JointModel, load_model
 from engine.queries.candidates import MoleculeTable
 from indexes.library import Library
@@ -27,14 +27,19 @@ class MissingArtifactError(EngineError, FileNotFoundError):
     """A model, library or table that a job needs does not exist."""
 
 
-def open_model(path: str | Path | None = None, *, device: str = "cpu") -> JointModel:
-    """The joint model at ``path`` (``None``: the bundled default), refused with a message when missing
-    or incompatible."""
+def checkpoint_path(path: str | Path | None = None) -> Path:
+    """``path``, or the bundled model; a missing checkpoint is a :class:`MissingArtifactError`."""
     if path is None and not DEFAULT_MODEL.exists():
         raise MissingArtifactError(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
     if path is not None and not Path(path).is_file():
         raise MissingArtifactError(f"model checkpoint not found: {path}")
-    return load_model(path, device=device)
+    return DEFAULT_MODEL if path is None else Path(path)
+
+
+def open_model(path: str | Path | None = None, *, device: str = "cpu") -> JointModel:
+    """The joint model at ``path`` (``None``: the bundled default), refused with a message when missing
+    or incompatible."""
+    return load_model(checkpoint_path(path), device=device)
 
 
 def resolve_embedder(model_path: str | Path | None = None, *, fixed: bool = False, device: str = "cpu") -> Any:
@@ -47,6 +52,20 @@ def resolve_embedder(model_path: str | Path | None = None, *, fixed: bool = Fals
     if model_path is None and not DEFAULT_MODEL.exists():
         log.warning("no bundled model found; embedding with the fixed binned-peak embedder")
         return FixedSpectrumEmbedder()
+    return open_model(model_path, device=device)
+
+
+def resolve_molecule_embedder(model_path: str | Path | None = None, *, fixed: bool = False,
+                              device: str = "cpu") -> Any:
+    """The molecule embedder a build asks for: the fixed fingerprint embedder, a checkpoint, or the bundled
+    model (the fixed embedder, with a logged note, when no model is bundled)."""
+    if fixed:
+        if model_path is not None:
+            raise EngineError("--model and --fixed-embedder exclude each other")
+        return FixedMoleculeEmbedder()
+    if model_path is None and not DEFAULT_MODEL.exists():
+        log.warning("no bundled model found; embedding with the fixed fingerprint embedder")
+        return FixedMoleculeEmbedder()
     return open_model(model_path, device=device)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from engine.core.errors import FileFormatError, InvalidMoleculeError
 from engine.core.records import IonMode
-from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, spectrum_schema
 from engine.models.structures import RECORD, structure_chunks
 
 if TYPE_CHECKING:
@@ -60,16 +60,28 @@ class EmbedResult:
         return {"out": str(self.out), "rows": self.rows, "seconds": round(self.seconds, 3), **self.report}
 
 
-def _resolve(model: JointModel | None) -> JointModel:
-    if model is not None:
-        return model
-    from engine.models.model import load_model
+def spectrum_embedding_schema(model: JointModel) -> pa.Schema:
+    """Schema of embedded spectra: the identifying columns, ``embedding`` and ``quality``, with the model's
+    metadata."""
+    base = spectrum_schema()
+    fields: list[pa.Field[Any]] = [base.field(c) for c in SPECTRUM_ID_COLUMNS]
+    fields += [pa.field("embedding", pa.list_(pa.float32(), model.dim)), pa.field("quality", pa.float32())]
+    return pa.schema(fields, metadata=_meta(model, "spectrum"))
 
-    return load_model()
+
+def embedded_batches(batches: Iterable[pa.RecordBatch], model: JointModel, *, batch_size: int = 1024
+                     ) -> Iterator[pa.RecordBatch]:
+    """Embed each spectrum batch: one row per spectrum of :func:`spectrum_embedding_schema`."""
+    schema = spectrum_embedding_schema(model)
+    for batch in batches:
+        emb, quality = model.embed_spectra(batch, batch_size=batch_size)
+        cols = [batch.column(c).cast(schema.field(c).type) for c in SPECTRUM_ID_COLUMNS]
+        yield pa.RecordBatch.from_arrays([*cols, embedding_array(emb), pa.array(quality, pa.float32())],
+                                         schema=schema)
 
 
 def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *,
-                        model: JointModel | None = None, on_invalid: OnInvalid = "error",
+                        model: JointModel, on_invalid: OnInvalid = "error",
                         dataset: str | None = None, default_ion_mode: IonMode | None = None,
                         batch_size: int = 1024, progress: bool = False,
                         report: ReadReport | None = None) -> EmbedResult:
@@ -77,7 +89,6 @@ def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *
     from engine.io.inputs import expand_inputs
     from engine.io.stream import ReadReport, iter_spectrum_batches
 
-    model = _resolve(model)
     report = report if report is not None else ReadReport()
     paths = expand_inputs(inputs)
     if not paths:
@@ -85,29 +96,20 @@ def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *
     t0 = time.perf_counter()
     out = Path(out_parquet)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields: list[pa.Field[Any]] = [pa.field("spectrum_id", pa.string()), pa.field("source_file", pa.string()),
-                        pa.field("record_index", pa.int64()), pa.field("precursor_mz", pa.float64()),
-                        pa.field("charge", pa.int8()), pa.field("ion_mode", pa.string()),
-                        pa.field("adduct", pa.string()),
-                        pa.field("embedding", pa.list_(pa.float32(), model.dim)),
-                        pa.field("quality", pa.float32())]
-    schema = pa.schema(fields, metadata=_meta(model, "spectrum"))
     rows = 0
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(desc="embed spectra", unit=" spectra")
-    with pq.ParquetWriter(out, schema) as writer:
-        for batch in iter_spectrum_batches(paths, batch_size=max(batch_size, 4096), on_invalid=on_invalid,
-                                           dataset=dataset, default_ion_mode=default_ion_mode, report=report):
-            emb, quality = model.embed_spectra(batch, batch_size=batch_size)
-            cols = [batch.column(c).cast(schema.field(c).type) for c in SPECTRUM_ID_COLUMNS]
-            writer.write_batch(pa.RecordBatch.from_arrays(
-                [*cols, embedding_array(emb), pa.array(quality, pa.float32())], schema=schema))
-            rows += batch.num_rows
+    batches = iter_spectrum_batches(paths, batch_size=max(batch_size, 4096), on_invalid=on_invalid,
+                                    dataset=dataset, default_ion_mode=default_ion_mode, report=report)
+    with pq.ParquetWriter(out, spectrum_embedding_schema(model)) as writer:
+        for embedded in embedded_batches(batches, model, batch_size=batch_size):
+            writer.write_batch(embedded)
+            rows += embedded.num_rows
             if bar is not None:
-                bar.update(batch.num_rows)
+                bar.update(embedded.num_rows)
     if bar is not None:
         bar.close()
     return EmbedResult(out, rows, time.perf_counter() - t0, report.to_dict())
@@ -115,13 +117,12 @@ def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *
 
 # -- molecules -----------------------------------------------------------------------------------
 
-def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: JointModel | None = None,
+def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: JointModel,
                         on_invalid: OnInvalid = "error", batch_size: int = 1024) -> EmbedResult:
     """Embed every molecule of ``input`` into ``out_parquet`` (input columns unchanged + ``embedding``).
 
     In ``skip`` mode invalid structures are left out and listed (``skipped``) in the result's report.
     """
-    model = _resolve(model)
     t0 = time.perf_counter()
     out = Path(out_parquet)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -220,9 +220,10 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     return from_mapping(ModelConfig, data, where="model config")
 
 
-def load_model(path: str | Path | None = None, *, device: str = "cpu") -> JointModel:
-    """Load a :class:`JointModel` checkpoint (``None``: the bundled default model) onto ``device``."""
-    path = DEFAULT_MODEL if path is None else Path(path)
+def load_model(path: str | Path, *, device: str = "cpu") -> JointModel:
+    """Load a :class:`JointModel` checkpoint onto ``device`` (the bundled default and the checks on a
+    missing file are :func:`engine.jobs.artifacts.open_model`'s)."""
+    path = Path(path)
     payload = load_checkpoint(path)
     try:
         config = model_config_from_dict(payload["config"])

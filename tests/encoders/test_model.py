@@ -132,7 +132,7 @@ def test_checkpoint_refusals(tmp_path: Path) -> None:
 
 
 def test_bundled_default_model(batch) -> None:  # type: ignore[no-untyped-def]
-    model = load_model()
+    model = load_model(DEFAULT_MODEL)
     assert DEFAULT_MODEL.stat().st_size < 25 * 2**20
     assert model.dim == model.config.dim and len(model.encoder_hash) == 32
     emb, quality = model.embed_spectra(batch)
