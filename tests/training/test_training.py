@@ -162,3 +162,16 @@ def test_fine_tune_starts_from_a_checkpoint(trained_tiny, tmp_path: Path) -> Non
     other = dataclasses.replace(config, model=dataclasses.replace(config.model, dim=8), name="other")
     with pytest.raises(ValueError, match="init_from"):
         train(other, progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_runs_on_the_gpu(tmp_path: Path) -> None:
+    """train.device = cuda: one epoch on the GPU, finite losses, a CPU checkpoint any machine can open."""
+    import dataclasses
+
+    config = tiny_config(tmp_path, name="gpu", epochs=1)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
+    result = train(config, progress=False)
+    assert np.isfinite(result.history[-1]["loss"])
+    assert load_model(result.model_path).device.type == "cpu"
