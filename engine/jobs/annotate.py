@@ -26,6 +26,7 @@ from engine.io.stream import ReadReport
 from engine.jobs.annotator import artifact_digest
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput, write_atomic
+from engine.jobs.qvalues import assign_q_values, count_at, job_parts
 from engine.jobs.repository import RepositoryWriter
 from engine.jobs.rerun import forget_digest, nothing_to_do, save_digest
 from engine.jobs.settings import AnnotateJobSettings, JobOptions, settings_dict
@@ -48,6 +49,9 @@ class JobSummary:
     identity_hits: int = 0
     #: library matches whose calibrated probability is at least 0.5
     identity_hits_probable: int = 0
+    #: library matches at target-decoy q-value <= 1 % and <= 5 % (None: the library has no decoys)
+    identity_hits_fdr: dict[str, int] | None = None
+    fdr_note: str | None = None
     skipped: Counter[str] = field(default_factory=Counter)
     #: spectra candidate ranking could not use, by reason (e.g. unknown_adduct), and candidates dropped
     #: for unreadable SMILES (``invalid_smiles``): kept in the results, counted here
@@ -77,6 +81,7 @@ class JobSummary:
                 "files_failed": self.files_failed, "spectra_read": self.spectra_read,
                 "annotated": self.annotated, "flagged_low_quality": self.low_quality,
                 "identity_hits": self.identity_hits, "identity_hits_probable": self.identity_hits_probable,
+                "identity_hits_at_fdr": self.identity_hits_fdr, "fdr_note": self.fdr_note,
                 "skipped": sum(self.skipped.values()),
                 "skipped_by_reason": dict(self.skipped),
                 "ranking_dropped": dict(sorted(self.dropped.items())), "spectra_this_run": self.spectra_this_run,
@@ -92,6 +97,11 @@ class JobSummary:
                  f"flagged low quality: {d['flagged_low_quality']}, library matches: {d['identity_hits']} "
                  f"({d['identity_hits_probable']} with probability >= 0.5), "
                  f"skipped: {d['skipped']}"]
+        if self.identity_hits_fdr is not None:
+            lines.append("library matches at FDR " + ", ".join(f"{k}: {v}" for k, v in self.identity_hits_fdr.items())
+                         + " (target-decoy q-values)")
+        elif self.fdr_note:
+            lines.append(f"note: {self.fdr_note}")
         lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
         lines += [f"  candidate ranking dropped {k}: {v}" for k, v in sorted(self.dropped.items())]
         if d["spectra_per_second"]:
@@ -261,9 +271,14 @@ def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions
         else:
             seconds = run_local(files, output, annotator, options, chunk_size=spec.settings.chunk_size,
                                 progress=progress)
+    if annotator.references.has_decoys:  # q-values over every spectrum of the job
+        assign_q_values(job_parts(output.root / "results", {f.key for f in files}))
     seconds["start"] = opened  # hashing inputs, opening model and library
     seconds["total"] = time.perf_counter() - start
     summary = summarise(output, files)
+    summary.fdr_note = annotator.references.decoy_note
+    if annotator.references.has_decoys and summary.identity_hits_fdr is None:
+        summary.identity_hits_fdr = count_at([])
     summary.files_done_before = done_before
     summary.seconds = seconds
     summary.spectra_this_run = summary.annotated - counted_before
@@ -301,6 +316,7 @@ def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
     for p in sorted((output.root / "results").glob("file=*/part-*.parquet")):
         if p.parent.name.removeprefix("file=") not in keys:
             continue
+        names = set(pq.read_schema(p).names)
         t = pq.read_table(p, columns=["low_quality", "identity_library_id", "identity_score",
                                       "candidates_skipped_reason", "candidates_invalid"])
         s.annotated += t.num_rows
@@ -308,6 +324,10 @@ def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
         s.identity_hits += t.num_rows - t.column("identity_library_id").null_count
         score = t.column("identity_score").to_numpy(zero_copy_only=False).astype(float)
         s.identity_hits_probable += int((np.nan_to_num(score, nan=0.0) >= 0.5).sum())
+        q = pq.read_table(p, columns=["identity_q_value"]).column(0) if "identity_q_value" in names else None
+        if q is not None and q.null_count < len(q):
+            found = count_at(q.to_numpy(zero_copy_only=False))
+            s.identity_hits_fdr = {k: (s.identity_hits_fdr or {}).get(k, 0) + v for k, v in found.items()}
         s.dropped.update(r for r in t.column("candidates_skipped_reason").to_pylist() if r)
         if invalid := int(pc.sum(t.column("candidates_invalid")).as_py() or 0):
             s.dropped["invalid_smiles"] += invalid

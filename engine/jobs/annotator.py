@@ -50,12 +50,17 @@ _FIELDS: list[pa.Field] = [
     pa.field("identity_smiles", pa.string()),
     pa.field("identity_inchikey", pa.string()),
     pa.field("identity_spectral_similarity", pa.float32()),
+    #: target-decoy q-value of the identity match over the whole job (libraries with decoys; set when the
+    #: job ends, see engine.jobs.fdr) and the best decoy's score it competed with (engine.queries.fdr)
+    pa.field("identity_q_value", pa.float32()),
+    pa.field("identity_decoy_score", pa.float32()),
     pa.field("analogue_score", pa.float32()),
     pa.field("analogue_library_id", pa.string()),
     pa.field("analogue_name", pa.string()),
     pa.field("analogue_smiles", pa.string()),
     pa.field("analogue_inchikey", pa.string()),
     pa.field("analogue_mass_difference", pa.float64()),
+    pa.field("analogue_ion_mode", pa.string()),
     pa.field("candidate_score", pa.float32()),
     pa.field("candidate_smiles", pa.string()),
     pa.field("candidate_inchikey", pa.string()),
@@ -166,19 +171,20 @@ class Annotator:
         """One annotation row per spectrum of ``batch`` given its embeddings; ``peaks`` (the chunk's peaks,
         unpacked once and read by every stage) are unpacked here when not given."""
         from engine.queries.analogue import AnalogueSettings, analogue_search
-        from engine.queries.identity import IdentitySettings, identity_search
+        from engine.queries.identity import IdentitySettings, identity_search_tdc
 
         if batch.num_rows == 0:
             return ANNOTATION_SCHEMA.empty_table()
         t = time.perf_counter()
         s = self.settings
         peaks = peaks if peaks is not None else Peaks.from_arrow(batch)
-        ident = identity_search(batch, self.library, self.references, self.model,
-                                settings=IdentitySettings(top_k=1, precursor_tolerance_ppm=s.precursor_tolerance_ppm),
-                                embeddings=(emb, quality), peaks=peaks)
+        ident, contest = identity_search_tdc(
+            batch, self.library, self.references, self.model, embeddings=(emb, quality), peaks=peaks,
+            settings=IdentitySettings(top_k=1, precursor_tolerance_ppm=s.precursor_tolerance_ppm))
         analog = analogue_search(batch, self.library, self.references, self.model,
                                  settings=AnalogueSettings(top_k=1, max_mass_difference=s.max_mass_difference,
-                                                           n_candidates=s.analogue_candidates),
+                                                           n_candidates=s.analogue_candidates,
+                                                           same_ion_mode=not s.cross_mode),
                                  embeddings=(emb, quality), peaks=peaks)
         self.seconds["search"] += time.perf_counter() - t
         ranked, drops = None, dict[str, pa.Array]()
@@ -186,7 +192,7 @@ class Annotator:
             t = time.perf_counter()
             ranked, drops = self._rank(batch, emb, quality, peaks)
             self.seconds["rank"] += time.perf_counter() - t
-        table = self._assemble(batch, quality, ident, analog, ranked, drops)
+        table = with_decoy_scores(self._assemble(batch, quality, ident, analog, ranked, drops), contest)
         # the embeddings travel with the results: engine network reuses them instead of embedding again
         return table.append_column("embedding", pa.FixedSizeListArray.from_arrays(
             pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel()), emb.shape[1]))
@@ -251,7 +257,7 @@ class Annotator:
                     "identity_spectral_similarity": "spectral_similarity"})
         top(analog, {"analogue_score": "score", "analogue_library_id": "library_id", "analogue_name": "name",
                      "analogue_smiles": "smiles", "analogue_inchikey": "inchikey",
-                     "analogue_mass_difference": "mass_difference"})
+                     "analogue_mass_difference": "mass_difference", "analogue_ion_mode": "ion_mode"})
         if ranked is not None:
             top(ranked, {"candidate_score": "score", "candidate_smiles": "smiles",
                          "candidate_inchikey": "inchikey", "candidate_formula": "formula",
@@ -261,3 +267,13 @@ class Annotator:
             if f.name not in cols:
                 cols[f.name] = pa.nulls(n, f.type)
         return pa.Table.from_arrays([cols[f.name] for f in ANNOTATION_SCHEMA], schema=ANNOTATION_SCHEMA)
+
+
+def with_decoy_scores(table: pa.Table, contest: pa.Table | None) -> pa.Table:
+    """``identity_decoy_score`` of each row from the batch's target-decoy competition (None: no decoys)."""
+    if contest is None or table.num_rows == 0:
+        return table
+    pos = pc.index_in(table.column("query_id"), value_set=contest.column("query_id").combine_chunks())
+    i = table.schema.get_field_index("identity_decoy_score")
+    return table.set_column(i, table.schema.field(i),
+                            pc.take(contest.column("decoy_score"), pos).cast(pa.float32()))

@@ -1,0 +1,66 @@
+"""The annotate job's q-value pass: target-decoy q-values over every spectrum of the job.
+
+Each chunk's results carry the query's best target score (``identity_score``) and the best decoy score
+it competed with (``identity_decoy_score``); q-values need all of them at once, so once the chunks are
+written this pass computes them over the job's files (:func:`engine.queries.fdr.q_values`) and rewrites
+each part with ``identity_q_value``. Rerunning it gives the same values (it only reads the scores).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.core.fsutil import atomic_write
+from engine.queries.fdr import q_values
+
+log = logging.getLogger(__name__)
+
+#: The FDR levels the job summary counts identity matches at.
+SUMMARY_LEVELS = (0.01, 0.05)
+
+
+def job_parts(results: Path, keys: set[str]) -> list[Path]:
+    """The result parts of the job's files (``results/file=<key>/part-*.parquet``)."""
+    return [p for p in sorted(results.glob("file=*/part-*.parquet")) if p.parent.name.removeprefix("file=") in keys]
+
+
+def assign_q_values(parts: Sequence[Path]) -> int:
+    """Set ``identity_q_value`` in every part from the competition over all of them; returns how many
+    matches got one. Parts without the competition columns (another engine version) are left alone."""
+    tables: list[tuple[Path, pa.Table]] = []
+    for p in parts:
+        table = pq.read_table(p)
+        if {"identity_score", "identity_decoy_score", "identity_q_value"} <= set(table.column_names):
+            tables.append((p, table))
+    if not tables:
+        return 0
+    target = np.concatenate([t.column("identity_score").to_numpy(zero_copy_only=False).astype(np.float64)
+                             for _, t in tables])
+    decoy = np.concatenate([t.column("identity_decoy_score").to_numpy(zero_copy_only=False).astype(np.float64)
+                            for _, t in tables])
+    q = q_values(target, decoy)
+    start = 0
+    for path, table in tables:
+        n = table.num_rows
+        i = table.schema.get_field_index("identity_q_value")
+        col = pa.array(q[start:start + n].astype(np.float32), from_pandas=True)
+        start += n
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.set_column(i, table.schema.field(i), col), sink, compression="zstd")
+        atomic_write(path, sink.getvalue().to_pybytes())
+    assigned = int(np.isfinite(q).sum())
+    log.info("q-values for %d identity matches of %d spectra", assigned, q.shape[0])
+    return assigned
+
+
+def count_at(q: npt.ArrayLike, levels: Sequence[float] = SUMMARY_LEVELS) -> dict[str, int]:
+    """Identity matches at or below each FDR level, keyed ``"1%"``, ``"5%"``."""
+    values = np.nan_to_num(np.asarray(q, dtype=np.float64), nan=np.inf)
+    return {f"{round(level * 100):d}%": int((values <= level).sum()) for level in levels}
