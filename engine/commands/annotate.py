@@ -13,6 +13,7 @@ from engine.commands.common import (
     device_option,
     engine_errors,
     ion_mode_option,
+    lock_wait_option,
     resolve_settings,
 )
 
@@ -70,6 +71,7 @@ from engine.commands.common import (
               help="Also store every annotated spectrum and its embedding in this repository (engine repository), "
                    "keyed by USI; needs --dataset.")
 @device_option
+@lock_wait_option
 @click.option("--dry-run", is_flag=True, help="List the files and what would be done, then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @config_option
@@ -99,4 +101,3 @@ def annotate(inputs: tuple[str, ...], out: Path, dry_run: bool, config_path: str
         click.echo(f"skipped records: {out}/skipped.parquet")
     if why := summary.nothing_annotated():
         raise click.ClickException(why)
-

@@ -194,7 +194,7 @@ def annotate_job(inputs: Sequence[str | Path], out: str | Path, settings: Annota
         torch.set_num_threads(settings.threads)  # this process; Ray actors get one per CPU they hold
     return annotate(inputs, out, spec=settings.spec(), options=settings.options(), workers=settings.workers,
                     ray_address=settings.ray_address, progress=not settings.quiet,
-                    settings=settings_dict(settings), repository=settings.repository)
+                    settings=settings_dict(settings), repository=settings.repository, lock_wait=settings.lock_wait)
 
 
 def annotate(inputs: Sequence[str | Path], out: str | Path, *, spec: Any = None,

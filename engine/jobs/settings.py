@@ -84,6 +84,7 @@ class AnnotateJobSettings(AnnotateSettings):
     device: DeviceChoice = "auto"
     quiet: bool = False
     repository: str | None = None
+    lock_wait: float = setting(0.0, ge=0)
 
     def results_settings(self) -> AnnotateSettings:
         """The part of these settings the results depend on (the fingerprint's ``settings``)."""
