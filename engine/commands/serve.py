@@ -16,7 +16,7 @@ from engine.commands.common import engine_errors
               help="Model checkpoint the repository was embedded with [default: the bundled model].")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind (the default serves this machine only).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--max-body-bytes", type=click.IntRange(1), default=1_000_000, show_default=True,
               help="Largest request body (413 beyond).")
 @click.option("--max-top-k", type=click.IntRange(1, 1000), default=100, show_default=True,
