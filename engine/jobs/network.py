@@ -7,8 +7,9 @@ files the job names, which embeds nothing). New spectra become nodes of a LanceD
 (:func:`engine.queries.network.knn_candidates`): new nodes against all nodes, and old nodes against the
 new ones only, so the pairs of earlier runs are never computed again. The network is then derived from
 all candidates (:func:`network_edges`, :func:`split_components`, :func:`components`) and written out by
-:mod:`engine.jobs.network_files`. With exact search (up to ``exact_max_rows`` nodes per ion mode) the
-result equals a network built from scratch on all inputs.
+:mod:`engine.jobs.network_files`. With exact search (up to ``exact_max_rows`` nodes per ion mode,
+default 50,000) the result equals a network built from scratch on all inputs; above it the neighbour
+search is approximate (IVF) and a grown network can differ from a scratch build in a few edges.
 
 An input already in the store (same content hash) is skipped. Settings that change the candidates
 (model, ``top_k``, cross-mode search, the Tanimoto map, the library) rebuild the store; ``min_score``,
@@ -77,7 +78,7 @@ class NetworkSettings:
     mutual: bool = True
     rescore: Rescore = "none"
     rescore_tolerance: float = 0.02
-    exact_max_rows: int = 200_000
+    exact_max_rows: int = 50_000
     batch_rows: int = 4096
     graph_files: bool = True
 

@@ -9,7 +9,8 @@ The steps, each a function over plain arrays (node ``i`` is row ``i`` of the job
    mode pairing, so ranking by cosine inside it equals ranking by predicted Tanimoto, and the merged list
    is ordered by (predicted Tanimoto, cosine) descending, then node id. Cosines of the retrieved pairs
    are recomputed pair by pair, so a pair scores the same whichever batch found it. Target sets up to
-   ``exact_max_rows`` per mode are searched exactly (flat index); larger ones with IVF-Flat.
+   ``exact_max_rows`` per mode are searched exactly (flat index); larger ones with IVF-Flat (approximate:
+   see ``benchmarks/network`` for its recall).
 2. :func:`network_edges`: GNPS's rule: an edge ``a - b`` is kept when its score reaches ``min_score`` and
    each node is among the other's ``top_k`` candidates.
 3. :func:`split_components`: components larger than ``max_size`` are split as GNPS does, by raising the
@@ -24,6 +25,7 @@ The steps, each a function over plain arrays (node ``i`` is row ``i`` of the job
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,25 +103,38 @@ def top_k_per_source(c: Candidates, top_k: int) -> Candidates:
     return c.take(np.flatnonzero(rank < top_k))
 
 
+def ivf_nlist(n_rows: int) -> int:
+    """Inverted lists of the approximate index: the power of two nearest ``2 sqrt(n)``, within 64..2048."""
+    return int(min(2048, max(64, 2 ** round(math.log2(2 * math.sqrt(max(n_rows, 1)))))))
+
+
 def _index(vectors: FloatArray, exact_max_rows: int, n_probe: int) -> tuple[object, int]:
-    """A FAISS inner-product index over ``vectors`` (flat up to ``exact_max_rows``, else IVF-Flat)."""
+    """A FAISS inner-product index over ``vectors``: flat (exact) up to ``exact_max_rows`` rows, else
+    IVF-Flat with :func:`ivf_nlist` lists, k-means (10 iterations, seed 0) on 39 rows per list."""
     import faiss
 
-    from indexes.faiss_ivf import IndexPolicy, build_ivf
-
-    if vectors.shape[0] <= exact_max_rows:
-        index = faiss.IndexFlatIP(vectors.shape[1])
+    n, dim = vectors.shape
+    if n <= exact_max_rows:
+        index = faiss.IndexFlatIP(dim)
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         return index, 0
-    policy = IndexPolicy()
-    index = build_ivf(vectors, "ivf_flat", policy, use_gpu=False)
-    faiss.extract_index_ivf(index).nprobe = policy.n_probe_for(policy.nlist_for(vectors.shape[0]), n_probe)
-    return index, 1
+    nlist = ivf_nlist(n)
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.niter = 10
+    ivf.cp.seed = 0
+    sample = np.random.default_rng(0).choice(n, size=min(n, 39 * nlist), replace=False)
+    ivf.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    for start in range(0, n, 65_536):
+        ivf.add(np.ascontiguousarray(vectors[start:start + 65_536], dtype=np.float32))
+    ivf.nprobe = min(n_probe, nlist)
+    ivf.quantizer_owner = quantizer  # keep the quantizer alive with the index
+    return ivf, 1
 
 
 def knn_candidates(emb: FloatArray, positive: BoolArray, queries: IntArray, targets: IntArray, *, top_k: int,
                    cross_mode: bool, tmap: TanimotoMap | None, batch_rows: int = 8192,
-                   exact_max_rows: int = 200_000, n_probe: int = 16) -> Candidates:
+                   exact_max_rows: int = 50_000, n_probe: int = 16) -> Candidates:
     """The ``top_k`` best target nodes of each query node (see the module docstring).
 
     ``emb`` holds unit-length embeddings of all nodes, ``positive`` their ion mode; ``queries`` and

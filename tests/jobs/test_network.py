@@ -174,3 +174,17 @@ def test_report_draws_components_sizes_and_a_chosen_edge(both_modes: Path, tmp_p
     assert "cross-mode" in chosen.read_text()
     bad = CliRunner().invoke(main, ["report", str(both_modes), "--out", str(chosen), "--edge", "nope,nothing"])
     assert bad.exit_code != 0 and "no such node" in bad.output
+
+
+@pytest.mark.slow
+def test_library_annotates_nodes_and_neighbours_inherit(tmp_path: Path) -> None:
+    from engine.jobs.artifacts import DEFAULT_LIBRARY
+
+    summary = build_network([MASSBANK, SAMPLE], tmp_path / "net", library=str(DEFAULT_LIBRARY),
+                            settings=NetworkSettings(min_score=LOW))
+    nodes = pq.read_table(tmp_path / "net" / "nodes.parquet").to_pylist()
+    own = [n for n in nodes if n["annotation_library_id"] is not None]
+    inherited = [n for n in nodes if n["neighbour_annotation"] is not None]
+    assert summary.annotated_nodes == len(own) > 0 and summary.neighbour_annotated_nodes == len(inherited)
+    assert all(n["annotation_library_id"] is None for n in inherited)
+    assert all(0.0 <= n["neighbour_reliability"] <= 1.0 for n in inherited)
