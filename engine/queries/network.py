@@ -128,7 +128,6 @@ def _index(vectors: FloatArray, exact_max_rows: int, n_probe: int) -> tuple[obje
     for start in range(0, n, 65_536):
         ivf.add(np.ascontiguousarray(vectors[start:start + 65_536], dtype=np.float32))
     ivf.nprobe = min(n_probe, nlist)
-    ivf.quantizer_owner = quantizer  # keep the quantizer alive with the index
     return ivf, 1
 
 
