@@ -59,7 +59,8 @@ def library_molecule_schema(dim: int, encoder_hash: str) -> pa.Schema:
     return _with_row_id(molecule_schema(dim), encoder_hash, dim)
 
 
-def _quote(text: str) -> str:
+def sql_quote(text: str) -> str:
+    """``text`` as an SQL string literal for a LanceDB filter (single quotes doubled)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -176,7 +177,7 @@ class VectorTable:
         """Rows whose key is in ``keys`` (for small lookups, e.g. the rows behind search hits)."""
         if not keys:
             return self.schema.empty_table() if columns is None else self.schema.empty_table().select(columns)
-        cond = f"{self.key_column} IN ({', '.join(_quote(k) for k in keys)})"
+        cond = f"{self.key_column} IN ({', '.join(sql_quote(k) for k in keys)})"
         query = self.table.search().where(cond)
         if columns is not None:
             query = query.select(list(columns))

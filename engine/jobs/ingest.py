@@ -25,7 +25,7 @@ from engine.core.schema import SPECTRUM_SCHEMA, check_schema_version, spectra_to
 from engine.io.inputs import expand_inputs, file_sha256
 from engine.io.readers.identifiers import check_dataset
 from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
-from indexes.store import FileLedger
+from indexes.store import FileLedger, sql_quote
 
 SPECTRA_TABLE = "spectra"
 LEDGER_TABLE = "ingested_files"
@@ -58,10 +58,6 @@ def _open_or_create(db: Any, name: str, schema: pa.Schema, where: str) -> Any:
                                             f"engine's {schema.names}")
         return table
     return db.create_table(name, schema=schema)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 #: Writes one file's stream of record batches into a store (called once per new file).
@@ -132,7 +128,7 @@ def _ingest_locked(paths: Sequence[Path], store: Path, *, on_invalid: OnInvalid,
     def write(path: Path, sha: str, batches: Iterator[pa.RecordBatch]) -> None:
         # Rows from an earlier interrupted ingest of this content have no ledger entry: drop them, then
         # write the whole file in one transaction.
-        spectra.delete(f"file_sha256 = {_quote(sha)}")
+        spectra.delete(f"file_sha256 = {sql_quote(sha)}")
         _add_stream(spectra, batches)
 
     try:

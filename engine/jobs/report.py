@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.core.records import Spectrum
+from indexes.store import sql_quote
 
 if TYPE_CHECKING:
     from engine.queries.peak_annotation import PeakAnnotation
@@ -226,7 +227,7 @@ def _from_lance(root: Path, ids: set[str]) -> dict[str, Spectrum]:
     id_list = sorted(ids)
     for start in range(0, len(id_list), 500):
         chunk = id_list[start:start + 500]
-        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in chunk)
+        quoted = ", ".join(sql_quote(i) for i in chunk)
         rows = table.search().where(f"spectrum_id IN ({quoted})").select(cols).limit(len(chunk) * 4).to_arrow()
         for s in batch_to_spectra(rows):
             out.setdefault(s.spectrum_id, s)
