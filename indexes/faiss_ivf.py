@@ -21,14 +21,15 @@ adding and unfiltered search when ``faiss.get_num_gpus() > 0``; results match th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.config import Settings, from_mapping, setting
 from engine.core.fsutil import atomic_path
 
 IndexKind = Literal["flat", "ivf_flat", "ivf_pq"]
@@ -36,18 +37,18 @@ INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "ivf_flat", "ivf_pq")
 
 
 @dataclass(frozen=True)
-class IndexPolicy:
+class IndexPolicy(Settings):
     """Every knob of the size rule; ``None`` means "derive from the data" where allowed."""
 
-    flat_max_rows: int = 50_000
+    flat_max_rows: int = setting(50_000, ge=0)
     ivf_flat_max_bytes: int = 2 * 2**30
-    rows_per_list: int = 39
-    min_nlist: int = 16
+    rows_per_list: int = setting(39, ge=1)
+    min_nlist: int = setting(16, ge=1)
     max_nlist: int = 4096
-    n_probe: int = 16
+    n_probe: int = setting(16, ge=1)
     pq_dims_per_code: int = 4
     pq_nbits: int = 8
-    refine_factor: int = 10
+    refine_factor: int = setting(10, ge=1)
     exact_window_rows: int = 4096
     train_rows_per_list: int = 64
     max_train_rows: int = 300_000
@@ -58,24 +59,17 @@ class IndexPolicy:
     force_kind: IndexKind | None = None
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.flat_max_rows < 0 or self.min_nlist < 1 or self.max_nlist < self.min_nlist:
-            raise ValueError("need flat_max_rows >= 0 and 1 <= min_nlist <= max_nlist")
-        if self.n_probe < 1 or self.refine_factor < 1 or self.rows_per_list < 1:
-            raise ValueError("n_probe, refine_factor and rows_per_list must be >= 1")
-        if self.force_kind is not None and self.force_kind not in INDEX_KINDS:
-            raise ValueError(f"force_kind must be one of {INDEX_KINDS}")
+    def check(self) -> Iterable[str]:
+        if self.max_nlist < self.min_nlist:
+            yield "need min_nlist <= max_nlist"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexPolicy:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown index policy keys: {sorted(unknown)}")
-        return cls(**data)
+        """A policy from its saved dict; an unknown key is an error."""
+        return from_mapping(cls, data, where="index policy")
 
     def kind_for(self, n_rows: int, dim: int) -> IndexKind:
         """Index kind of a partition of ``n_rows`` vectors (see the module docstring)."""

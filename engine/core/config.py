@@ -10,10 +10,12 @@ every checkpoint, index and result.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import operator
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +28,9 @@ T = TypeVar("T")
 
 
 def setting(default: Any = dataclasses.MISSING, *, gt: float | None = None, ge: float | None = None,
-            le: float | None = None) -> Any:
-    """A settings field with its default and optional bounds (``gt`` / ``ge`` / ``le``)."""
-    meta = {"gt": gt, "ge": ge, "le": le}
+            lt: float | None = None, le: float | None = None) -> Any:
+    """A settings field with its default and optional bounds (``gt`` / ``ge`` / ``lt`` / ``le``)."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le}
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable default: use a tuple")
     return dataclasses.field(default=default, metadata=meta)
@@ -55,6 +57,11 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+_BOUNDS: dict[str, Callable[[Any, Any], bool]] = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
+                                                   "le": operator.le}
+_SYMBOL = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
 def _field_problems(obj: Any) -> list[str]:
     hints = _hints(type(obj))
     out = []
@@ -64,14 +71,11 @@ def _field_problems(obj: Any) -> list[str]:
         if not _fits(value, hint):
             out.append(f"{f.name} must be {_describe(hint)}, got {value!r}")
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            gt, ge, le = f.metadata.get("gt"), f.metadata.get("ge"), f.metadata.get("le")
-            if gt is not None and not value > gt:
-                out.append(f"{f.name} must be > {gt}, got {value!r}")
-            if ge is not None and not value >= ge:
-                out.append(f"{f.name} must be >= {ge}, got {value!r}")
-            if le is not None and not value <= le:
-                out.append(f"{f.name} must be <= {le}, got {value!r}")
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            for key, holds in _BOUNDS.items():
+                bound = f.metadata.get(key)
+                if bound is not None and not holds(value, bound):
+                    out.append(f"{f.name} must be {_SYMBOL[key]} {bound}, got {value!r}")
     return out
 
 
@@ -97,10 +101,10 @@ def _fits(value: Any, hint: Any) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_fits(v, args[0]) for v in value)
         return len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # numpy scalars count as numbers
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if isinstance(hint, type):
         return isinstance(value, hint)
     return True

@@ -13,6 +13,7 @@ and the kNN similarity, as MS2DeepScore 2's embedding evaluator).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -22,28 +23,26 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from engine.core.config import Settings, setting
+
 QualityMethod = Literal["peaks", "knn", "mlp"]
 N_KNOTS = 16
 
 
 @dataclass(frozen=True)
-class QualityConfig:
+class QualityConfig(Settings):
     """How the quality estimate is computed; the fitted numbers live in the model's weights."""
 
     method: QualityMethod = "peaks"
-    n_reference: int = 2048
-    k: int = 10
+    n_reference: int = setting(2048, ge=1)
+    k: int = setting(10, ge=1)
     hidden_dim: int = 64
-    rmse_scale: float = 0.5
-    threshold: float = 0.5
+    rmse_scale: float = setting(0.5, gt=0)
+    threshold: float = setting(0.5, ge=0, le=1)
 
-    def __post_init__(self) -> None:
-        if self.method not in ("peaks", "knn", "mlp"):
-            raise ValueError(f"unknown quality method {self.method!r}; known: peaks, knn, mlp")
-        if self.n_reference < self.k or self.k < 1:
-            raise ValueError("quality needs 1 <= k <= n_reference")
-        if self.rmse_scale <= 0 or not 0 <= self.threshold <= 1:
-            raise ValueError("quality needs rmse_scale > 0 and threshold in 0..1")
+    def check(self) -> Iterable[str]:
+        if self.n_reference < self.k:
+            yield "quality needs k <= n_reference"
 
 
 def n_features(dim: int, n_side: int) -> int:

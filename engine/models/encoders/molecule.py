@@ -10,23 +10,18 @@ import torch
 from torch import nn
 from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
 
+from engine.core.config import Settings, setting
 from engine.models.encoders.featurize import ATOM_FEATURE_SIZES, BOND_FEATURE_SIZES, GraphBatch
 
 
 @dataclass(frozen=True)
-class MoleculeEncoderConfig:
+class MoleculeEncoderConfig(Settings):
     """Shape of the molecule encoder."""
 
-    hidden_dim: int = 128
-    n_layers: int = 3
-    head_dim: int = 512
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.hidden_dim < 1 or self.n_layers < 1 or self.head_dim < 1:
-            raise ValueError("molecule encoder sizes must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"molecule dropout must be in [0, 1), got {self.dropout}")
+    hidden_dim: int = setting(128, ge=1)
+    n_layers: int = setting(3, ge=1)
+    head_dim: int = setting(512, ge=1)
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
 def one_hot(codes: npt.NDArray[np.int8], sizes: tuple[int, ...]) -> npt.NDArray[np.float32]:
