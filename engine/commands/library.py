@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from engine.commands.common import engine_errors, ion_mode_option, lock_wait_option, on_invalid_option
+from engine.commands.common import device_option, engine_errors, ion_mode_option, lock_wait_option, on_invalid_option
 
 model_option = click.option(
     "--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CKPT",
@@ -17,11 +17,13 @@ fixed_option = click.option(
     help="Embed with the deterministic training-free binned-peak embedder (tests, baselines).")
 
 
-def resolve_embedder(model_path: str | None, fixed: bool) -> Any:
-    """The embedder the options ask for (see :func:`engine.jobs.artifacts.resolve_embedder`)."""
+def resolve_embedder(model_path: str | None, fixed: bool, device: str = "cpu") -> Any:
+    """The embedder the options ask for (see :func:`engine.jobs.artifacts.resolve_embedder`) on ``device``
+    (auto, cpu or cuda)."""
     from engine.jobs.artifacts import resolve_embedder as resolve
+    from engine.models.device import resolve_device
 
-    return resolve(model_path, fixed=fixed)
+    return resolve(model_path, fixed=fixed, device=resolve_device(device))
 
 
 @click.group()
@@ -46,10 +48,11 @@ def library() -> None:
               help="Write the skipped records (file, record, reason) to this Parquet file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @lock_wait_option
+@device_option
 @engine_errors
 def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embedder: bool, on_invalid: str,
           ion_mode: str | None, batch_size: int, decoys: bool | None, report_path: str | None,
-          quiet: bool, lock_wait: float) -> None:
+          quiet: bool, lock_wait: float, device: str) -> None:
     """Ingest, embed and index annotated reference spectra (MGF, MSP, mzML, mzXML, Parquet).
 
     INPUT may be files, directories, globs or file lists. Running it again on the same LIBRARY adds
@@ -57,7 +60,7 @@ def build(inputs: tuple[str, ...], out: str, model_path: str | None, fixed_embed
     """
     from engine.jobs.library import build_library
 
-    embedder = resolve_embedder(model_path, fixed_embedder)
+    embedder = resolve_embedder(model_path, fixed_embedder, device)
     result = build_library(list(inputs), out, embedder, on_invalid=on_invalid,
                            default_ion_mode=ion_mode,
                            batch_size=batch_size, progress=not quiet, report_path=report_path, decoys=decoys,
