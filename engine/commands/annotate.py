@@ -55,6 +55,9 @@ from engine.commands.common import (
 @click.option("--cross-mode", is_flag=True,
               help="Analogue search also searches the library spectra of the other ion mode (the result gives "
                    "the hit's ion mode in analogue_ion_mode); library matches stay within the spectrum's mode.")
+@click.option("--analogue-min-reliability", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The summary counts analogue hits with at least this reliability and gives the share of them "
+                   "estimated to be below Tanimoto 0.4 (calibration fold of train).")
 @click.option("--chunk-size", default=4096, show_default=True, help="Spectra per unit of work and of resumption.")
 @click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="skip", show_default=True,
               help="skip: bad records are counted and listed in skipped.parquet; error: a bad record fails "

@@ -26,7 +26,7 @@ from engine.io.stream import ReadReport
 from engine.jobs.annotator import artifact_digest
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput, write_atomic
-from engine.jobs.qvalues import assign_q_values, count_at, job_parts
+from engine.jobs.qvalues import analogue_trust, assign_q_values, count_at, job_parts
 from engine.jobs.repository import RepositoryWriter
 from engine.jobs.rerun import forget_digest, nothing_to_do, save_digest
 from engine.jobs.settings import AnnotateJobSettings, JobOptions, settings_dict
@@ -52,6 +52,8 @@ class JobSummary:
     #: library matches at target-decoy q-value <= 1 % and <= 5 % (None: the library has no decoys)
     identity_hits_fdr: dict[str, int] | None = None
     fdr_note: str | None = None
+    #: analogue hits at the chosen minimum reliability and the share of them estimated below Tanimoto 0.4
+    analogue_trust: dict[str, Any] | None = None
     skipped: Counter[str] = field(default_factory=Counter)
     #: spectra candidate ranking could not use, by reason (e.g. unknown_adduct), and candidates dropped
     #: for unreadable SMILES (``invalid_smiles``): kept in the results, counted here
@@ -82,6 +84,7 @@ class JobSummary:
                 "annotated": self.annotated, "flagged_low_quality": self.low_quality,
                 "identity_hits": self.identity_hits, "identity_hits_probable": self.identity_hits_probable,
                 "identity_hits_at_fdr": self.identity_hits_fdr, "fdr_note": self.fdr_note,
+                "analogue_trust": self.analogue_trust,
                 "skipped": sum(self.skipped.values()),
                 "skipped_by_reason": dict(self.skipped),
                 "ranking_dropped": dict(sorted(self.dropped.items())), "spectra_this_run": self.spectra_this_run,
@@ -102,6 +105,10 @@ class JobSummary:
                          + " (target-decoy q-values)")
         elif self.fdr_note:
             lines.append(f"note: {self.fdr_note}")
+        if (trust := self.analogue_trust) is not None:
+            share = trust["estimated_share_below_0.4"]
+            lines.append(f"analogues with reliability >= {trust['min_reliability']}: {trust['hits']}"
+                         + (f" (estimated {share:.0%} of them below Tanimoto 0.4)" if share is not None else ""))
         lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
         lines += [f"  candidate ranking dropped {k}: {v}" for k, v in sorted(self.dropped.items())]
         if d["spectra_per_second"]:
@@ -277,6 +284,9 @@ def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions
     seconds["total"] = time.perf_counter() - start
     summary = summarise(output, files)
     summary.fdr_note = annotator.references.decoy_note
+    summary.analogue_trust = analogue_trust(job_parts(output.root / "results", {f.key for f in files}),
+                                            float(settings.get("analogue_min_reliability", 0.5)),
+                                            annotator.model.encoder_hash)
     if annotator.references.has_decoys and summary.identity_hits_fdr is None:
         summary.identity_hits_fdr = count_at([])
     summary.files_done_before = done_before

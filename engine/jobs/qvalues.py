@@ -1,4 +1,4 @@
-"""The annotate job's q-value pass: target-decoy q-values over every spectrum of the job.
+"""The annotate job's q-value pass (target-decoy q-values over every spectrum of the job) and analogue trust.
 
 Each chunk's results carry the query's best target score (``identity_score``) and the best decoy score
 it competed with (``identity_decoy_score``); q-values need all of them at once, so once the chunks are
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from engine.core.fsutil import atomic_write
 from engine.queries.fdr import q_values
+from engine.queries.trust import load_trust, share_below
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +66,15 @@ def count_at(q: npt.ArrayLike, levels: Sequence[float] = SUMMARY_LEVELS) -> dict
     """Identity matches at or below each FDR level, keyed ``"1%"``, ``"5%"``."""
     values = np.nan_to_num(np.asarray(q, dtype=np.float64), nan=np.inf)
     return {f"{round(level * 100):d}%": int((values <= level).sum()) for level in levels}
+
+
+def analogue_trust(parts: Sequence[Path], min_reliability: float, encoder_hash: str | None) -> dict[str, Any]:
+    """Analogue hits of the job with reliability >= ``min_reliability`` and the share of them estimated below
+    Tanimoto 0.4 (:mod:`engine.queries.trust`; None without a table for this model)."""
+    hits = 0
+    for p in parts:
+        if "analogue_score" in pq.read_schema(p).names:
+            score = pq.read_table(p, columns=["analogue_score"]).column(0).to_numpy(zero_copy_only=False)
+            hits += int((np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-1.0) >= min_reliability).sum())
+    return {"min_reliability": min_reliability, "hits": hits,
+            "estimated_share_below_0.4": share_below(min_reliability, load_trust(encoder_hash))}

@@ -85,6 +85,9 @@ class AnnotateJobSettings(AnnotateSettings):
     quiet: bool = False
     repository: str | None = None
     lock_wait: float = setting(0.0, ge=0)
+    #: the summary states how many analogue hits reach this reliability and the share of them estimated
+    #: below Tanimoto 0.4 (engine.queries.trust); the results do not depend on it
+    analogue_min_reliability: float = setting(0.5, ge=0, le=1)
 
     def results_settings(self) -> AnnotateSettings:
         """The part of these settings the results depend on (the fingerprint's ``settings``)."""

@@ -53,6 +53,9 @@ def test_q_values_span_the_whole_job(decoy_library: Path, tmp_path: Path) -> Non
     counts = summary["identity_hits_at_fdr"]
     assert counts == {"1%": int((q <= 0.01).sum()), "5%": int((q <= 0.05).sum())}  # type: ignore[comparison-overlap]
     assert "library matches at FDR 1%" in text and summary["fdr_note"] is None
+    trust = summary["analogue_trust"]
+    assert trust["min_reliability"] == 0.5  # type: ignore[index]
+    assert trust["hits"] == sum(1 for r in rows if (r["analogue_score"] or -1) >= 0.5)  # type: ignore[index, operator]
 
 
 def test_cross_mode_analogues_say_their_ion_mode(decoy_library: Path, tmp_path: Path) -> None:

@@ -202,3 +202,16 @@ def test_library_built_before_decoys_is_still_read(tmp_path: Path, sample_spectr
     assert Library.open(path).table.count_rows() == len(refs) + 5
     with pytest.raises(IncompatibleArtifactError, match="before decoy"):
         build_library([extra], path, embedder, progress=False, decoys=True)
+
+
+def test_analogue_trust_table_errs_high(tmp_path: Path) -> None:
+    import json
+
+    from engine.queries.trust import TRUST_FILE, load_trust, share_below
+
+    (tmp_path / TRUST_FILE).write_text(json.dumps({"encoder_hash": "abc", "levels": [
+        {"min_reliability": 0.0, "share_below": 0.6}, {"min_reliability": 0.5, "share_below": 0.2}]}))
+    table = load_trust("abc", directory=tmp_path)
+    assert load_trust("other", directory=tmp_path) is None
+    assert share_below(0.55, table) == 0.2 and share_below(0.45, table) == 0.6  # the level at or below
+    assert share_below(0.5, None) is None
