@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, check_schema_version
+from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, check_schema_version, column
 
 NODES = "nodes"
 CANDIDATES = "candidates"
@@ -30,17 +30,9 @@ _META: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)
 
 #: Node columns besides the embedding and the peaks, in order.
 NODE_FIELDS: tuple[pa.Field[Any], ...] = (
-    pa.field("node_id", pa.int64(), nullable=False),
-    pa.field("spectrum_id", pa.string()),
-    pa.field("input_key", pa.string()),
-    pa.field("source_file", pa.string()),
-    pa.field("record_index", pa.int64()),
-    pa.field("feature_id", pa.string()),
-    pa.field("scan", pa.int64()),
-    pa.field("precursor_mz", pa.float64()),
-    pa.field("ion_mode", pa.string()),
-    pa.field("retention_time", pa.float64()),
-    pa.field("quality", pa.float32()),
+    pa.field("node_id", pa.int64(), nullable=False), column("spectrum_id"), pa.field("input_key", pa.string()),
+    column("source_file"), column("record_index"), pa.field("feature_id", pa.string()), column("scan"),
+    column("precursor_mz"), column("ion_mode"), column("retention_time"), column("quality"),
     pa.field("annotation_library_id", pa.string()),
     pa.field("annotation_name", pa.string()),
     pa.field("annotation_smiles", pa.string()),

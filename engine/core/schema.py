@@ -46,10 +46,47 @@ SPECTRUM_FIELDS: tuple[pa.Field, ...] = (
 SPECTRUM_COLUMNS: tuple[str, ...] = tuple(f.name for f in SPECTRUM_FIELDS)
 
 
-def _with_version(fields: Sequence[pa.Field], extra: dict[bytes | str, bytes | str] | None = None) -> pa.Schema:
+#: Columns that recur across the engine's tables (spectra, molecules, search hits, candidate ranks,
+#: annotations, networks), typed once: a schema names them (:func:`versioned_schema`, :func:`column`).
+COMMON_FIELDS: dict[str, pa.Field] = {f.name: f for f in (
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+    pa.field("library_id", pa.string(), nullable=False),
+    pa.field("spectrum_id", pa.string()),
+    pa.field("source_file", pa.string()),
+    pa.field("record_index", pa.int64()),
+    pa.field("scan", pa.int64()),
+    pa.field("precursor_mz", pa.float64()),
+    pa.field("ion_mode", pa.string()),
+    pa.field("adduct", pa.string()),
+    pa.field("retention_time", pa.float64()),
+    pa.field("n_peaks", pa.int32()),
+    pa.field("inchikey", pa.string()),
+    pa.field("smiles", pa.string()),
+    pa.field("name", pa.string()),
+    pa.field("formula", pa.string()),
+    pa.field("monoisotopic_mass", pa.float64()),
+    pa.field("mass_difference", pa.float64()),
+    pa.field("quality", pa.float32()),
+    pa.field("library_quality", pa.float32()),
+    pa.field("n_candidates", pa.int32()),
+)}
+
+
+def column(name: str, *, nullable: bool | None = None) -> pa.Field:
+    """The :data:`COMMON_FIELDS` column ``name`` (with ``nullable`` changed when given)."""
+    found = COMMON_FIELDS[name]
+    return found if nullable is None else found.with_nullable(nullable)
+
+
+def versioned_schema(fields: Sequence[pa.Field | str], extra: dict[bytes | str, bytes | str] | None = None
+                     ) -> pa.Schema:
+    """A schema of ``fields`` (a name stands for its :data:`COMMON_FIELDS` column) carrying the engine's
+    schema version and the ``extra`` metadata."""
     meta: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
     meta.update(extra or {})
-    return pa.schema(list(fields), metadata=meta)
+    return pa.schema([column(f) if isinstance(f, str) else f for f in fields], metadata=meta)
 
 
 def spectrum_schema(embedding_dim: int | None = None) -> pa.Schema:
@@ -60,7 +97,7 @@ def spectrum_schema(embedding_dim: int | None = None) -> pa.Schema:
             pa.field("embedding", pa.list_(pa.float32(), embedding_dim)),
             pa.field("quality", pa.float32()),
         ]
-    return _with_version(fields)
+    return versioned_schema(fields)
 
 
 SPECTRUM_SCHEMA = spectrum_schema()
@@ -68,16 +105,11 @@ SPECTRUM_SCHEMA = spectrum_schema()
 
 def molecule_schema(embedding_dim: int | None = None) -> pa.Schema:
     """Schema of the ``molecules`` table."""
-    fields: list[pa.Field] = [
-        pa.field("inchikey", pa.string(), nullable=False),
-        pa.field("smiles", pa.string(), nullable=False),
-        pa.field("formula", pa.string()),
-        pa.field("monoisotopic_mass", pa.float64()),
-        pa.field("name", pa.string()),
-    ]
+    fields: list[pa.Field] = [column("inchikey", nullable=False), column("smiles", nullable=False),
+                              column("formula"), column("monoisotopic_mass"), column("name")]
     if embedding_dim is not None:
         fields.append(pa.field("embedding", pa.list_(pa.float32(), embedding_dim)))
-    return _with_version(fields)
+    return versioned_schema(fields)
 
 
 def check_schema_version(schema: pa.Schema, *, where: str) -> None:

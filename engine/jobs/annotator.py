@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from engine.core.locks import LOCK_NAME
 from engine.core.peaks import Peaks
-from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import SCHEMA_VERSION, versioned_schema
 from engine.jobs.artifacts import checkpoint_path, open_library_and_model, open_molecules
 from engine.jobs.settings import AnnotateSettings, AnnotatorSpec
 from engine.models.calibration import CALIBRATION_DIR
@@ -34,15 +34,8 @@ __all__ = ["ANNOTATION_SCHEMA", "AnnotateSettings", "Annotator", "AnnotatorSpec"
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
-_FIELDS: list[pa.Field] = [
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("source_file", pa.string()),
-    pa.field("record_index", pa.int64()),
-    pa.field("precursor_mz", pa.float64()),
-    pa.field("ion_mode", pa.string()),
-    pa.field("retention_time", pa.float64()),
-    pa.field("n_peaks", pa.int32()),
-    pa.field("quality", pa.float32()),
+_FIELDS: list[pa.Field | str] = [
+    "query_id", "source_file", "record_index", "precursor_mz", "ion_mode", "retention_time", "n_peaks", "quality",
     pa.field("low_quality", pa.bool_()),
     pa.field("identity_score", pa.float32()),
     pa.field("identity_library_id", pa.string()),
@@ -65,13 +58,13 @@ _FIELDS: list[pa.Field] = [
     pa.field("candidate_smiles", pa.string()),
     pa.field("candidate_inchikey", pa.string()),
     pa.field("candidate_formula", pa.string()),
-    pa.field("n_candidates", pa.int32()),
+    "n_candidates",
     #: why candidate ranking skipped this spectrum (e.g. unknown_adduct, missing_formula); null when ranked
     pa.field("candidates_skipped_reason", pa.string()),
     #: candidates of this spectrum dropped because RDKit cannot read their SMILES
     pa.field("candidates_invalid", pa.int32()),
 ]
-ANNOTATION_SCHEMA = pa.schema(_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+ANNOTATION_SCHEMA = versioned_schema(_FIELDS)
 QUERY_COLUMNS = ("spectrum_id", "source_file", "record_index", "precursor_mz", "ion_mode", "retention_time",
                  "n_peaks")
 

@@ -23,17 +23,12 @@ import pyarrow.parquet as pq
 from engine.core.adducts import default_adduct, parse_adduct
 from engine.core.errors import FileFormatError, InvalidRecordError
 from engine.core.records import Spectrum
+from engine.core.schema import column
 
 CandidateBy = Literal["formula", "mass"]
 MOLECULE_COLUMNS = ("smiles", "inchikey", "formula", "monoisotopic_mass")
-_CANDIDATE_FIELDS: list[pa.Field] = [
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("smiles", pa.string(), nullable=False),
-    pa.field("inchikey", pa.string()),
-    pa.field("formula", pa.string()),
-    pa.field("monoisotopic_mass", pa.float64()),
-]
-CANDIDATE_SCHEMA = pa.schema(_CANDIDATE_FIELDS)
+CANDIDATE_SCHEMA = pa.schema([column("query_id"), column("smiles", nullable=False), column("inchikey"),
+                              column("formula"), column("monoisotopic_mass")])
 _ELEMENT_RE = re.compile(r"([A-Z][a-z]?)(\d*)")
 _CHARGED_RE = re.compile(r"^\[?([A-Za-z0-9]+?)\]?(?:[+-]\d*|\d*[+-])?$")
 #: Trailing charge of an RDKit formula (``C5H12N+``, ``C2H8N2+2``), stripped before lookups.

@@ -10,26 +10,12 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import versioned_schema
 
-_FIELDS: list[pa.Field] = [
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("score", pa.float32(), nullable=False),
-    pa.field("library_id", pa.string(), nullable=False),
-    pa.field("inchikey", pa.string()),
-    pa.field("smiles", pa.string()),
-    pa.field("name", pa.string()),
-    pa.field("formula", pa.string()),
-    pa.field("adduct", pa.string()),
-    pa.field("precursor_mz", pa.float64()),
-    pa.field("mass_difference", pa.float64()),
-    pa.field("quality", pa.float32()),
-    pa.field("library_quality", pa.float32()),
-    pa.field("embedding_cosine", pa.float32()),
-    pa.field("spectral_similarity", pa.float32()),
-    pa.field("ion_mode", pa.string()),
-    pa.field("q_value", pa.float32()),
+_FIELDS: list[pa.Field | str] = [
+    "query_id", "rank", "score", "library_id", "inchikey", "smiles", "name", "formula", "adduct", "precursor_mz",
+    "mass_difference", "quality", "library_quality", pa.field("embedding_cosine", pa.float32()),
+    pa.field("spectral_similarity", pa.float32()), "ion_mode", pa.field("q_value", pa.float32()),
 ]
 
 
@@ -43,10 +29,8 @@ def search_schema(mode: str = "identity", spectral_metric: str = "entropy") -> p
     (analogue search across ion modes may differ from the query's). ``q_value`` (identity, rank 1, libraries
     with decoys) is the target-decoy q-value of the match over the whole run (:mod:`engine.queries.fdr`).
     """
-    meta: dict[bytes | str, bytes | str] = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
-                                            b"engine.search_mode": mode.encode(),
-                                            b"engine.spectral_metric": spectral_metric.encode()}
-    return pa.schema(_FIELDS, metadata=meta)
+    return versioned_schema(_FIELDS, {b"engine.search_mode": mode.encode(),
+                                      b"engine.spectral_metric": spectral_metric.encode()})
 
 
 @dataclass

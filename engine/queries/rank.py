@@ -24,29 +24,19 @@ import pyarrow as pa
 
 from engine.core.peaks import Peaks
 from engine.core.preprocess import Pipeline
-from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import column, versioned_schema
 from engine.models.encoders.base import MoleculeEmbedder, SpectrumEmbedder
 from engine.models.rdkit_util import parse_smiles
 from engine.queries.evidence import LibraryEvidence
 from engine.queries.fragments import FragmentScorer
 from engine.queries.hits import as_batch, top_per_query
 
-_RANK_FIELDS: list[pa.Field] = [
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("score", pa.float32(), nullable=False),
-    pa.field("smiles", pa.string(), nullable=False),
-    pa.field("inchikey", pa.string()),
-    pa.field("formula", pa.string()),
-    pa.field("probability", pa.float32()),
-    pa.field("n_candidates", pa.int32()),
-    pa.field("quality", pa.float32()),
-    pa.field("cosine", pa.float32()),
-    pa.field("library_similarity", pa.float32()),
-    pa.field("fragment_score", pa.float32()),
+RANK_SCHEMA = versioned_schema([
+    "query_id", "rank", "score", column("smiles", nullable=False), "inchikey", "formula",
+    pa.field("probability", pa.float32()), "n_candidates", "quality", pa.field("cosine", pa.float32()),
+    pa.field("library_similarity", pa.float32()), pa.field("fragment_score", pa.float32()),
     pa.field("explained_share", pa.float32()),
-]
-RANK_SCHEMA = pa.schema(_RANK_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+])
 
 
 @dataclass

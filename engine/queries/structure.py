@@ -17,28 +17,15 @@ import pyarrow as pa
 from engine.core.adducts import parse_adduct
 from engine.core.errors import InvalidMoleculeError
 from engine.core.records import Tolerance
-from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from engine.core.schema import versioned_schema
 from engine.models.rdkit_util import parse_smiles
 from engine.queries.hits import SearchableLibrary, top_per_query
 from engine.queries.references import References
 
-_FIELDS: list[pa.Field] = [
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("query_smiles", pa.string(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("score", pa.float32(), nullable=False),
-    pa.field("library_id", pa.string(), nullable=False),
-    pa.field("inchikey", pa.string()),
-    pa.field("smiles", pa.string()),
-    pa.field("name", pa.string()),
-    pa.field("precursor_mz", pa.float64()),
-    pa.field("ion_mode", pa.string()),
-    pa.field("adduct", pa.string()),
-    pa.field("library_quality", pa.float32()),
-    pa.field("same_structure", pa.bool_()),
-]
-STRUCTURE_SCHEMA = pa.schema(_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
-                                                b"engine.search_mode": b"structure"})
+STRUCTURE_SCHEMA = versioned_schema([
+    "query_id", pa.field("query_smiles", pa.string(), nullable=False), "rank", "score", "library_id", "inchikey",
+    "smiles", "name", "precursor_mz", "ion_mode", "adduct", "library_quality", pa.field("same_structure", pa.bool_()),
+], {b"engine.search_mode": b"structure"})
 
 
 @dataclass(frozen=True)
