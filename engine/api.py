@@ -24,13 +24,12 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.core.errors import FileFormatError, InvalidRecordError
+from engine.core.errors import FileFormatError
 from engine.core.records import IonMode, Spectrum
 from engine.core.schema import spectra_to_batch
-from engine.core.validate import validate_many
 from engine.io.inputs import expand_inputs
 from engine.io.matchms_adapter import from_matchms_many
-from engine.io.stream import OnInvalid, ReadReport, batched, iter_spectrum_batches
+from engine.io.stream import OnInvalid, ReadReport, batched, iter_spectrum_batches, keep_valid
 from engine.jobs.annotate import JobSummary, annotate_job
 from engine.jobs.artifacts import open_library as _open_library
 from engine.jobs.artifacts import open_library_and_model, open_model
@@ -113,19 +112,10 @@ def spectrum_batches(spectra: Spectra, *, on_invalid: OnInvalid = "error", ion_m
 def _record_batches(spectra: list[Spectrum], on_invalid: OnInvalid, ion_mode: IonMode | None, batch_size: int,
                     report: ReadReport) -> Iterator[pa.RecordBatch]:
     for chunk in batched(spectra, batch_size):
-        checked = validate_many(chunk, path="<spectra>", records=[s.spectrum_id or f"index={i}"
-                                                                  for i, s in enumerate(chunk)],
-                                default_ion_mode=ion_mode)
-        good = []
-        for result in checked:
-            report.spectra_read += 1
-            if isinstance(result, InvalidRecordError):
-                if on_invalid == "error":
-                    raise result
-                report.reject(result)
-            else:
-                report.kept += 1
-                good.append(result)
+        report.spectra_read += len(chunk)
+        good = [s for _, s in keep_valid(chunk, path="<spectra>", records=[s.spectrum_id or f"index={i}"
+                                                                           for i, s in enumerate(chunk)],
+                                         on_invalid=on_invalid, default_ion_mode=ion_mode, report=report)]
         if good:
             yield spectra_to_batch(good)
 

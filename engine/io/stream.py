@@ -85,6 +85,22 @@ def read_valid_spectra(path: str | Path, *, on_invalid: OnInvalid = "error", dat
         yield spectrum
 
 
+def keep_valid(spectra: list[Spectrum], *, path: str, records: list[str], on_invalid: OnInvalid,
+               default_ion_mode: IonMode | None, report: ReadReport) -> Iterator[tuple[int, Spectrum]]:
+    """Validate ``spectra`` (named ``records`` of ``path`` in messages) as one group and yield ``(position,
+    spectrum)`` for the valid ones, repaired where repairable; a bad one raises (``error``) or is counted in
+    ``report`` (``skip``)."""
+    checked = validate_many(spectra, path=path, records=records, default_ion_mode=default_ion_mode)
+    for position, result in enumerate(checked):
+        if isinstance(result, InvalidRecordError):
+            if on_invalid == "error":
+                raise result
+            report.reject(result)
+        else:
+            report.kept += 1
+            yield position, result
+
+
 def read_indexed_spectra(path: str | Path, *, on_invalid: OnInvalid = "error", dataset: str | None = None,
                          default_ion_mode: IonMode | None = None,
                          report: ReadReport | None = None) -> Iterator[tuple[int, Spectrum]]:
@@ -95,17 +111,10 @@ def read_indexed_spectra(path: str | Path, *, on_invalid: OnInvalid = "error", d
     pending: list[tuple[int, Spectrum]] = []
 
     def flush() -> Iterator[tuple[int, Spectrum]]:
-        checked = validate_many([s for _, s in pending], path=spath,
-                                records=[_record_name(s, i) for i, s in pending],
-                                default_ion_mode=default_ion_mode)
-        for (index, _), result in zip(pending, checked, strict=True):
-            if isinstance(result, InvalidRecordError):
-                if on_invalid == "error":
-                    raise result
-                report.reject(result)
-            else:
-                report.kept += 1
-                yield index, result
+        kept = keep_valid([s for _, s in pending], path=spath, records=[_record_name(s, i) for i, s in pending],
+                          on_invalid=on_invalid, default_ion_mode=default_ion_mode, report=report)
+        for position, spectrum in kept:
+            yield pending[position][0], spectrum
         pending.clear()
 
     try:
