@@ -63,6 +63,8 @@ class JobSummary:
     invalidated: str | None = None
     #: the resolved settings of the job (what ``engine annotate`` read from flags and ``--config``)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: where the model ran in this process (``--device auto`` resolved)
+    device: str | None = None
     #: the input files that failed: ``{"file": path, "message": why}``
     failed: list[dict[str, str]] = field(default_factory=list)
 
@@ -91,7 +93,7 @@ class JobSummary:
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "spectra_per_second": round(self.spectra_this_run / wall, 1) if wall > 0 else None,
                 "invalidated_previous_results": self.invalidated, "failed_files": self.failed,
-                "settings": self.settings}
+                "device": self.device, "settings": self.settings}
 
     def text(self) -> str:
         d = self.to_dict()
@@ -294,6 +296,7 @@ def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions
     summary.spectra_this_run = summary.annotated - counted_before
     summary.invalidated = output.invalidated
     summary.settings = settings
+    summary.device = str(getattr(annotator.model, "device", "cpu"))
     write_atomic(output.root / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
     _write_skipped(output)
     return summary
