@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.models.rdkit_util import packed_fingerprint
+
 ROOT = Path(__file__).resolve().parents[2]
 SPECTRA = ROOT.parent / "shared" / "data" / "massbank" / "spectra.parquet"
 COLUMNS = ["spectrum_id", "mz", "intensity", "precursor_mz", "charge", "ion_mode", "adduct", "smiles",
@@ -83,18 +85,9 @@ def hires_clean_mask(table: pa.Table, *, min_peaks: int = 3, max_ppm: float = 20
 
 def fingerprints(smiles: list[str]) -> npt.NDArray[np.uint8]:
     """RDKit fingerprints (2048 bits), packed, one row per SMILES (zeros where it does not parse)."""
-    from rdkit import Chem, DataStructs, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     out = np.zeros((len(smiles), 256), dtype=np.uint8)
     for i, smi in enumerate(smiles):
-        mol = Chem.MolFromSmiles(smi) if smi else None
-        if mol is None:
-            continue
-        fp = Chem.RDKFingerprint(mol, fpSize=2048)
-        arr = np.zeros(2048, dtype=np.uint8)
-        DataStructs.ConvertToNumpyArray(fp, arr)
-        out[i] = np.packbits(arr)
+        out[i] = packed_fingerprint(smi, 2048)
     return out
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 
 def silence_rdkit() -> None:
     """Turn RDKit's log off (idempotent)."""
@@ -23,3 +26,15 @@ def parse_smiles(smiles: object, *, max_length: int | None = None) -> Any | None
         return None
     mol = Chem.MolFromSmiles(smiles)
     return None if mol is None or mol.GetNumAtoms() == 0 else mol
+
+
+def packed_fingerprint(smiles: object, n_bits: int = 2048) -> npt.NDArray[np.uint8]:
+    """RDKit's topological fingerprint (``RDKFingerprint``, ``n_bits`` bits) of ``smiles``, packed into
+    ``n_bits // 8`` bytes; zeros when it does not parse."""
+    from rdkit import Chem, DataStructs
+
+    bits = np.zeros(n_bits, dtype=np.uint8)
+    mol = parse_smiles(smiles)
+    if mol is not None:
+        DataStructs.ConvertToNumpyArray(Chem.RDKFingerprint(mol, fpSize=n_bits), bits)
+    return np.packbits(bits)

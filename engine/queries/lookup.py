@@ -31,6 +31,7 @@ import pyarrow as pa
 from engine.core.adducts import parse_adduct
 from engine.core.errors import EngineError, InvalidInputError, InvalidMoleculeError
 from engine.core.records import Tolerance
+from engine.models.rdkit_util import parse_smiles
 from engine.models.tanimoto_map import TanimotoMap, mode_pairing, positive_mask
 from engine.queries.hits import top_per_query
 from indexes.search import search
@@ -213,14 +214,12 @@ def lookup_usis(usis: Sequence[str], table: VectorTable, index: VectorIndex, set
 
 def neutral_masses(smiles: Sequence[str]) -> list[float]:
     """Monoisotopic masses of ``smiles``; an unparsable one raises InvalidMoleculeError naming it."""
-    from rdkit import Chem, RDLogger
     from rdkit.Chem.rdMolDescriptors import CalcExactMolWt
 
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     out = []
     for smi in smiles:
-        mol = Chem.MolFromSmiles(smi) if smi and len(smi) <= 2000 else None
-        if mol is None or mol.GetNumAtoms() == 0:
+        mol = parse_smiles(smi, max_length=2000)
+        if mol is None:
             raise InvalidMoleculeError(f"SMILES cannot be parsed: {smi[:200]!r}", reason="invalid_smiles")
         out.append(float(CalcExactMolWt(mol)))
     return out

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from engine.core.fsutil import atomic_path
 from engine.core.peaks import Peaks
+from engine.models.rdkit_util import packed_fingerprint
 from engine.queries.similarity import EntropyPeaks, prepare_entropy, top_peaks
 
 #: Annotation columns carried to the results (those present in the table).
@@ -173,15 +174,8 @@ class References:
         uniq, inverse = np.unique(np.asarray(smiles, dtype=object).astype(str), return_inverse=True)
         missing = [s for s in uniq.tolist() if s not in self._fp_cache]
         if missing:
-            from rdkit import Chem, DataStructs, RDLogger
-
-            RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
             for smi in missing:
-                mol = Chem.MolFromSmiles(smi) if smi else None
-                bits = np.zeros(FINGERPRINT_BITS, dtype=np.uint8)
-                if mol is not None:
-                    DataStructs.ConvertToNumpyArray(Chem.RDKFingerprint(mol, fpSize=FINGERPRINT_BITS), bits)
-                self._fp_cache[smi] = np.packbits(bits)
+                self._fp_cache[smi] = packed_fingerprint(smi, FINGERPRINT_BITS)
         table = np.stack([self._fp_cache[s] for s in uniq.tolist()]) if len(uniq) else \
             np.zeros((0, FINGERPRINT_BITS // 8), np.uint8)
         return table[inverse]
