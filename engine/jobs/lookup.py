@@ -25,6 +25,7 @@ from engine.jobs.artifacts import open_library, open_library_and_model
 from engine.models.tanimoto_map import load_tanimoto_map
 from engine.queries.lookup import (
     LookupSettings,
+    StoredVectors,
     hit_records,
     lookup_embeddings,
     lookup_spectra,
@@ -80,6 +81,7 @@ class RepositorySearcher:
         self.index = self.library.index(use_gpu=False)
         for ordinal in range(len(self.index.manifest.partitions)):  # load (memory-map) every partition now
             self.index.partition(ordinal)
+        self.stored = StoredVectors(self.index)
         self.tanimoto = load_tanimoto_map(self.model.encoder_hash)
         if self.tanimoto is None:
             log.info("no Tanimoto map for encoder %s: predicted Tanimoto is the clipped cosine",
@@ -107,7 +109,7 @@ class RepositorySearcher:
         return hits, emb
 
     def usis(self, usis: Sequence[str], settings: LookupSettings) -> pa.Table:
-        return lookup_usis(usis, self.library.table, self.index, settings, self.tanimoto)
+        return lookup_usis(usis, self.stored, settings, self.tanimoto)
 
     def structures(self, smiles: Sequence[str], settings: LookupSettings) -> pa.Table:
         return lookup_structures(smiles, self.index, self.model, settings, self.tanimoto)

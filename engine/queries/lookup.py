@@ -200,16 +200,66 @@ def stored_spectra(table: VectorTable, usis: Sequence[str], columns: Sequence[st
     return rows.take(np.asarray([where[u] for u in usis], dtype=np.int64))
 
 
-def lookup_usis(usis: Sequence[str], table: VectorTable, index: VectorIndex, settings: LookupSettings,
+class StoredVectors:
+    """USI -> stored vector, precursor m/z and ion mode, read from the index's memory-mapped partitions.
+
+    A lookup by USI then needs no table query: the keys of every partition are hashed once (8-byte hash,
+    partition and position per row, sorted by hash) and a USI is found by binary search and checked
+    against the stored key.
+    """
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+        hashes, parts, positions = [], [], []
+        for pid, entry in enumerate(index.manifest.partitions):
+            if entry.n_rows == 0:
+                continue
+            keys = index.partition(pid).meta.column("key").to_pylist()
+            hashes.append(np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys)))
+            parts.append(np.full(len(keys), pid, dtype=np.int32))
+            positions.append(np.arange(len(keys), dtype=np.int64))
+        h = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)
+        order = np.argsort(h, kind="stable")
+        self._hash = h[order]
+        self._part = np.concatenate(parts)[order] if parts else np.zeros(0, np.int32)
+        self._pos = np.concatenate(positions)[order] if positions else np.zeros(0, np.int64)
+
+    def locate(self, usi: str) -> tuple[int, int] | None:
+        """(partition, position) of ``usi``, or None."""
+        h = hash(usi)
+        i = int(np.searchsorted(self._hash, h))
+        while i < self._hash.shape[0] and self._hash[i] == h:
+            pid, pos = int(self._part[i]), int(self._pos[i])
+            if self.index.partition(pid).meta.column("key")[pos].as_py() == usi:
+                return pid, pos
+            i += 1
+        return None
+
+    def get(self, usis: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[float], list[str]]:
+        """Vectors, precursor m/z and ion modes of ``usis``; an unknown one raises UnknownSpectrumError."""
+        found = [self.locate(u) for u in usis]
+        missing = [u for u, f in zip(usis, found, strict=True) if f is None]
+        if missing:
+            raise UnknownSpectrumError(f"not in the repository: {', '.join(missing[:5])}"
+                                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        emb = np.zeros((len(usis), self.index.dim), np.float32)
+        mass, modes = [], []
+        for i, loc in enumerate(found):
+            assert loc is not None
+            part = self.index.partition(loc[0])
+            emb[i] = part.vectors[loc[1]]
+            mass.append(float(part.mass[loc[1]]))
+            modes.append(part.entry.ion_mode)
+        return emb, mass, modes
+
+
+def lookup_usis(usis: Sequence[str], stored: StoredVectors, settings: LookupSettings,
                 tanimoto: TanimotoMap | None = None) -> pa.Table:
-    """Hits of spectra held in the repository, queried by USI with their stored embeddings."""
+    """Hits of spectra held in the repository, queried by USI with their stored vectors."""
     if not usis:
         return LOOKUP_SCHEMA.empty_table()
-    rows = stored_spectra(table, usis, ["embedding", "precursor_mz", "ion_mode"])
-    col: Any = rows.column("embedding").combine_chunks()
-    emb = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(rows.num_rows, -1)
-    return lookup_embeddings(index, emb, rows.column("precursor_mz").to_pylist(), rows.column("ion_mode").to_pylist(),
-                             list(usis), settings, tanimoto)
+    emb, mass, modes = stored.get(usis)
+    return lookup_embeddings(stored.index, emb, mass, modes, list(usis), settings, tanimoto)
 
 
 def neutral_masses(smiles: Sequence[str]) -> list[float]:

@@ -1,0 +1,363 @@
+"""Repository service benchmark: build a repository in 10 "datasets", then serve lookups over loopback.
+
+    nice -n 10 python -m benchmarks.serve.run --size 1000000          # ~15 min on 2 shared cores
+    nice -n 10 python -m benchmarks.serve.run --size 100000 --seconds 10   # a quick one
+
+Build: ``--size`` spectra in ``--datasets`` equal datasets of 10 files each, added one dataset after
+the other through :class:`engine.jobs.repository.RepositoryWriter` (the code path of ``engine repository
+add``: LanceDB table with peaks keyed by USI, file ledger, index append, stale partitions retrained).
+Rows are perturbed copies of the 89,284 real MassBank spectra: the real spectra are embedded once with
+the bundled model, and each copy's vector is its source's plus Gaussian noise scaled so that the median
+cosine to the source equals that of a re-embedded perturbed copy (0.964, measured by
+``benchmarks/index``), its precursor shifted by N(0, 3 ppm) and its peaks those of the source. So the
+build time excludes embedding; the model's embedding throughput is measured on the real spectra and
+reported beside it.
+
+Serve: ``engine serve`` in a subprocess on 127.0.0.1; 1, 8 and 32 client threads with keep-alive
+connections send lookups for ``--seconds`` or ``--requests`` (whichever ends first): spectrum lookups
+(JSON peaks of freshly perturbed validation-split spectra, analogue mode, top 10; the server embeds them)
+and USI lookups (a random repository spectrum, analogue, top 10). Reported: lookups/s, p50 / p99
+latency, errors, and the server's resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psutil
+import pyarrow as pa
+
+from benchmarks._results import markdown_table, write_results
+from benchmarks.index import data
+
+HERE = Path(__file__).resolve().parent
+JSON = HERE / "results.json"
+ROOT = HERE.parents[1]
+PERTURBED_COSINE = 0.964  # median cosine of a re-embedded perturbed copy to its source (benchmarks/index)
+FILES_PER_DATASET = 10
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def real_embeddings(workdir: Path, real: data.Peaks, model: Any) -> tuple[npt.NDArray[np.float32],
+                                                                            npt.NDArray[np.float32], float]:
+    """Model embeddings of the real spectra (cached in ``workdir``) and the embedding rate (spectra/s)."""
+    cache = workdir / f"real-{model.encoder_hash[:8]}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return z["emb"], z["quality"], float(z["rate"])
+    start = time.perf_counter()
+    emb, quality = model.embed_spectra(real.to_batch(), batch_size=2048)
+    rate = len(real) / (time.perf_counter() - start)
+    np.savez(cache, emb=emb, quality=quality, rate=rate)
+    return np.asarray(emb, np.float32), np.asarray(quality, np.float32), rate
+
+
+def perturbed_vectors(emb: npt.NDArray[np.float32], rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """``emb`` plus isotropic noise whose expected cosine to ``emb`` is :data:`PERTURBED_COSINE`."""
+    dim = emb.shape[1]
+    sigma = np.sqrt((1 / PERTURBED_COSINE**2 - 1) / dim)
+    out = emb + rng.normal(0, sigma, emb.shape).astype(np.float32)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def dataset_batches(j: int, n: int, real: data.Peaks, emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32],
+                    seed: int) -> Any:
+    """The files of dataset ``j``: (file name, batch, embeddings, quality), ``n`` rows in all."""
+    rng = np.random.default_rng((seed, j))
+    per_file = -(-n // FILES_PER_DATASET)
+    accession = f"MSV9{j:08d}"
+    for f in range(FILES_PER_DATASET):
+        m = min(per_file, n - f * per_file)
+        if m <= 0:
+            return
+        src = rng.integers(0, len(real), m)
+        peaks = real.take(src)
+        peaks.precursor_mz = peaks.precursor_mz * (1 + rng.normal(0, 3e-6, m))
+        batch = peaks.to_batch()
+        name = f"run{j:02d}_{f:02d}"
+        usi = [f"mzspec:{accession}:{name}:scan:{i + 1}" for i in range(m)]
+        batch = batch.set_column(0, "spectrum_id", pa.array(usi, pa.string()))
+        batch = batch.set_column(1, "source_file", pa.array([f"{name}.mzML"] * m, pa.string()))
+        batch = batch.set_column(batch.schema.get_field_index("scan"), "scan", pa.array(np.arange(1, m + 1)))
+        yield accession, name, batch, perturbed_vectors(emb[src], rng), quality[src]
+
+
+def build(repo: Path, size: int, n_datasets: int, real: data.Peaks, emb: npt.NDArray[np.float32],
+          quality: npt.NDArray[np.float32], encoder_hash: str, seed: int) -> dict[str, Any]:
+    from engine.jobs.repository import RepositoryWriter
+
+    shutil.rmtree(repo, ignore_errors=True)
+    per = size // n_datasets
+    steps = []
+    total = time.perf_counter()
+    for j in range(n_datasets):
+        t = time.perf_counter()
+        writer: RepositoryWriter | None = None
+        store_s = 0.0
+        for accession, name, batch, vec, qual in dataset_batches(j, per, real, emb, quality, seed):
+            if writer is None:
+                writer = RepositoryWriter(repo, dataset=accession, dim=emb.shape[1], encoder_hash=encoder_hash)
+            s = time.perf_counter()
+            writer.add(batch, vec, qual)
+            writer.file_done(hashlib.sha256(f"{accession}/{name}".encode()).hexdigest(), f"{name}.mzML",
+                             n_records=batch.num_rows, n_skipped=0)
+            store_s += time.perf_counter() - s
+        assert writer is not None
+        s = time.perf_counter()
+        retrained = writer.finish()
+        index_s = time.perf_counter() - s
+        step = {"dataset": j + 1, "rows": writer.library.table.count_rows(), "store_s": store_s,
+                "index_s": index_s, "seconds": time.perf_counter() - t, "retrained": ",".join(retrained) or "-"}
+        steps.append(step)
+        print(json.dumps(step), flush=True)
+    seconds = time.perf_counter() - total
+    from indexes.manifest import IndexManifest
+
+    man = IndexManifest.load(repo / "index")
+    return {"size": size, "datasets": n_datasets, "seconds": seconds, "steps": steps,
+            "disk_bytes_per_spectrum": dir_bytes(repo) / size,
+            "index_bytes_per_spectrum": dir_bytes(repo / "index") / size,
+            "partitions": [{"name": p.name, "kind": p.kind, "rows": p.n_rows, "nlist": p.nlist}
+                           for p in man.partitions]}
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``engine serve`` in a subprocess, with a resident-memory sampler."""
+
+    def __init__(self, repo: Path, port: int) -> None:
+        self.port = port
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine", "-q", "serve", "--repo", str(repo),
+                                      "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.ps = psutil.Process(self.proc.pid)
+        start = time.perf_counter()
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                status, _ = request(self.conn(), "GET", "/health")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.perf_counter() - start > 600:
+                raise RuntimeError("server did not start in 600 s")
+            time.sleep(0.5)
+        self.startup_s = time.perf_counter() - start
+        self.peak = self.rss()
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+            ) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def load(server: Server, make: Any, clients: int, max_requests: int, max_seconds: float) -> dict[str, Any]:
+    """``clients`` threads sending ``make(i) -> (method, path, body)`` until the count or the time is spent."""
+    lat: list[float] = []
+    errors = [0]
+    counter = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+    deadline = time.perf_counter() + max_seconds
+
+    def client() -> None:
+        conn = server.conn()
+        while not stop.is_set() and time.perf_counter() < deadline:
+            with lock:
+                if counter[0] >= max_requests:
+                    return
+                i = counter[0]
+                counter[0] += 1
+            method, path, body = make(i)
+            t = time.perf_counter()
+            try:
+                status, _ = request(conn, method, path, body)
+            except (OSError, http.client.HTTPException):
+                status = 0
+                conn = server.conn()
+            dt = time.perf_counter() - t
+            with lock:
+                lat.append(dt)
+                errors[0] += status != 200
+
+    def sample() -> None:
+        while not stop.is_set():
+            server.peak = max(server.peak, server.rss())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    ms = np.asarray(lat) * 1000
+    return {"clients": clients, "requests": len(lat), "seconds": wall, "lookups_per_s": len(lat) / wall,
+            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None, "errors": errors[0],
+            "server_rss_gb": server.peak / 2**30}
+
+
+def query_bodies(real: data.Peaks, meta: pa.Table, n: int, seed: int = 12345) -> list[bytes]:
+    """JSON bodies of ``n`` freshly perturbed validation-split spectra (analogue lookups, top 10)."""
+    rng = np.random.default_rng(seed)
+    val = np.flatnonzero(np.asarray(meta.column("split").to_pylist(), dtype=object) == "val")
+    rows = np.sort(rng.choice(val, size=n, replace=False))
+    copy = data.perturb(real.take(rows), rng)
+    out = []
+    for i in range(n):
+        a, b = copy.offsets[i], copy.offsets[i + 1]
+        peaks = [[float(m), float(x)] for m, x in zip(copy.mz[a:b], copy.intensity[a:b], strict=True)]
+        out.append(json.dumps({"peaks": peaks, "precursor_mz": float(copy.precursor_mz[i]),
+                               "ion_mode": str(copy.ion_mode[i]), "mode": "analogue", "top_k": 10}).encode())
+    return out
+
+
+def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients: list[int], max_requests: int,
+                max_seconds: float) -> dict[str, Any]:
+    import urllib.parse
+
+    bodies = query_bodies(real, meta, 500)
+    rng = np.random.default_rng(7)
+    per = size // 10
+    usis = []
+    for _ in range(500):
+        j, i = int(rng.integers(0, 10)), int(rng.integers(0, per))
+        per_file = -(-per // FILES_PER_DATASET)
+        usis.append(f"mzspec:MSV9{j:08d}:run{j:02d}_{i // per_file:02d}:scan:{i % per_file + 1}")
+    usi_paths = [f"/lookup?top_k=10&usi={urllib.parse.quote(u)}" for u in usis]
+    server = Server(repo, free_port())
+    out: dict[str, Any] = {"startup_s": server.startup_s, "rss_after_start_gb": server.rss() / 2**30, "rows": []}
+    try:
+        conn = server.conn()
+        for i in range(20):  # warm up both paths
+            request(conn, "POST", "/lookup", bodies[i])
+            request(conn, "GET", usi_paths[i])
+        kinds = {"spectrum (POST /lookup, embedded by the server)": lambda i: ("POST", "/lookup",
+                                                                                bodies[i % len(bodies)]),
+                 "USI (GET /lookup?usi=)": lambda i: ("GET", usi_paths[i % len(usi_paths)], None)}
+        for name, make in kinds.items():
+            for c in clients:
+                row = {"query": name, **load(server, make, c, max_requests, max_seconds)}
+                out["rows"].append(row)
+                print(json.dumps(row), flush=True)
+        out["rss_end_gb"] = server.rss() / 2**30
+    finally:
+        server.stop()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1_000_000)
+    ap.add_argument("--datasets", type=int, default=10)
+    ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--requests", type=int, default=3000, help="Most lookups per client level and query kind.")
+    ap.add_argument("--seconds", type=float, default=20.0, help="Most seconds per client level and query kind.")
+    ap.add_argument("--workdir", default="/tmp/engine-bench-serve")
+    ap.add_argument("--keep", action="store_true", help="Keep the repository in the workdir.")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from engine.jobs.artifacts import open_model
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
+    real, meta = data.load_massbank()
+    model = open_model()
+    emb, quality, rate = real_embeddings(workdir, real, model)
+    encoder_hash = str(model.encoder_hash)
+    del model
+    repo = workdir / f"repo-{args.size}"
+    built = build(repo, args.size, args.datasets, real, emb, quality, encoder_hash, args.seed)
+    served = serve_bench(repo, args.size, real, meta, [int(c) for c in args.clients.split(",")], args.requests,
+                         args.seconds)
+    result = {"size": args.size, "build": built, "serve": served, "model_embedding_spectra_per_s": rate,
+              "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()[0],
+              "limits": {"requests": args.requests, "seconds": args.seconds}}
+    previous = json.loads(JSON.read_text()).get("runs", {}) if JSON.exists() else {}
+    previous[str(args.size)] = result
+    write_results("serve", "Repository service (engine serve): build and lookups over loopback",
+                  markdown(previous), {"runs": previous}, JSON)
+    if not args.keep:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def markdown(runs: dict[str, Any]) -> str:
+    parts = [
+        "`python -m benchmarks.serve.run --size N` (see `benchmarks/serve/run.py`): a repository of N spectra "
+        "built incrementally in 10 datasets through the `engine repository add` code path (rows are perturbed "
+        "copies of MassBank spectra whose vectors are perturbed in embedding space, so the build time excludes "
+        "embedding; the model's embedding rate is given beside it), then `engine serve` in a subprocess on "
+        "127.0.0.1 and 1 / 8 / 32 client threads on keep-alive connections, on the same 2 shared cores. "
+        "Spectrum lookups are analogue, top 10, embedded by the server; USI lookups use the stored vector.",
+    ]
+    for size, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
+        b, s = r["build"], r["serve"]
+        kinds = ", ".join(f"{p['name']} {p['kind']} {p['rows']:,}" for p in b["partitions"])
+        parts.append(f"### {int(size):,} spectra\n\n"
+                     f"Build: {b['seconds']:.0f} s for {b['datasets']} datasets "
+                     f"({b['seconds'] / int(size) * 1e6:.0f} µs per spectrum without embedding; the model embeds "
+                     f"{r['model_embedding_spectra_per_s']:,.0f} spectra/s here); disk "
+                     f"{b['disk_bytes_per_spectrum']:,.0f} bytes per spectrum (peaks, metadata and embedding in "
+                     f"LanceDB; index {b['index_bytes_per_spectrum']:,.0f}); partitions: {kinds}. "
+                     f"Load average {r['load_average_at_start']:.1f} at start, {r['load_average_at_end']:.1f} at "
+                     f"end (other jobs share the 2 cores).\n\n"
+                     + markdown_table(b["steps"], ["dataset", "rows", "store_s", "index_s", "seconds", "retrained"])
+                     + f"\n\nServer: started in {s['startup_s']:.1f} s, {s['rss_after_start_gb']:.2f} GB resident "
+                     f"after start. Each row: at most {r['limits']['requests']} lookups or "
+                     f"{r['limits']['seconds']:.0f} s.\n\n"
+                     + markdown_table(s["rows"], ["query", "clients", "requests", "lookups_per_s", "p50_ms",
+                                                  "p99_ms", "errors", "server_rss_gb"]))
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    main()
