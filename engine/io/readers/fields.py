@@ -64,3 +64,27 @@ def parse_int(text: str) -> int | None:
         if not number.is_integer():
             raise
         return int(number)
+
+
+def header_charge(text: str | None, key: str, meta: dict[str, str]) -> int | None:
+    """The charge of a charge header value (None when absent); a value that names no charge is kept in
+    ``meta`` under its header ``key``; an unreadable one raises ``ValueError``."""
+    if not text:
+        return None
+    charge = parse_charge(text)
+    if charge is None:
+        meta[key] = text
+    return charge
+
+
+def header_retention_time(text: str | None, key: str, meta: dict[str, str], *, minutes: bool) -> float | None:
+    """Seconds from a retention-time header value (``minutes``: the header gives minutes); a value that is
+    not a number is kept in ``meta`` under its header ``key``."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        meta[key] = text
+        return None
+    return value * 60.0 if minutes else value

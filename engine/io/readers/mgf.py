@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from engine.core.errors import FileFormatError, InvalidRecordError
 from engine.core.records import Spectrum
-from engine.io.readers.fields import NULL_TOKENS, parse_charge, parse_int, parse_ion_mode
+from engine.io.readers.fields import NULL_TOKENS, header_charge, header_retention_time, parse_int, parse_ion_mode
 from engine.io.readers.files import ReadItem
 from engine.io.readers.identifiers import check_dataset, spectrum_identifier
 from engine.io.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
@@ -165,15 +165,10 @@ def _spectrum(f: dict[str, str], keys: dict[str, str], meta: dict[str, str], fea
             except ValueError:
                 raise _HeaderError(f"cannot read precursor m/z {text!r} ({keys['precursor_mz']})") from None
             meta[PRECURSOR_INTENSITY_KEY] = " ".join(parts[1:])
-    charge = None
-    text = f.get("charge")
-    if text:
-        try:
-            charge = parse_charge(text)
-        except ValueError as exc:
-            raise _HeaderError(str(exc)) from None
-        if charge is None:
-            meta[keys["charge"]] = text
+    try:
+        charge = header_charge(f.get("charge"), keys.get("charge", ""), meta)
+    except ValueError as exc:
+        raise _HeaderError(str(exc)) from None
     text = f.get("ion_mode")
     ion_mode = parse_ion_mode(text) if text else None
     scan = None
@@ -183,16 +178,8 @@ def _spectrum(f: dict[str, str], keys: dict[str, str], meta: dict[str, str], fea
             scan = int(text)
         else:
             meta[keys["scan"]] = text
-    retention_time = None
-    text = f.get("retention_time")
-    if text:
-        try:
-            retention_time = float(text)
-        except ValueError:
-            meta[keys["retention_time"]] = text
-        else:
-            if keys["retention_time"].strip().upper() == "RTINMINUTES":
-                retention_time *= 60.0
+    retention_time = header_retention_time(f.get("retention_time"), keys.get("retention_time", ""), meta,
+                                           minutes=keys.get("retention_time", "").strip().upper() == "RTINMINUTES")
     title = f.get("title") or None
     native_id = f.get("native_id") or None
     if dataset is not None and title is not None:

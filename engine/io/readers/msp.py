@@ -32,7 +32,7 @@ from pathlib import Path
 
 from engine.core.errors import FileFormatError, InvalidRecordError
 from engine.core.records import Spectrum
-from engine.io.readers.fields import optional_text, parse_charge, parse_ion_mode
+from engine.io.readers.fields import header_charge, header_retention_time, optional_text, parse_ion_mode
 from engine.io.readers.files import ReadItem
 from engine.io.readers.identifiers import check_dataset, spectrum_identifier
 from engine.io.readers.peaks import PeakLineError, parse_peak_lines, parse_peak_text
@@ -257,27 +257,14 @@ def _spectrum(rec: _Record, mz: object, intensity: object, path: str,
             precursor_mz = float(text.split()[0])
         except ValueError:
             return bad(f"cannot read precursor m/z {text!r}")
-    charge = None
-    text = f.get("charge")
-    if text:
-        try:
-            charge = parse_charge(text)
-        except ValueError as exc:
-            return bad(str(exc))
-        if charge is None:
-            meta[rec.keys["charge"]] = text
+    try:
+        charge = header_charge(f.get("charge"), rec.keys.get("charge", ""), meta)
+    except ValueError as exc:
+        return bad(str(exc))
     text = f.get("ion_mode")
     ion_mode = parse_ion_mode(text) if text else None
-    retention_time = None
-    text = f.get("retention_time")
-    if text:
-        try:
-            retention_time = float(text)
-        except ValueError:
-            meta[rec.keys["retention_time"]] = text
-        else:
-            if rec.keys["retention_time"].upper() != "RTINSECONDS":
-                retention_time *= 60.0
+    retention_time = header_retention_time(f.get("retention_time"), rec.keys.get("retention_time", ""), meta,
+                                           minutes=rec.keys.get("retention_time", "").upper() != "RTINSECONDS")
     title = f.get("title") or None
     if dataset is not None and title is not None:
         meta[rec.keys["title"]] = title
