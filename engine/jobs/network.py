@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import SCHEMA_VERSION, spectra_to_batch
 from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
@@ -469,6 +470,9 @@ def _candidates_of(table: pa.Table) -> Candidates:
 def build_network(inputs: Sequence[str | Path], out: str | Path, *, settings: NetworkSettings | None = None,
                   model: str | None = None, library: str | None = None,
                   options: NetworkInputs | None = None) -> NetworkSummary:
-    """Add ``inputs`` to the network in ``out`` and write its files (see the module docstring)."""
-    return NetworkJob(out, settings or NetworkSettings(), model=model, library=library, options=options).run(inputs)
+    """Add ``inputs`` to the network in ``out`` and write its files (see the module docstring). One writer
+    at a time: ``out`` is locked for the run (:mod:`engine.core.locks`)."""
+    with DirectoryLock(out, command="engine network"):
+        return NetworkJob(out, settings or NetworkSettings(), model=model, library=library,
+                          options=options).run(inputs)
 
