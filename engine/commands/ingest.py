@@ -44,11 +44,15 @@ def ingest(inputs: tuple[str, ...], store: Path, on_invalid: str, dataset: str |
         if isinstance(exc, click.ClickException):
             raise
         raise click.ClickException(str(exc)) from None
+    report = result.report
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    click.echo(result.report.summary())
-    click.echo(f"table {store}/spectra: {result.rows_in_table} rows; "
-               f"{result.seconds:.1f} s, {result.spectra_per_second:,.0f} spectra/s")
-    if result.report.n_skipped:
-        click.echo(f"skipped records listed in {report_path or store / 'ingest_report.parquet'}")
+    else:
+        click.echo(report.summary())
+        click.echo(f"table {store}/spectra: {result.rows_in_table} rows; "
+                   f"{result.seconds:.1f} s, {result.spectra_per_second:,.0f} spectra/s")
+        if report.n_skipped:
+            click.echo(f"skipped records listed in {report_path or store / 'ingest_report.parquet'}")
+    if report.files_failed and report.files_failed >= report.files - report.files_unchanged and not report.kept:
+        raise click.ClickException(f"nothing ingested: all {report.files_failed} new input file(s) failed "
+                                   f"(see {report_path or store / 'ingest_report.parquet'})")

@@ -236,3 +236,14 @@ def test_a_finished_job_reruns_without_opening_model_or_library(library: Path, t
     finally:
         (library / "extra.txt").unlink()
     assert "start" in changed.seconds and changed.invalidated
+
+
+def test_ingest_of_only_failing_files_exits_non_zero_and_good_ones_go_on(tmp_path: Path) -> None:
+    bad = [str(BAD / "empty.mgf"), str(BAD / "garbage.mzML")]
+    failed = CliRunner().invoke(main, ["ingest", *bad, "--out", str(tmp_path / "a"), "--on-invalid", "skip",
+                                       "--quiet"])
+    assert failed.exit_code != 0 and "nothing ingested: all 2 new input file(s) failed" in failed.output
+    mixed = CliRunner().invoke(main, ["ingest", *bad, GOOD, "--out", str(tmp_path / "b"), "--on-invalid", "skip",
+                                      "--quiet"])
+    assert mixed.exit_code == 0, mixed.output
+    assert "spectra: 10 rows" in mixed.output
