@@ -141,7 +141,7 @@ function render(hits, query) {
 
 // A mirror plot: query peaks up, hit peaks down, each scaled to its base peak.
 function mirror(top, bottom) {
-  const W = 360, H = 220, PAD = 24, NS = "http://www.w3.org/2000/svg";
+  const W = 290, H = 170, PAD = 22, NS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("class", "mirror");
   svg.setAttribute("width", W);
