@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.config import Settings, setting
 from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import SCHEMA_VERSION, spectra_to_batch
@@ -68,11 +69,11 @@ FEATURE_KEYS = ("FEATURE_ID", "feature_id", "Feature_ID", "FEATUREID")
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
+class NetworkSettings(Settings):
     """Knobs of a network; ``top_k`` and ``cross_mode`` decide the stored candidates, the rest only the
     derived network."""
 
-    top_k: int = 10
+    top_k: int = setting(10, ge=1)
     min_score: float = DEFAULT_MIN_SCORE
     max_component_size: int = 100
     cross_mode: bool = True
@@ -83,11 +84,6 @@ class NetworkSettings:
     batch_rows: int = 4096
     graph_files: bool = True
 
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ValueError("top_k must be >= 1")
-        if self.rescore not in RESCORES:
-            raise ValueError(f"rescore must be one of {RESCORES}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from engine.core.config import from_mapping, to_dict
+from engine.core.config import Settings, from_mapping, setting, to_dict
 from engine.core.errors import IncompatibleArtifactError, InvalidMoleculeError
 from engine.core.peaks import Peaks
 from engine.core.preprocess import Pipeline, default_pipeline
@@ -40,18 +40,15 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "model" / "defaul
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Settings):
     """Everything that fixes the shape of a :class:`JointModel`."""
 
-    dim: int = 256
+    dim: int = setting(256, ge=2)
     spectrum: SpectrumEncoderConfig = field(default_factory=SpectrumEncoderConfig)
     molecule: MoleculeEncoderConfig = field(default_factory=MoleculeEncoderConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     logit_scale_init: float = 10.0
 
-    def __post_init__(self) -> None:
-        if self.dim < 2:
-            raise ValueError(f"embedding dim must be >= 2, got {self.dim}")
 
 
 def model_pipeline() -> Pipeline:

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.config import Settings, setting
 from engine.core.peaks import Peaks
 from engine.core.records import Tolerance
 from engine.models.calibration import Calibration, load_calibration
@@ -56,22 +57,17 @@ ANALOGUE_RANKER, ANALOGUE_SCALE = "analogue_rank", "analogue_scale"
 
 
 @dataclass(frozen=True)
-class AnalogueSettings:
+class AnalogueSettings(Settings):
     """Knobs of analogue search."""
 
-    top_k: int = 10
-    n_candidates: int = 200
-    max_mass_difference: float | None = None
+    top_k: int = setting(10, ge=1)
+    n_candidates: int = setting(200, ge=1)
+    max_mass_difference: float | None = setting(None, gt=0)
     #: False: search every ion mode of the library (cross-mode analogues; hits carry their ion mode)
     same_ion_mode: bool = True
     cosine_tolerance_da: float = 0.1
     min_library_quality: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.top_k < 1 or self.n_candidates < 1:
-            raise ValueError("top_k and n_candidates must be >= 1")
-        if self.max_mass_difference is not None and self.max_mass_difference <= 0:
-            raise ValueError("max_mass_difference must be > 0 Da")
 
 
 def _structure_groups(query_index: npt.NDArray[np.int64], structure: npt.NDArray[np.int64]

@@ -35,11 +35,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.config import Settings, setting
 from engine.core.peaks import Peaks, offsets_of
 from engine.models.rdkit_util import parse_smiles
 
@@ -56,14 +57,14 @@ MAX_CLEAVAGE_SETS = 6_000
 
 
 @dataclass(frozen=True)
-class FragmentSettings:
+class FragmentSettings(Settings):
     """Fragmentation depth, m/z tolerance and the weights of multi-step and rearranged explanations."""
 
-    max_steps: int = 2
-    tolerance_ppm: float = 10.0
-    tolerance_da: float = 0.005
-    step_decay: float = 0.5
-    shift_decay: float = 0.5
+    max_steps: Literal[1, 2] = 2
+    tolerance_ppm: float = setting(10.0, ge=0)
+    tolerance_da: float = setting(0.005, ge=0)
+    step_decay: float = setting(0.5, ge=0, le=1)
+    shift_decay: float = setting(0.5, ge=0, le=1)
     max_shift: int = 2
     #: peak weight = (preprocessed, square-root) intensity * m/z ** mz_power: heavier fragments say more
     #: about a structure than small ones any candidate of the formula explains
@@ -74,13 +75,6 @@ class FragmentSettings:
     #: every candidate of the formula explains them
     precursor_margin_da: float = 1.5
 
-    def __post_init__(self) -> None:
-        if self.max_steps not in (1, 2):
-            raise ValueError(f"max_steps must be 1 or 2, got {self.max_steps}")
-        if self.tolerance_ppm < 0 or self.tolerance_da < 0:
-            raise ValueError("tolerances must be >= 0")
-        if not (0 <= self.step_decay <= 1 and 0 <= self.shift_decay <= 1):
-            raise ValueError("step_decay and shift_decay must lie in 0..1")
 
     def tolerance_at(self, mz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Match tolerance (Da) at each m/z: ``tolerance_ppm``, but at least ``tolerance_da``."""

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from engine.core.config import Settings, setting
 from engine.core.peaks import Peaks
 from engine.core.records import Tolerance
 from engine.models.calibration import Calibration, load_calibration
@@ -46,21 +47,15 @@ SPECTRAL_RANKER, SPECTRAL_SCALE = "identity_spectral_rank", "identity_spectral_s
 
 
 @dataclass(frozen=True)
-class IdentitySettings:
+class IdentitySettings(Settings):
     """Knobs of identity search."""
 
-    top_k: int = 10
-    precursor_tolerance_ppm: float = 10.0
-    max_candidates: int = 256
+    top_k: int = setting(10, ge=1)
+    precursor_tolerance_ppm: float = setting(10.0, gt=0)
+    max_candidates: int = setting(256, ge=1)
     entropy_tolerance_da: float = 0.02
     cosine_tolerance_da: float = 0.1
     min_library_quality: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.top_k < 1 or self.max_candidates < 1:
-            raise ValueError("top_k and max_candidates must be >= 1")
-        if self.precursor_tolerance_ppm <= 0:
-            raise ValueError("precursor_tolerance_ppm must be > 0")
 
 
 def identity_features(query_peaks: Peaks, references: References, query_index: npt.NDArray[np.int64],

@@ -12,6 +12,7 @@ positive, negative and cross-mode pairs.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
+from engine.core.config import Settings, setting
 from engine.core.peaks import Peaks, offsets_of
 from engine.core.preprocess import (
     IntensityFloor,
@@ -41,24 +43,22 @@ N_SIDE_FEATURES = 5
 
 
 @dataclass(frozen=True)
-class SpectrumEncoderConfig:
+class SpectrumEncoderConfig(Settings):
     """Binning and shape of the spectrum encoder."""
 
-    mz_from: float = 10.0
+    mz_from: float = setting(10.0, ge=0)
     mz_to: float = 1000.0
-    bin_width: float = 0.1
+    bin_width: float = setting(0.1, gt=0)
     neutral_loss_max: float = 200.0   # 0 disables the neutral-loss bag
-    bag_dim: int = 384
+    bag_dim: int = setting(384, ge=1)
     hidden_dims: tuple[int, ...] = (512,)
-    dropout: float = 0.2
+    dropout: float = setting(0.2, ge=0, lt=1)
 
-    def __post_init__(self) -> None:
-        if not (0 <= self.mz_from < self.mz_to) or self.bin_width <= 0:
-            raise ValueError("spectrum encoder needs 0 <= mz_from < mz_to and bin_width > 0")
-        if self.bag_dim < 1 or any(d < 1 for d in self.hidden_dims):
-            raise ValueError("spectrum encoder sizes must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"spectrum dropout must be in [0, 1), got {self.dropout}")
+    def check(self) -> Iterable[str]:
+        if self.mz_from >= self.mz_to:
+            yield "need mz_from < mz_to"
+        if any(d < 1 for d in self.hidden_dims):
+            yield "hidden_dims must be positive"
 
     @property
     def n_bins(self) -> int:
