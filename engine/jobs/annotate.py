@@ -316,6 +316,7 @@ def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
 
     s = JobSummary(files=len(files))
     keys = {f.key for f in files}
+    failed_in_skip_mode: list[dict[str, str]] = []
     for info in output.done_files():
         key = InputFile(Path(info["path"]), info["sha256"]).key
         if key not in keys:
@@ -323,9 +324,12 @@ def summarise(output: JobOutput, files: Sequence[InputFile]) -> JobSummary:
         s.spectra_read += info["spectra_read"]
         s.skipped.update(info["skipped_by_reason"])
         s.files_failed += info["files_failed"]
+        failed_in_skip_mode += [{"file": r["file"], "message": r["message"]} for r in info.get("rejects", [])
+                                if r.get("reason") == "file_error"]
     s.failed = [{"file": info["path"], "message": info["message"]} for info in output.failed_files()
                 if InputFile(Path(info["path"]), info["sha256"]).key in keys]
     s.files_failed += len(s.failed)
+    s.failed += failed_in_skip_mode
     for p in sorted((output.root / "results").glob("file=*/part-*.parquet")):
         if p.parent.name.removeprefix("file=") not in keys:
             continue
