@@ -84,6 +84,10 @@ def test_nothing_annotated_is_a_failure_saying_why(library: Path, tmp_path: Path
     assert failed.returncode != 0
     assert failed.stderr.strip().splitlines()[-1].startswith("Error: nothing annotated: all 2 input file(s) failed")
     assert json.loads((tmp_path / "all_failed" / "summary.json").read_text())["files_failed"] == 2
+    skip_mode = annotate(library, tmp_path / "all_failed_skip", str(BAD / "empty.mgf"), str(BAD / "garbage.mzML"))
+    assert skip_mode.returncode != 0 and "empty file" in skip_mode.stderr.strip().splitlines()[-1]
+    failed_files = json.loads((tmp_path / "all_failed_skip" / "summary.json").read_text())["failed_files"]
+    assert sorted(f["file"] for f in failed_files) == sorted([str(BAD / "empty.mgf"), str(BAD / "garbage.mzML")])
     only_bad = tmp_path / "only_bad.mgf"
     only_bad.write_text("BEGIN IONS\nTITLE=x\nPEPMASS=1e30\nCHARGE=1+\n100.0 1.0\nEND IONS\n")
     invalid = annotate(library, tmp_path / "all_invalid", str(only_bad))
