@@ -25,6 +25,7 @@ from engine.queries.fdr import q_values, with_q_values
 from engine.queries.identity import IdentitySettings, identity_search_tdc
 from engine.queries.references import References
 from engine.queries.structure import StructureSettings, spectra_for_structures
+from indexes.faiss_ivf import IndexPolicy
 from indexes.library import Library, with_embeddings
 from indexes.store import IS_DECOY, VectorTable, library_spectrum_schema
 
@@ -41,7 +42,7 @@ def decoy_library(tmp_path_factory: pytest.TempPathFactory, sample_spectra: list
     first, second = write_mgf(refs[:60], tmp / "a.mgf"), write_mgf(refs[40:], tmp / "b.mgf")
     path = tmp / "library"
     embedder = FixedSpectrumEmbedder()
-    build_library([first], path, embedder, progress=False)
+    build_library([first], path, embedder, progress=False, policy=IndexPolicy(target_partition_rows=30))
     lib = Library.open(path)
     before = lib.table.scan(["spectrum_id", "embedding"], where=f"{IS_DECOY} = true")
     first_decoys = pa.Table.from_batches(list(before))
@@ -98,7 +99,11 @@ def test_incremental_build_adds_each_decoy_once(decoy_library: tuple) -> None:
                         first_decoys.column("embedding").to_pylist(), strict=True):
         np.testing.assert_array_equal(by_id[sid], emb)
     # decoys sit in the partitions of their targets (same ion mode and precursor m/z)
-    assert lib.index().manifest.n_rows == 2 * len(refs)
+    index = lib.index()
+    assert index.manifest.n_rows == 2 * len(refs)
+    where = {key: pid for pid in range(len(index.manifest.partitions))
+             for key in index.partition(pid).meta.column("key").to_pylist()}
+    assert len(set(where.values())) > 2 and all(where[DECOY_PREFIX + t] == where[t] for t in targets)
     with pytest.raises(IncompatibleArtifactError, match="holds decoys"):
         build_library([path.parent / "b.mgf"], path, FixedSpectrumEmbedder(), progress=False, decoys=False)
 
