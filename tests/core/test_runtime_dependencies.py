@@ -20,7 +20,7 @@ blocked = set(sys.argv[1].split(","))
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in blocked:
-            raise ImportError(f"dev-only package {name} imported")
+            raise ModuleNotFoundError(f"dev-only package {name} imported", name=name)
         return None
 sys.meta_path.insert(0, Block())
 import engine, indexes
