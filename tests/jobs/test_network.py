@@ -178,7 +178,7 @@ def test_report_draws_components_sizes_and_a_chosen_edge(both_modes: Path, tmp_p
 
 @pytest.mark.slow
 def test_library_annotates_nodes_and_neighbours_inherit(tmp_path: Path) -> None:
-    from engine.jobs.artifacts import DEFAULT_LIBRARY
+    from engine.jobs.locations import DEFAULT_LIBRARY
 
     summary = build_network([MASSBANK, SAMPLE], tmp_path / "net", library=str(DEFAULT_LIBRARY),
                             settings=NetworkSettings(min_score=LOW))
@@ -188,3 +188,12 @@ def test_library_annotates_nodes_and_neighbours_inherit(tmp_path: Path) -> None:
     assert summary.annotated_nodes == len(own) > 0 and summary.neighbour_annotated_nodes == len(inherited)
     assert all(n["annotation_library_id"] is None for n in inherited)
     assert all(0.0 <= n["neighbour_reliability"] <= 1.0 for n in inherited)
+
+
+def test_entropy_rescore_adds_similarity_and_matched_peaks(tmp_path: Path) -> None:
+    build_network([MASSBANK], tmp_path / "net", settings=NetworkSettings(min_score=LOW, rescore="entropy"))
+    edges = pq.read_table(tmp_path / "net" / "edges.parquet").to_pylist()
+    assert edges and all(0.0 <= e["entropy"] <= 1.0 + 1e-6 and e["matched_peaks"] >= 0 for e in edges)
+    pairs = (tmp_path / "net" / "gnps_pairs.tsv").read_text().splitlines()[1]
+    first = edges[0]
+    assert float(pairs.split("\t")[5]) == pytest.approx(round(first["entropy"], 4), abs=1e-4)  # OtherScore
