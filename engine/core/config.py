@@ -17,12 +17,16 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+#: The torch device a job asks for: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 T = TypeVar("T")
 

@@ -17,19 +17,20 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import EngineError, FileFormatError, InvalidInputError
 from engine.core.locks import DirectoryLock
 from engine.io.inputs import expand_inputs, file_sha256
 from engine.io.stream import ReadReport
-from engine.jobs.annotator import artifact_digest
 from engine.jobs.chunks import InputFile, iter_chunks
 from engine.jobs.output import JobOutput, write_atomic
 from engine.jobs.qvalues import analogue_trust, assign_q_values, count_at, job_parts
-from engine.jobs.repository import RepositoryWriter
-from engine.jobs.rerun import forget_digest, nothing_to_do, save_digest
+from engine.jobs.rerun import artifact_digest, forget_digest, nothing_to_do, save_digest
 from engine.jobs.settings import AnnotateJobSettings, JobOptions, settings_dict
+
+if TYPE_CHECKING:
+    from engine.jobs.repository import RepositoryWriter
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,8 @@ def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions
         opened = time.perf_counter() - start
         if repository is not None:  # the job's spectra and embeddings go to REPO too (engine.jobs.repository)
             with DirectoryLock(repository, command="engine annotate --repository"):
+                from engine.jobs.repository import RepositoryWriter  # lazy: a no-op rerun skips LanceDB
+
                 writer = RepositoryWriter(repository, dataset=options.dataset or "", dim=annotator.model.dim,
                                           encoder_hash=annotator.model.encoder_hash)
                 seconds = run_local(files, output, annotator, options, chunk_size=spec.settings.chunk_size,

@@ -8,7 +8,6 @@ embedding quality and a ``low_quality`` flag. An :class:`Annotator` is built fro
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict
@@ -20,12 +19,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.core.locks import LOCK_NAME
+from engine.core.paths import CALIBRATION_DIR
 from engine.core.peaks import Peaks
 from engine.core.schema import SCHEMA_VERSION, versioned_schema
-from engine.jobs.artifacts import checkpoint_path, open_library_and_model, open_molecules
+from engine.jobs.artifacts import open_library_and_model, open_molecules
+from engine.jobs.rerun import digest_contents, digest_files
 from engine.jobs.settings import AnnotateSettings, AnnotatorSpec
-from engine.models.calibration import CALIBRATION_DIR
 from engine.models.device import resolve_device
 from engine.queries.candidate_sources import CandidateSource, candidate_source
 from engine.queries.references import References
@@ -69,47 +68,6 @@ QUERY_COLUMNS = ("spectrum_id", "source_file", "record_index", "precursor_mz", "
                  "n_peaks")
 
 
-def _digest_files(paths: list[Path]) -> str:
-    """Cheap content digest of artefacts: names, sizes and modification times of their files (not the
-    library's fingerprint cache, derived data a job may write there and checked against its own digest, nor
-    the writers' lock file)."""
-    from engine.queries.references import FINGERPRINT_CACHE
-
-    h = hashlib.sha256()
-    for root in paths:
-        files = (sorted(p for p in root.rglob("*") if p.is_file() and p.name != LOCK_NAME
-                        and not p.name.lstrip(".").startswith(FINGERPRINT_CACHE)) if root.is_dir() else [root])
-        for p in files:
-            st = p.stat()
-            h.update(f"{p.relative_to(root.parent)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def artifact_digest(spec: AnnotatorSpec) -> dict[str, Any]:
-    """What a job's results depend on, read without opening the model or the library (their files' names,
-    sizes and times, the candidates, the calibrations and the settings); see :mod:`engine.jobs.rerun`."""
-    lib = spec.resolved_library()
-    model = checkpoint_path(spec.model)
-    return {
-        "engine_schema_version": SCHEMA_VERSION,
-        "library": str(lib.resolve()),
-        "library_digest": _digest_files([lib]),
-        "model": str(model.resolve()),
-        "model_digest": _digest_files([model]) if model.exists() else None,
-        "candidates": _digest_files([Path(spec.candidates)]) if spec.candidates else None,
-        "calibrations": _digest_contents(sorted(CALIBRATION_DIR.glob("*.json"))),
-        "settings": asdict(spec.settings),
-    }
-
-
-def _digest_contents(paths: list[Path]) -> str:
-    """Content digest of small files (the search calibrations: they decide scores and orderings)."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
 class Annotator:
     """Holds the model, the opened library and the candidate table; annotates chunks."""
 
@@ -142,9 +100,9 @@ class Annotator:
             "engine_schema_version": SCHEMA_VERSION,
             "encoder_hash": self.model.encoder_hash,
             "library": str(lib.resolve()),
-            "library_digest": _digest_files([lib]),
-            "candidates": _digest_files([Path(self.spec.candidates)]) if self.spec.candidates else None,
-            "calibrations": _digest_contents(sorted(CALIBRATION_DIR.glob("*.json"))),
+            "library_digest": digest_files([lib]),
+            "candidates": digest_files([Path(self.spec.candidates)]) if self.spec.candidates else None,
+            "calibrations": digest_contents(sorted(CALIBRATION_DIR.glob("*.json"))),
             "settings": asdict(self.settings),
         }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import EngineError, IncompatibleArtifactError
+from engine.jobs.locations import MissingArtifactError, checkpoint_path, library_path
 from engine.models.encoders.fixed import FixedMoleculeEmbedder, FixedSpectrumEmbedder
 from engine.models.model import DEFAULT_MODEL, JointModel, load_model
 from engine.queries.candidates import MoleculeTable
@@ -19,21 +20,6 @@ from indexes.library import Library
 
 log = logging.getLogger(__name__)
 
-#: The bundled MassBank reference library.
-DEFAULT_LIBRARY = Path(__file__).resolve().parents[1] / "data" / "library"
-
-
-class MissingArtifactError(EngineError, FileNotFoundError):
-    """A model, library or table that a job needs does not exist."""
-
-
-def checkpoint_path(path: str | Path | None = None) -> Path:
-    """``path``, or the bundled model; a missing checkpoint is a :class:`MissingArtifactError`."""
-    if path is None and not DEFAULT_MODEL.exists():
-        raise MissingArtifactError(f"no bundled model at {DEFAULT_MODEL}; give --model CKPT")
-    if path is not None and not Path(path).is_file():
-        raise MissingArtifactError(f"model checkpoint not found: {path}")
-    return DEFAULT_MODEL if path is None else Path(path)
 
 
 def open_model(path: str | Path | None = None, *, device: str = "cpu") -> JointModel:
@@ -67,15 +53,6 @@ def resolve_molecule_embedder(model_path: str | Path | None = None, *, fixed: bo
         log.warning("no bundled model found; embedding with the fixed fingerprint embedder")
         return FixedMoleculeEmbedder()
     return open_model(model_path, device=device)
-
-
-def library_path(path: str | Path | None) -> Path:
-    """``path``, or the bundled library; a missing library is a :class:`MissingArtifactError`."""
-    resolved = Path(path) if path else DEFAULT_LIBRARY
-    if not resolved.exists():
-        raise MissingArtifactError(f"library not found: {resolved} (give --library LIBRARY; build one with "
-                                   f"'engine library build')")
-    return resolved
 
 
 def open_library(path: str | Path | None = None) -> Library:

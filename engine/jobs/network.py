@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from engine.core.config import Settings, setting
 from engine.core.locks import DirectoryLock
+from engine.core.paths import CALIBRATION_DIR
 from engine.core.records import IonMode
 from engine.core.schema import SCHEMA_VERSION, spectra_to_batch
 from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
@@ -42,7 +43,6 @@ from engine.jobs.annotate import plan_files
 from engine.jobs.artifacts import open_library_and_model, open_model
 from engine.jobs.chunks import InputFile
 from engine.jobs.network_files import Network, write_network
-from engine.models.calibration import CALIBRATION_DIR
 from engine.models.tanimoto_map import MAP_NAME, load_tanimoto_map, positive_mask
 from engine.queries.network import (
     Candidates,

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.core.config import Settings, setting
+from engine.core.config import DeviceChoice, Settings, setting
 from engine.core.records import IonMode
 from engine.io.stream import OnInvalid
-from engine.jobs.artifacts import library_path
-from engine.models.device import DeviceChoice
+from engine.jobs.locations import library_path
 
 CandidatesBy = Literal["formula", "mass"]
 

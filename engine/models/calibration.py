@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "data" / "calibration"
+from engine.core.paths import CALIBRATION_DIR
 
 
 def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

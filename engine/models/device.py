@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import torch
 
+from engine.core.config import DEVICE_CHOICES
 from engine.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-DeviceChoice = Literal["auto", "cpu", "cuda"]
-DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 class DeviceUnavailableError(EngineError, RuntimeError):

@@ -20,6 +20,7 @@ from torch import nn
 
 from engine.core.config import Settings, from_mapping, setting, to_dict
 from engine.core.errors import IncompatibleArtifactError, InvalidMoleculeError
+from engine.core.paths import DEFAULT_MODEL
 from engine.core.peaks import Peaks
 from engine.core.preprocess import Pipeline, default_pipeline
 from engine.models.checkpoint import content_hash, load_checkpoint, save_checkpoint
@@ -35,8 +36,6 @@ from engine.models.encoders.spectrum import (
     preprocess_flat,
 )
 from engine.models.quality import QualityConfig, QualityHead
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "model" / "default.pt"
 
 
 @dataclass(frozen=True)

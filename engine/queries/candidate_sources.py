@@ -16,13 +16,12 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from engine.core.errors import InvalidRecordError, OfflineError
+from engine.core.paths import BUNDLED_CANDIDATES
 from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
 from engine.queries.pubchem import PubChemClient, pubchem_candidates
 
 log = logging.getLogger(__name__)
 
-#: The small candidate set shipped with the engine (used when no other source is given).
-BUNDLED_CANDIDATES = Path(__file__).resolve().parents[1] / "data" / "candidates" / "molecules.parquet"
 
 
 @dataclass
