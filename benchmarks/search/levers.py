@@ -1,0 +1,225 @@
+"""Identity-search levers, fitted on the calibration fold of train and measured on val (all and hires clean).
+
+Each lever is a feature set for the identity ranker (a logistic model over all window candidates, as
+:mod:`benchmarks.search.calibrate` fits it). Per lever: top-1 accuracy on the calibration fold by
+5-fold cross-validation over its queries (the number a lever is chosen by), and on val after fitting on
+the whole fold (reported, never used for choosing). Identity sets as in :mod:`benchmarks.search.data`
+(val) and :func:`benchmarks.search.calibrate.fit_identity` (fold, redistributable records only).
+
+Usage: ``python benchmarks/search/levers.py [--cache DIR]`` (the cache keeps embeddings and candidate
+features between runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also runnable as a script
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from benchmarks._results import markdown_table, write_results
+from benchmarks.search.calibrate import batched_candidates
+from benchmarks.search.common import build_library, calibration_fold, embed
+from benchmarks.search.data import SPECTRA, load_sets
+from engine.core.peaks import Peaks
+from engine.models.calibration import fit_listwise, fit_logistic, load_calibration
+from engine.queries.hits import top_per_query
+from engine.queries.identity import IDENTITY_RANKER, IdentitySettings, identity_candidates
+from engine.queries.similarity import cosine_greedy, entropy_similarity, prepare_entropy
+from engine.queries.structure_evidence import structure_features, structure_index
+
+HERE = Path(__file__).resolve().parent
+BASE = ("embedding_cosine", "entropy", "precursor_error", "entropy_gap", "embedding_gap")
+SPECTRAL = ("cosine", "log_matches")
+QUALITY = ("quality", "library_quality")
+STRUCT = ("structure_max_entropy", "structure_mean_entropy", "structure_second_entropy",
+          "structure_max_embedding_cosine", "structure_mean_embedding_cosine", "log_structure_spectra")
+MARGIN = ("structure_margin_entropy", "structure_margin_embedding_cosine")
+#: other exact similarities: entropy at 0.01 Da, unweighted entropy, entropy with the precursor removed
+#: (Flash's cleaning, 1.6 Da), greedy cosine at 0.02 Da on raw intensities
+EXTRA = ("entropy_01", "entropy_unweighted", "entropy_no_precursor", "cosine_02")
+LEVERS: dict[str, tuple[str, ...]] = {
+    "shipped (embedding cosine, entropy, precursor error, gaps)": BASE,
+    "+ cosine, matched peaks": BASE + SPECTRAL,
+    "+ qualities": BASE + QUALITY,
+    "+ structure aggregation": BASE + STRUCT,
+    "+ structure aggregation + margins": BASE + STRUCT + MARGIN,
+    "+ structure aggregation + margins + cosine, matched peaks, qualities": BASE + STRUCT + MARGIN + SPECTRAL
+    + QUALITY,
+    "+ entropy at 0.01 Da": (*BASE, "entropy_01"),
+    "+ unweighted entropy": (*BASE, "entropy_unweighted"),
+    "+ entropy without precursor": (*BASE, "entropy_no_precursor"),
+    "+ cosine at 0.02 Da": (*BASE, "cosine_02"),
+    "+ all four other similarities": BASE + EXTRA,
+}
+
+
+def extra_similarities(peaks: Peaks, queries: npt.NDArray[np.int64], qi: npt.NDArray[np.int64],
+                       rows: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[np.float64]]:
+    """:data:`EXTRA` for every (query, library row) pair (``peaks`` of the whole table)."""
+    a, b = queries[qi], rows
+    used, inverse = np.unique(np.r_[a, b], return_inverse=True)
+    sub = peaks.subset(used)
+    ia, ib = inverse[:a.shape[0]], inverse[a.shape[0]:]
+    out = {}
+    for name, prep in (("entropy_01", prepare_entropy(sub, tolerance_da=0.01)),
+                       ("entropy_unweighted", prepare_entropy(sub, tolerance_da=0.02, weighted=False)),
+                       ("entropy_no_precursor", prepare_entropy(sub, tolerance_da=0.02, precursor_removal_da=1.6))):
+        out[name] = np.asarray(entropy_similarity(prep, prep, ia, ib), dtype=np.float64)
+    out["cosine_02"] = np.asarray(cosine_greedy(sub, sub, ia, ib, tolerance=0.02)[0], dtype=np.float64)
+    return out
+
+
+def candidates(table: pa.Table, queries: npt.NDArray[np.int64], library: npt.NDArray[np.int64],
+               emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32], encoder_hash: str,
+               work: Path) -> dict[str, Any]:
+    """Window candidates of ``queries`` against ``library`` rows with every feature (incl. per structure)."""
+    index, refs, _ = build_library(work, table, library, emb, quality, encoder_hash=encoder_hash)
+    qi, rows, feats = batched_candidates(identity_candidates, table, queries, emb, quality, index, refs,
+                                         IdentitySettings())
+    structure = structure_index(refs.meta(rows))
+    feats.update(structure_features(qi, structure, feats))
+    feats["quality"] = quality[queries[qi]].astype(np.float64)
+    feats["library_quality"] = quality[rows].astype(np.float64)
+    return {"qi": qi, "rows": rows, "n": len(queries), **feats}
+
+
+def top1(qi: npt.NDArray[np.int64], score: npt.NDArray[np.float64], label: npt.NDArray[np.float64],
+         queries: npt.NDArray[np.int64]) -> float:
+    """Share of ``queries`` (positions) whose best-scoring candidate is right (no candidate: wrong)."""
+    keep, _ = top_per_query(qi, score, 1)
+    right = np.zeros(int(qi.max()) + 1 if qi.size else 0, dtype=bool)
+    right[qi[keep]] = label[keep] > 0
+    right = np.r_[right, np.zeros(max(0, int(queries.max()) + 1 - right.shape[0]), dtype=bool)]
+    return float(right[queries].mean()) if queries.size else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "levers.json")
+    args = parser.parse_args()
+    from engine.jobs.artifacts import open_model
+    from engine.models.training.config import REDISTRIBUTABLE_LICENSES
+
+    model = open_model()
+    sets = load_sets()
+    table = sets.spectra
+    extra = pq.read_table(SPECTRA, columns=["precursor_mz", "mz", "license", "murcko_scaffold"])
+    extra = extra.filter(pc.and_(pc.is_valid(extra.column("precursor_mz")),
+                                 pc.greater(pc.list_value_length(extra.column("mz")), 0)))
+    table = table.append_column("license", extra.column("license"))
+    table = table.append_column("murcko_scaffold", extra.column("murcko_scaffold"))
+    cache = args.cache
+    if cache is not None and (cache / "emb.npz").is_file():
+        z = np.load(cache / "emb.npz")
+        emb, quality = z["emb"], z["quality"]
+    else:
+        emb, quality, _ = embed(model, table)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(cache / "emb.npz", emb=emb, quality=quality)
+    keys = np.asarray(table.column("inchikey14").to_pylist(), dtype=object)
+    modes = np.asarray(table.column("ion_mode").to_pylist(), dtype=object)
+    split = np.asarray(table.column("split").to_pylist(), dtype=object)
+    licensed = np.asarray(pc.is_in(table.column("license"), pa.array(list(REDISTRIBUTABLE_LICENSES)))
+                          .to_numpy(zero_copy_only=False), dtype=bool)
+    fold = calibration_fold(table) & licensed
+    # fold identity set, as calibrate.fit_identity draws it on the redistributable records
+    rng = np.random.default_rng(1)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in np.flatnonzero(fold):
+        groups.setdefault((keys[i], modes[i]), []).append(int(i))
+    fold_q = np.asarray(sorted(int(rng.choice(g)) for g in groups.values() if len(g) >= 2), dtype=np.int64)
+    fold_lib = np.setdiff1d(np.flatnonzero((split == "train") & licensed), fold_q)
+    peaks = Peaks.from_arrow(table.select(["mz", "intensity", "precursor_mz"]))
+    sets_c: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, q, lib in (("fold", fold_q, fold_lib), ("val", sets.identity_queries, sets.identity_library)):
+            path = cache / f"cand_{name}.npz" if cache is not None else None
+            if path is not None and path.is_file():
+                sets_c[name] = dict(np.load(path, allow_pickle=True))
+                sets_c[name]["n"] = int(sets_c[name]["n"])
+            else:
+                sets_c[name] = candidates(table, q, lib, emb, quality, model.encoder_hash, Path(tmp) / name)
+                if path is not None:
+                    np.savez(path, **sets_c[name])
+            c = sets_c[name]
+            c["label"] = (keys[c["rows"]] == keys[q[c["qi"]]]).astype(np.float64)
+            c["clean"] = sets.hires_clean[q]
+            c.update(extra_similarities(peaks, q, c["qi"], c["rows"]))
+            print(name, len(q), "queries,", int(c["clean"].sum()), "hires clean,", len(c["qi"]), "pairs", flush=True)
+    fold_c, val_c = sets_c["fold"], sets_c["val"]
+    n_fold = fold_c["n"]
+    shipped = load_calibration(IDENTITY_RANKER, model.encoder_hash)
+    rows: list[dict[str, Any]] = []
+    if shipped is not None:
+        rows.append({"lever": "stored identity_rank.json", **evaluate_fixed(shipped.linear, fold_c, val_c)})
+    for name, score in (("entropy only", "entropy"), ("embedding cosine only", "embedding_cosine")):
+        rows.append({"lever": name, **evaluate_fixed(lambda c, s=score: c[s], fold_c, val_c)})
+    perm = np.random.default_rng(5).permutation(n_fold)
+    part = np.empty(n_fold, dtype=np.int64)
+    part[perm] = np.arange(n_fold) % 5
+    listwise = {f"{name} [listwise fit]": names for name, names in LEVERS.items()
+                if name.startswith(("shipped", "+ structure aggregation", "+ cosine"))}
+    for name, names in {**LEVERS, **listwise}.items():
+        def fit(sel: npt.NDArray[np.bool_], names: tuple[str, ...] = names, name: str = name) -> Any:
+            x = {f: fold_c[f][sel] for f in names}
+            if name.endswith("[listwise fit]"):  # softmax over each query's candidates, target = right structure
+                return fit_listwise("lever", x, fold_c["qi"][sel], fold_c["label"][sel], feature_names=names,
+                                    temperature=0.1)
+            return fit_logistic("lever", x, fold_c["label"][sel], feature_names=names)
+
+        cv_score = np.zeros(len(fold_c["qi"]))
+        for k in range(5):
+            train = part[fold_c["qi"]] != k
+            cv_score[~train] = fit(train).linear({f: fold_c[f][~train] for f in names})
+        cal = fit(np.ones(len(fold_c["qi"]), dtype=bool))
+        all_q = np.arange(n_fold)
+        row = {"lever": name, "fold_cv_top1": top1(fold_c["qi"], cv_score, fold_c["label"], all_q),
+               "fold_cv_top1_hires_clean": top1(fold_c["qi"], cv_score, fold_c["label"],
+                                                all_q[fold_c["clean"]]),
+               **val_scores(cal.linear(val_c), val_c), "coef": dict(zip(names, cal.coef, strict=True))}
+        rows.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "coef"}, flush=True)
+    data = {"fold_queries": n_fold, "fold_hires_clean": int(fold_c["clean"].sum()), "val_queries": val_c["n"],
+            "val_hires_clean": int(val_c["clean"].sum()), "rows": rows}
+    body = f"""
+Identity ranker levers (issue 18): each a logistic model over all window candidates (10 ppm), fitted on
+the calibration fold of train ({n_fold} queries, {data['fold_hires_clean']} high-resolution clean; redistributable
+records) and chosen by its 5-fold cross-validated top-1 there; val ({val_c['n']} queries,
+{data['val_hires_clean']} high-resolution clean) is reported, never chosen on. One fold query is
+{1 / n_fold:.4f} of top-1, one val query {1 / val_c['n']:.4f} (hires clean {1 / data['val_hires_clean']:.4f}).
+
+{markdown_table([{k: v for k, v in r.items() if k != 'coef'} for r in rows])}
+"""
+    write_results("search-levers", "Search levers: identity ranker features (calibration fold -> val)", body,
+                  data, args.out)
+    print(body)
+
+
+def val_scores(score: npt.NDArray[np.float64], val_c: dict[str, Any]) -> dict[str, float]:
+    q = np.arange(val_c["n"])
+    return {"val_top1": top1(val_c["qi"], score, val_c["label"], q),
+            "val_top1_hires_clean": top1(val_c["qi"], score, val_c["label"], q[val_c["clean"]])}
+
+
+def evaluate_fixed(func: Any, fold_c: dict[str, Any], val_c: dict[str, Any]) -> dict[str, float]:
+    q = np.arange(fold_c["n"])
+    s = func(fold_c)
+    return {"fold_cv_top1": top1(fold_c["qi"], s, fold_c["label"], q),
+            "fold_cv_top1_hires_clean": top1(fold_c["qi"], s, fold_c["label"], q[fold_c["clean"]]),
+            **val_scores(func(val_c), val_c)}
+
+
+if __name__ == "__main__":
+    main()
