@@ -14,7 +14,8 @@ structures behind each edge (RDKit fingerprints, 2048 bits). Three networks, eac
   mutual top-10.
 
 Per ion mode the modified-cosine network's edge count ``E`` is the budget: the engine's and entropy's best
-``E`` edges (by their own score) are compared with it: share of edges at Tanimoto >= 0.6, mean Tanimoto,
+``E`` edges (by their own score; the engine's ties on the isotonic map's plateaus broken by cosine, as
+the engine orders neighbours) are compared with it: share of edges at Tanimoto >= 0.6, mean Tanimoto,
 and the same share among edges joining two different structures. Cross-mode edges exist only for the
 engine; its row reports them at the default ``--min-score``.
 
@@ -175,9 +176,11 @@ def quality(truth: Truth, a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) ->
             "different_structure_edges": int(diff.sum())}
 
 
-def top(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], score: npt.NDArray[np.float64], n: int
-        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    order = np.lexsort((b, a, -score))[:n]
+def top(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], score: npt.NDArray[np.float64], n: int,
+        tiebreak: npt.NDArray[np.float64] | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The ``n`` best edges by ``score`` (then ``tiebreak``, both descending; then node ids)."""
+    second = -tiebreak if tiebreak is not None else np.zeros(a.shape[0])
+    order = np.lexsort((b, a, second, -score))[:n]
     return a[order], b[order]
 
 
@@ -241,7 +244,9 @@ def edge_quality(model: Any, min_score: float) -> dict[str, Any]:
         keep = mutual_top_k(ea, eb, es, K)
         ea, eb, es = ea[keep], eb[keep], es[keep]
         sel = np.flatnonzero(~e_cross & (e_pos == is_pos))
-        ga, gb = top(edges.source[sel], edges.target[sel], edges.score[sel].astype(np.float64), budget)
+        # the engine's own order: predicted Tanimoto, ties (the isotonic map's plateaus) by cosine
+        ga, gb = top(edges.source[sel], edges.target[sel], edges.score[sel].astype(np.float64), budget,
+                     edges.cosine[sel].astype(np.float64))
         xa, xb = top(ea, eb, es, budget)
         n_pairs = rows.shape[0] * (rows.shape[0] - 1) // 2
         for name, (a, b) in (("engine (predicted Tanimoto)", (ga, gb)), ("modified cosine (GNPS classic)", (ma, mb)),
@@ -379,7 +384,10 @@ def write(results: dict[str, Any]) -> None:
         markdown_table(q["rows"], cols),
         "",
         f"Share of Tanimoto >= 0.6 edges, engine minus modified cosine at equal edge count: {', '.join(gaps)} "
-        "(target: >= +0.05 in each mode).",
+        "(target: >= +0.05 in each mode). The engine's edges are taken in its own order, predicted Tanimoto "
+        "with the isotonic map's plateau ties broken by cosine; on the calibration fold, ties broken by node "
+        "id instead gave 0.983 against 0.992 in negative mode (modified cosine 0.927 there), which is how "
+        "the tie-break was chosen, without looking at val.",
         "",
         f"`--min-score` default {ms['chosen']}: chosen on the model's calibration fold of train "
         f"({ms['spectra']:,} spectra of structures held out of training; val not used), the lowest threshold "
@@ -456,11 +464,17 @@ def main() -> None:
             print(f"note: chosen min score {results['min_score']['chosen']} differs from the engine's "
                   f"DEFAULT_MIN_SCORE {DEFAULT_MIN_SCORE}")
         results["edge_quality"] = edge_quality(model, results["min_score"]["chosen"])
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    if not sizes:  # quality only: keep the stored cost figures
+        for key in ("matchms", "cost", "extrapolated"):
+            if key in previous:
+                results[key] = previous[key]
         write(results)
+        return
     results["matchms"] = matchms_rate()
     results["cost"] = []
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
-        for n in (int(x) for x in args.sizes.split(",") if x):
+        for n in sizes:
             results["cost"].append(cost(n, Path(tmp), graph_files=n <= 100_000))
             write(results)
             print(json.dumps(results["cost"][-1]))
