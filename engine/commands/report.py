@@ -20,7 +20,8 @@ from engine.commands.common import engine_errors
 @click.option("--max-plots", default=50, show_default=True, type=click.IntRange(0),
               help="Mirror or fragment plots at most (one per query, for its top hit or candidate).")
 @click.option("--edge", default=None, metavar="SRC,TGT",
-              help="Network output: the edge whose mirror plot to show (node ids, cluster ids or spectrum ids) "
+              help="Network output: the edge whose mirror plot to show (cluster ids as in the graph files, spectrum "
+                   "ids or node ids) "
                    "[default: the top edge].")
 @engine_errors
 def report(results: Path, queries: tuple[str, ...], library: tuple[str, ...], out: Path,

@@ -94,14 +94,15 @@ def size_histogram_png(nodes: pa.Table) -> str:
 
 
 def find_edge(nodes: pa.Table, edges: pa.Table, edge: tuple[str, str] | None) -> int | None:
-    """Row of ``edge`` (node ids, cluster ids or spectrum ids, either order) or of the top edge."""
+    """Row of ``edge`` (spectrum ids, cluster ids as in the graph files, or node ids; either order) or of
+    the top edge."""
     if edges.num_rows == 0:
         return None
     if edge is None:
         return int(np.argmax(edges.column("predicted_tanimoto").to_numpy(zero_copy_only=False)))
     ids = nodes.column("node_id").to_numpy().tolist()
     lookup: dict[str, int] = {}
-    for col in ("query_id", "cluster_id", "node_id"):
+    for col in ("node_id", "cluster_id", "query_id"):  # later columns win: spectrum id, then cluster id
         for i, v in zip(ids, nodes.column(col).to_pylist(), strict=True):
             lookup[str(v)] = int(i)
     a, b = (lookup.get(str(x).strip()) for x in edge)
