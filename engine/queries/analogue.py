@@ -43,6 +43,7 @@ from engine.queries.hits import (
 )
 from engine.queries.identity import ScoreModel
 from engine.queries.references import SCORING_MAX_PEAKS, References
+from engine.queries.rerank import load_reranker, rerank_order
 from engine.queries.similarity import (
     cosine_greedy,
     entropy_similarity,
@@ -67,6 +68,8 @@ class AnalogueSettings(Settings):
     same_ion_mode: bool = True
     cosine_tolerance_da: float = 0.1
     min_library_quality: float | None = None
+    #: the stored second-stage re-ranker (engine.queries.rerank), when there is one for the model
+    rerank: bool = True
 
 
 
@@ -257,6 +260,12 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
     order = (analogue_order(qi, feats, rows, references, score_model.ranker)
              if score_model.ranker is not None else None)
+    use = settings.rerank and score_model.ranker is not None
+    reranker = load_reranker(embedder.encoder_hash) if use else None
+    if reranker is not None and score_model.ranker is not None:  # second stage (engine.queries.rerank)
+        first, fps = score_model.ranker.linear(feats), references.structure_fingerprints(rows)
+        order = rerank_order(feats, first, lambda top, t: consensus_scores(qi, first, fps, top=top, temperature=t),
+                             reranker)
     feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
                                        scale=score_model.scale, fallback_rank="embedding_cosine",

@@ -6,6 +6,8 @@ compound's spectra agree with the query more consistently. :func:`structure_feat
 (query, library spectrum) row summaries over all candidate spectra of the same (query, structure):
 the maximum, the mean and the second-best of a per-spectrum feature, the number of spectra, and the
 structure's margin to the query's best other structure. Rows without an InChIKey are their own structure.
+The default identity ranker does not read these: on the calibration fold they did not raise top-1
+(benchmarks/search/levers.py, section "search-levers" of benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

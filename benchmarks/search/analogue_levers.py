@@ -1,0 +1,344 @@
+"""Analogue-search levers, fitted on the calibration fold of train and measured on val (all and hires clean).
+
+Candidates as :func:`engine.queries.analogue.analogue_candidates` gives them (the 200 nearest library
+spectra by embedding cosine). Fold: calibration-fold queries (redistributable records, seeded sample)
+against train outside the fold; val: every val spectrum against train (as the search benchmark). Each
+lever is an ordering of a query's candidates; the metric is the mean Tanimoto (RDKit fingerprint, 2048
+bits) of the top-ranked candidate's structure to the query's. Levers are chosen on the fold (5-fold
+cross-validation over its queries where a lever is fitted); val is only reported.
+
+Usage: ``python benchmarks/search/analogue_levers.py [--cache DIR] [--fold-queries 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also runnable as a script
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from benchmarks._results import markdown_table, write_results
+from benchmarks.search.calibrate import batched_candidates
+from benchmarks.search.common import build_library, calibration_fold, embed
+from benchmarks.search.data import SPECTRA, fingerprints, load_sets, tanimoto
+from engine.models.calibration import fit_listwise, load_calibration
+from engine.queries.analogue import ANALOGUE_RANKER, AnalogueSettings, analogue_candidates, consensus_scores
+from engine.queries.hits import top_per_query
+from engine.queries.rerank import ANALOGUE_RERANKER, consensus_name
+
+HERE = Path(__file__).resolve().parent
+Feats = dict[str, Any]
+
+
+def candidates(table: pa.Table, queries: npt.NDArray[np.int64], library: npt.NDArray[np.int64],
+               emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32], encoder_hash: str,
+               work: Path, fps: npt.NDArray[np.uint8], struct: npt.NDArray[np.int64]) -> Feats:
+    index, refs, _ = build_library(work, table, library, emb, quality, encoder_hash=encoder_hash)
+    refs.prepare()
+    qi, rows, feats = batched_candidates(analogue_candidates, table, queries, emb, quality, index, refs,
+                                         AnalogueSettings())
+    feats["tanimoto"] = tanimoto(fps[struct[queries[qi]]], fps[struct[rows]])
+    return {"qi": qi, "rows": rows, "n": len(queries), **feats}
+
+
+def top1_mean(qi: npt.NDArray[np.int64], order: npt.NDArray[np.float64], tani: npt.NDArray[np.float64],
+              queries: npt.NDArray[np.int64], n: int) -> float:
+    """Mean top-1 Tanimoto over ``queries`` (positions; a query without candidates counts 0)."""
+    keep, _ = top_per_query(qi, order, 1)
+    best = np.zeros(n)
+    best[qi[keep]] = tani[keep]
+    return float(best[queries].mean()) if queries.size else float("nan")
+
+
+def with_consensus(c: Feats, logit: npt.NDArray[np.float64], fps: npt.NDArray[np.uint8], top: int,
+                   factors: tuple[float, ...], spread: float) -> dict[str, npt.NDArray[np.float64]]:
+    """Consensus features of each query's ``top`` candidates by ``logit`` (NaN outside)."""
+    out = {}
+    for f in factors:
+        out[f"consensus_{f}"] = consensus_scores(c["qi"], logit, fps, top=top, temperature=f * spread)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--fold-queries", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=HERE / "analogue_levers.json")
+    parser.add_argument("--save", action="store_true",
+                        help=f"write the shipped re-ranker ({SHIPPED}) to the engine's {ANALOGUE_RERANKER}.json")
+    args = parser.parse_args()
+    from engine.jobs.artifacts import open_model
+    from engine.models.training.config import REDISTRIBUTABLE_LICENSES
+
+    model = open_model()
+    sets = load_sets()
+    table = sets.spectra
+    extra = pq.read_table(SPECTRA, columns=["precursor_mz", "mz", "license", "murcko_scaffold"])
+    extra = extra.filter(pc.and_(pc.is_valid(extra.column("precursor_mz")),
+                                 pc.greater(pc.list_value_length(extra.column("mz")), 0)))
+    table = table.append_column("license", extra.column("license"))
+    table = table.append_column("murcko_scaffold", extra.column("murcko_scaffold"))
+    cache = args.cache
+    if cache is not None and (cache / "emb.npz").is_file():
+        z = np.load(cache / "emb.npz")
+        emb, quality = z["emb"], z["quality"]
+    else:
+        emb, quality, _ = embed(model, table)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(cache / "emb.npz", emb=emb, quality=quality)
+    smiles = np.asarray(table.column("smiles").to_pylist(), dtype=object).astype(str)
+    uniq, struct = np.unique(smiles, return_inverse=True)
+    fps_path = cache / "fps.npy" if cache is not None else None
+    if fps_path is not None and fps_path.is_file():
+        fps = np.load(fps_path)
+    else:
+        fps = fingerprints(uniq.tolist())
+        if fps_path is not None:
+            np.save(fps_path, fps)
+    mol_path = cache / "mol.npy" if cache is not None else None
+    if mol_path is not None and mol_path.is_file():
+        mol = np.load(mol_path)
+    else:
+        found = model.embed_molecules(list(uniq), on_invalid="skip")
+        mol = np.zeros((len(uniq), found.embeddings.shape[1]), dtype=np.float32)
+        mol[found.valid] = found.embeddings
+        if mol_path is not None:
+            np.save(mol_path, mol)
+    split = np.asarray(table.column("split").to_pylist(), dtype=object)
+    licensed = np.asarray(pc.is_in(table.column("license"), pa.array(list(REDISTRIBUTABLE_LICENSES)))
+                          .to_numpy(zero_copy_only=False), dtype=bool)
+    fold = calibration_fold(table) & licensed
+    fold_q = np.flatnonzero(fold)
+    if len(fold_q) > args.fold_queries:
+        fold_q = np.sort(np.random.default_rng(2).choice(fold_q, args.fold_queries, replace=False))
+    fold_lib = np.flatnonzero((split == "train") & ~calibration_fold(table) & licensed)
+    sets_c: dict[str, Feats] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, q, lib in (("fold", fold_q, fold_lib), ("val", sets.analogue_queries, sets.train_rows)):
+            path = cache / f"an_{name}.npz" if cache is not None else None
+            if path is not None and path.is_file():
+                sets_c[name] = dict(np.load(path))
+                sets_c[name]["n"] = int(sets_c[name]["n"])
+            else:
+                sets_c[name] = candidates(table, q, lib, emb, quality, model.encoder_hash, Path(tmp) / name, fps,
+                                          struct)
+                if path is not None:
+                    np.savez(path, **sets_c[name])
+            c = sets_c[name]
+            c["clean"] = sets.hires_clean[q]
+            c["fps"] = fps[struct[c["rows"]]]
+            # cross-modal: the query spectrum's embedding against the candidate structure's molecule embedding
+            c["molecule_cosine"] = np.einsum("ij,ij->i", emb[q[c["qi"]]], mol[struct[c["rows"]]]).astype(np.float64)
+            print(name, len(q), "queries,", int(c["clean"].sum()), "hires clean,", len(c["qi"]), "pairs", flush=True)
+    rows = evaluate(sets_c["fold"], sets_c["val"], load_calibration(ANALOGUE_RANKER, model.encoder_hash),
+                    model.encoder_hash if args.save else None)
+    fold_c, val_c = sets_c["fold"], sets_c["val"]
+    data = {"fold_queries": fold_c["n"], "fold_hires_clean": int(fold_c["clean"].sum()), "val_queries": val_c["n"],
+            "val_hires_clean": int(val_c["clean"].sum()), "rows": rows}
+    body = f"""
+Analogue ordering levers (issue 18), over each query's 200 nearest library spectra by embedding cosine.
+Fold: {fold_c['n']:,} calibration-fold queries ({data['fold_hires_clean']:,} high-resolution clean; seeded sample,
+redistributable records) against train outside the fold; val: {val_c['n']:,} queries ({data['val_hires_clean']:,}
+high-resolution clean) against train. Mean top-1 Tanimoto; fitted levers show cross-validated fold
+figures; val is reported, never chosen on.
+
+{markdown_table([{k: v for k, v in r.items() if k != 'coef'} for r in rows])}
+"""
+    write_results("search-analogue-levers", "Search levers: analogue ordering (calibration fold -> val)", body, data,
+                  args.out)
+    print(body)
+
+
+def report(name: str, fold_c: Feats, val_c: Feats, fold_order: npt.NDArray[np.float64],
+           val_order: npt.NDArray[np.float64], **extra: Any) -> dict[str, Any]:
+    qf, qv = np.arange(fold_c["n"]), np.arange(val_c["n"])
+    row = {"lever": name,
+           "fold_top1": top1_mean(fold_c["qi"], fold_order, fold_c["tanimoto"], qf, fold_c["n"]),
+           "fold_top1_hires_clean": top1_mean(fold_c["qi"], fold_order, fold_c["tanimoto"], qf[fold_c["clean"]],
+                                              fold_c["n"]),
+           "val_top1": top1_mean(val_c["qi"], val_order, val_c["tanimoto"], qv, val_c["n"]),
+           "val_top1_hires_clean": top1_mean(val_c["qi"], val_order, val_c["tanimoto"], qv[val_c["clean"]],
+                                             val_c["n"]), **extra}
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    return row
+
+
+def evaluate(fold_c: Feats, val_c: Feats, shipped: Any, save_for: str | None = None) -> list[dict[str, Any]]:
+    """Every lever's row; with ``save_for`` (an encoder hash) the :data:`SHIPPED` re-ranker is saved."""
+    rows = []
+    rows.append(report("oracle (best Tanimoto among the 200 candidates)", fold_c, val_c, fold_c["tanimoto"],
+                       val_c["tanimoto"]))
+    for f in ("embedding_cosine", "modified_cosine", "entropy"):
+        rows.append(report(f"{f} only", fold_c, val_c, fold_c[f], val_c[f]))
+    def fixed(c: Feats) -> npt.NDArray[np.float64]:
+        return np.asarray(c["entropy"] + c["modified_cosine"] + c["embedding_cosine"], dtype=np.float64)
+
+    rows.append(report("fixed sum", fold_c, val_c, fixed(fold_c), fixed(val_c)))
+    if shipped is not None:
+        temp = float(shipped.info.get("consensus_temperature", 0.0))
+        top = int(shipped.info.get("consensus_top", 0))
+
+        def shipped_order(c: Feats) -> npt.NDArray[np.float64]:
+            logit = shipped.linear(c)
+            cons = consensus_scores(c["qi"], logit, c["fps"], top=top, temperature=temp)
+            return np.where(np.isfinite(cons), 1e3 + cons, logit - 1e3)
+
+        rows.append(report("shipped (fixed sum + structure consensus)", fold_c, val_c, shipped_order(fold_c),
+                           shipped_order(val_c)))
+    rows.append(report("molecule_cosine only (query spectrum vs candidate structure, cross-modal)", fold_c, val_c,
+                       fold_c["molecule_cosine"], val_c["molecule_cosine"]))
+
+    def fixed_mol(c: Feats) -> npt.NDArray[np.float64]:
+        return fixed(c) + np.asarray(c["molecule_cosine"], dtype=np.float64)
+
+    rows.append(report("fixed sum + molecule_cosine", fold_c, val_c, fixed_mol(fold_c), fixed_mol(val_c)))
+    rows.extend(direct_weights(fold_c, val_c))
+    rows.extend(direct_weights(fold_c, val_c, tuple(f for f in WEIGHT_FEATURES if f != "molecule_cosine"),
+                               " without molecule_cosine"))
+    rows.extend(rerankers(fold_c, val_c, fixed, save_for))
+    return rows
+
+
+WEIGHT_FEATURES = ("entropy", "modified_cosine", "embedding_cosine", "molecule_cosine", "structure_max_entropy",
+                   "structure_max_modified", "structure_max_cosine", "structure_cosine", "log_structure_spectra",
+                   "log_mass_difference")
+
+
+Dense = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+
+
+def dense_candidates(c: dict[str, Any], names: tuple[str, ...]) -> Dense:
+    """Features ``[query, candidate, feature]``, Tanimoto ``[query, candidate]`` and which slots hold a
+    candidate, from the flat candidate rows ``c`` (``qi`` sorted, ``n`` queries)."""
+    qi = c["qi"]
+    start = np.r_[0, np.flatnonzero(qi[1:] != qi[:-1]) + 1]
+    pos = np.arange(len(qi)) - np.repeat(start, np.diff(np.r_[start, len(qi)]))
+    width = int(pos.max()) + 1
+    x = np.zeros((c["n"], width, len(names)), np.float32)
+    y = np.zeros((c["n"], width), np.float32)
+    valid = np.zeros((c["n"], width), dtype=bool)
+    x[qi, pos] = np.stack([c[f] for f in names], axis=1)
+    y[qi, pos] = c["tanimoto"]
+    valid[qi, pos] = True
+    return x, y, valid
+
+
+def top1_dense(data: Dense, w: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Tanimoto of each query's best candidate under the weighted sum ``x @ w`` (0 without candidates)."""
+    x, y, valid = data
+    best = np.argmax(np.where(valid, x @ w, -np.inf), axis=1)
+    return np.asarray(y[np.arange(len(best)), best], dtype=np.float32)
+
+
+def ascend_weights(data: Dense, start: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Coordinate ascent of the weights of a sum on the mean top-1 Tanimoto (3 sweeps, steps -1..1)."""
+    w, best = start.copy(), float(top1_dense(data, start).mean())
+    for _ in range(3):
+        for j in range(len(w)):
+            for step in (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0):
+                trial = w.copy()
+                trial[j] += step
+                value = float(top1_dense(data, trial).mean())
+                if value > best + 1e-4:
+                    best, w = value, trial
+    return w
+
+
+def direct_weights(fold_c: Feats, val_c: Feats, names: tuple[str, ...] = WEIGHT_FEATURES,
+                   label: str = "") -> list[dict[str, Any]]:
+    """A weighted sum whose weights maximise the fold's mean top-1 Tanimoto directly (from the fixed sum);
+    fold figure by 2-fold cross-fitting over its queries."""
+    fold_d = dense_candidates(fold_c, names)
+    start = np.asarray([1, 1, 1] + [0] * (len(names) - 3), dtype=np.float32)
+    half = np.random.default_rng(5).permutation(fold_c["n"]) < fold_c["n"] // 2
+    score = np.zeros(fold_c["n"])
+    for part in (half, ~half):
+        w = ascend_weights(tuple(a[~part] for a in fold_d), start)  # type: ignore[arg-type]
+        score[part] = top1_dense(tuple(a[part] for a in fold_d), w)  # type: ignore[arg-type]
+    w = ascend_weights(fold_d, start)
+    tv = top1_dense(dense_candidates(val_c, names), w)
+    row = {"lever": f"weighted sum{label}, weights by coordinate ascent on the fold's top-1 Tanimoto",
+           "fold_top1": float(score.mean()), "fold_top1_hires_clean": float(score[fold_c["clean"]].mean()),
+           "val_top1": float(tv.mean()), "val_top1_hires_clean": float(tv[val_c["clean"]].mean()),
+           "coef": dict(zip(names, (float(v) for v in w), strict=True))}
+    print(row, flush=True)
+    return [row]
+
+
+BASE_FEATURES = ("embedding_cosine", "structure_cosine", "log_structure_spectra", "modified_cosine", "entropy",
+                 "log_mass_difference", "library_quality", "structure_max_modified", "structure_max_entropy",
+                 "structure_max_cosine")
+
+
+#: the re-ranker the engine ships (chosen on the fold: best cross-validated top-1 Tanimoto there)
+SHIPPED = "consensus + base features"
+
+
+def rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[np.float64]],
+              save_for: str | None = None) -> list[dict[str, Any]]:
+    """Second-stage listwise re-rankers over each query's top ``K`` by ``first``, with consensus features."""
+    rows = []
+    n_f = fold_c["n"]
+    perm = np.random.default_rng(5).permutation(n_f)
+    part = np.empty(n_f, dtype=np.int64)
+    part[perm] = np.arange(n_f) % 5
+    spread_f = float(np.std(first(fold_c)))
+    for top in (30,):
+        factors = (0.1, 0.2, 0.5, 1e3)
+        stage: dict[str, Feats] = {}
+        for name, c in (("fold", fold_c), ("val", val_c)):
+            logit = first(c)
+            cons = with_consensus(c, logit, c["fps"], top, factors, spread_f)
+            inside = np.isfinite(cons[f"consensus_{factors[0]}"])
+            sub: Feats = {k: v[inside] for k, v in c.items()
+                          if isinstance(v, np.ndarray) and v.shape[:1] == inside.shape}
+            sub.update({k: v[inside] for k, v in cons.items()})
+            sub["first_logit"] = logit[inside]
+            sub["n"], sub["clean"] = c["n"], c["clean"]
+            stage[name] = sub
+        f_s, v_s = stage["fold"], stage["val"]
+        for label, names in (
+                ("consensus 0.2 + first", ("first_logit", "consensus_0.2")),
+                ("consensus (4 temperatures) + first", ("first_logit", *[f"consensus_{f}" for f in factors])),
+                ("consensus + base features", ("first_logit", *[f"consensus_{f}" for f in factors], *BASE_FEATURES)),
+                ("consensus + base features + molecule_cosine", ("first_logit", *[f"consensus_{f}" for f in factors],
+                                                                 *BASE_FEATURES, "molecule_cosine")),
+        ):
+            for temp in (0.1,):
+                cv = np.zeros(len(f_s["qi"]))
+                for k in range(5):
+                    tr = part[f_s["qi"]] != k
+                    cal = fit_listwise("cv", {f: f_s[f][tr] for f in names}, f_s["qi"][tr], f_s["tanimoto"][tr],
+                                       feature_names=names, temperature=temp)
+                    cv[~tr] = cal.linear({f: f_s[f][~tr] for f in names})
+                cal = fit_listwise("rerank", {f: f_s[f] for f in names}, f_s["qi"], f_s["tanimoto"],
+                                   feature_names=names, temperature=temp)
+                rows.append(report(f"re-rank top {top}: {label} (listwise, T={temp})", f_s, v_s, cv,
+                                   cal.linear(v_s), coef=dict(zip(names, cal.coef, strict=True))))
+                if label == SHIPPED and save_for is not None:  # consensus features named as the engine names them
+                    stored = tuple(consensus_name(factors.index(float(n.split("_")[1]))) if n.startswith("consensus_")
+                                   else n for n in names)
+                    info = {"kind": "second-stage listwise re-ranker", "top": top,
+                            "temperatures": [f * spread_f for f in factors], "target_temperature": temp,
+                            "first_stage": "fixed sum of entropy, modified cosine and embedding cosine",
+                            "fitted_on": "calibration fold of train (queries) vs train outside the fold",
+                            "queries": fold_c["n"], "fold_cv_top1": rows[-1]["fold_top1"]}
+                    dataclasses.replace(cal, name=ANALOGUE_RERANKER, features=stored, encoder_hash=save_for,
+                                        info=info).save()
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Second-stage analogue re-ranking: the top candidates re-scored with structure consensus."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from query_helpers import build_test_library, split_queries
+
+from engine.core.records import Spectrum
+from engine.core.schema import spectra_to_batch
+from engine.models.calibration import Calibration
+from engine.queries.analogue import AnalogueSettings, analogue_search, consensus_scores
+from engine.queries.hits import top_per_query
+from engine.queries.references import References
+from engine.queries.rerank import consensus_name, load_reranker, rerank_order
+
+
+def _reranker(consensus_weight: float, *, top: int = 3) -> Calibration:
+    features = ("first_logit", consensus_name(0))
+    return Calibration("test_rerank", features=features, coef=(1.0, consensus_weight), intercept=0.0,
+                       mean=(0.0, 0.0), scale=(1.0, 1.0), info={"top": top, "temperatures": [0.5]})
+
+
+def _fingerprints(bits: list[list[int]]) -> npt.NDArray[np.uint8]:
+    out = np.zeros((len(bits), 256), dtype=np.uint8)
+    for row, on in enumerate(bits):
+        out[row, on] = 0xFF
+    return out
+
+
+def test_consensus_moves_the_central_structure_first_inside_top_only() -> None:
+    # one query, four candidates: 0 is best by the first stage but unlike 1 and 2, which agree with each
+    # other; 3 is outside the top 3 and must stay last whatever its features
+    qi = np.zeros(4, dtype=np.int64)
+    first = np.array([3.0, 2.9, 2.8, 0.0])
+    fps = _fingerprints([[0], [1, 2], [1, 2], [1, 2]])
+
+    def consensus(top: int, temperature: float) -> npt.NDArray[np.float64]:
+        return consensus_scores(qi, first, fps, top=top, temperature=temperature)
+
+    order = rerank_order({}, first, consensus, _reranker(10.0))
+    keep, rank = top_per_query(qi, order, 4)
+    assert keep[0] in (1, 2)  # the consensus structure wins
+    assert keep[-1] == 3  # outside the top keeps first-stage order, below all re-scored rows
+    # without a consensus weight the first-stage order stands
+    keep0, _ = top_per_query(qi, rerank_order({}, first, consensus, _reranker(0.0)), 4)
+    assert keep0.tolist() == [0, 1, 2, 3]
+    assert rank.tolist() == [1, 2, 3, 4]
+
+
+def test_stored_reranker_belongs_to_the_bundled_model() -> None:
+    from engine.models.checkpoint import load_checkpoint
+    from engine.models.model import DEFAULT_MODEL
+
+    model_hash = load_checkpoint(DEFAULT_MODEL)["content_hash"]
+    stored = load_reranker(model_hash)
+    assert stored is not None, "analogue_rerank.json missing or fitted for another model"
+    n_consensus = sum(f.startswith("consensus_t") for f in stored.features)
+    assert n_consensus == len(stored.info["temperatures"]) and int(stored.info["top"]) >= 2
+    assert "first_logit" in stored.features
+    assert load_reranker("another-encoder") is None
+
+
+@pytest.mark.slow
+def test_analogue_search_reranks_with_the_bundled_model(tmp_path: Path, sample_spectra: list[Spectrum]) -> None:
+    from engine.models.model import DEFAULT_MODEL, load_model
+
+    model = load_model(DEFAULT_MODEL)
+    queries, refs = split_queries(sample_spectra, every=5)
+    lib = build_test_library(tmp_path / "library", refs, model)
+    batch = spectra_to_batch(queries)
+    on = analogue_search(batch, lib, References(lib), model, settings=AnalogueSettings(top_k=5))
+    off = analogue_search(batch, lib, References(lib), model, settings=AnalogueSettings(top_k=5, rerank=False))
+    for result in (on, off):
+        assert result.num_rows > 0
+        for _, rows in itertools.groupby(result.to_pylist(), key=lambda r: r["query_id"]):
+            rows_ = list(rows)
+            assert [r["rank"] for r in rows_] == list(range(1, len(rows_) + 1))
+            scores = [r["score"] for r in rows_]
+            assert scores == sorted(scores, reverse=True) and all(0 <= v <= 1 for v in scores)
+    # the same candidates are retrieved; the re-ranker only reorders the best ones
+    assert set(on.column("query_id").to_pylist()) == set(off.column("query_id").to_pylist())
+    top_on = {r["query_id"]: r["library_id"] for r in on.to_pylist() if r["rank"] == 1}
+    top_off = {r["query_id"]: r["library_id"] for r in off.to_pylist() if r["rank"] == 1}
+    assert top_on.keys() == top_off.keys()
