@@ -284,3 +284,22 @@ def test_web_page_renders_hits_and_mirror_plots(base_url: str, query: tuple[Path
     finally:
         driver.quit()
     assert math.isfinite(body["precursor_mz"])
+
+
+def test_reference_library_names_the_query(repo: Path, query: tuple[Path, dict[str, Any]]) -> None:
+    from engine.core.paths import DEFAULT_LIBRARY
+    from engine.jobs.serve import LookupWorker, _Job
+    from engine.queries.lookup import LookupSettings
+
+    path, _ = query
+    searcher = RepositorySearcher(repo, library=DEFAULT_LIBRARY)
+    worker = LookupWorker(searcher, ServiceLimits())
+    try:
+        result = worker.submit(_Job("spectra", read_query_file(path), LookupSettings(top_k=3), library_k=2)).result(60)
+    finally:
+        worker.close()
+    assert result["hits"][0]["usi"] == USI
+    matches = result["library_matches"]
+    assert 0 < len(matches) <= 2 and all(m["library_id"] and m["name"] for m in matches)
+    prec = read_query_file(path).column("precursor_mz")[0].as_py()
+    assert all(abs(m["precursor_mz"] - prec) <= prec * 20e-6 for m in matches)
