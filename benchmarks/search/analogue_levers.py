@@ -35,7 +35,7 @@ from benchmarks.search.data import SPECTRA, fingerprints, load_sets, tanimoto
 from engine.models.calibration import fit_listwise, load_calibration
 from engine.queries.analogue import ANALOGUE_RANKER, AnalogueSettings, analogue_candidates, consensus_scores
 from engine.queries.hits import top_per_query
-from engine.queries.rerank import ANALOGUE_RERANKER, consensus_name
+from engine.queries.rerank import ANALOGUE_RERANKER, consensus_name, first_stage_info
 
 HERE = Path(__file__).resolve().parent
 Feats = dict[str, Any]
@@ -207,7 +207,9 @@ def evaluate(fold_c: Feats, val_c: Feats, shipped: Any, save_for: str | None = N
     rows.extend(direct_weights(fold_c, val_c))
     rows.extend(direct_weights(fold_c, val_c, tuple(f for f in WEIGHT_FEATURES if f != "molecule_cosine"),
                                " without molecule_cosine"))
-    rows.extend(rerankers(fold_c, val_c, fixed, save_for))
+    # the second stage re-ranks the engine's first stage: the stored ranker (the fixed sum without one)
+    rows.extend(rerankers(fold_c, val_c, shipped.linear if shipped is not None else fixed,
+                          save_for if shipped is not None else None, shipped))
     return rows
 
 
@@ -288,7 +290,7 @@ SHIPPED = ("consensus + base features", 1.0)
 
 
 def rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[np.float64]],
-              save_for: str | None = None) -> list[dict[str, Any]]:
+              save_for: str | None = None, first_cal: Any = None) -> list[dict[str, Any]]:
     """Second-stage listwise re-rankers over each query's top ``K`` by ``first``, with consensus features."""
     rows = []
     n_f = fold_c["n"]
@@ -333,7 +335,7 @@ def rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[
                                    else n for n in names)
                     info = {"kind": "second-stage listwise re-ranker", "top": top,
                             "temperatures": [f * spread_f for f in factors], "target_temperature": temp,
-                            "first_stage": "fixed sum of entropy, modified cosine and embedding cosine",
+                            "first_stage": first_stage_info(first_cal),
                             "fitted_on": "calibration fold of train (queries) vs train outside the fold",
                             "queries": fold_c["n"], "fold_cv_top1": rows[-1]["fold_top1"]}
                     dataclasses.replace(cal, name=ANALOGUE_RERANKER, features=stored, encoder_hash=save_for,

@@ -43,7 +43,7 @@ from engine.queries.hits import (
 )
 from engine.queries.identity import ScoreModel
 from engine.queries.references import SCORING_MAX_PEAKS, References
-from engine.queries.rerank import load_reranker, rerank_order
+from engine.queries.rerank import fits_first_stage, load_reranker, rerank_order
 from engine.queries.similarity import (
     cosine_greedy,
     entropy_similarity,
@@ -262,7 +262,7 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
              if score_model.ranker is not None else None)
     use = settings.rerank and score_model.ranker is not None
     reranker = load_reranker(embedder.encoder_hash) if use else None
-    if reranker is not None and score_model.ranker is not None:  # second stage (engine.queries.rerank)
+    if reranker is not None and score_model.ranker is not None and fits_first_stage(reranker, score_model.ranker):
         first, fps = score_model.ranker.linear(feats), references.structure_fingerprints(rows)
         order = rerank_order(feats, first, lambda top, t: consensus_scores(qi, first, fps, top=top, temperature=t),
                              reranker)

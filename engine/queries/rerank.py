@@ -6,8 +6,9 @@ the first-stage logit, the structure consensus of each candidate at several temp
 Tanimoto to the query's unknown structure, the candidates weighted by ``softmax(logit / temperature)``,
 :func:`engine.queries.analogue.consensus_scores`) and the candidate's similarity features. Candidates
 outside the ``top`` keep their first-stage order below all re-scored ones. The fitted model is
-``engine/data/calibration/analogue_rerank.json`` (:data:`ANALOGUE_RERANKER`), with ``top`` and the
-absolute ``temperatures`` in its ``info``.
+``engine/data/calibration/analogue_rerank.json`` (:data:`ANALOGUE_RERANKER`), with ``top``, the
+absolute ``temperatures`` and the first-stage ranker it was fitted on (``first_stage``) in its ``info``;
+it applies only after that same first stage (:func:`fits_first_stage`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,22 @@ def load_reranker(encoder_hash: str | None) -> Calibration | None:
     if cal is None or int(cal.info.get("top", 0)) < 2 or not cal.info.get("temperatures"):
         return None
     return cal
+
+
+def first_stage_info(ranker: Calibration) -> dict[str, object]:
+    """What identifies a first-stage ranker (stored with the re-ranker)."""
+    return {"name": ranker.name, "features": list(ranker.features), "coef": list(ranker.coef),
+            "intercept": ranker.intercept, "mean": list(ranker.mean), "scale": list(ranker.scale)}
+
+
+def fits_first_stage(reranker: Calibration, ranker: Calibration) -> bool:
+    """Whether ``reranker`` was fitted on the orders of ``ranker`` (the logit it reads as ``first_logit``)."""
+    stored = reranker.info.get("first_stage")
+    current = first_stage_info(ranker)
+    if not isinstance(stored, dict) or stored.get("features") != current["features"]:
+        return False
+    return all(np.allclose(np.asarray(stored.get(k), dtype=np.float64), np.asarray(current[k], dtype=np.float64))
+               for k in ("coef", "intercept", "mean", "scale"))
 
 
 def consensus_name(index: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -13,10 +14,10 @@ from query_helpers import build_test_library, split_queries
 from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.models.calibration import Calibration
-from engine.queries.analogue import AnalogueSettings, analogue_search, consensus_scores
+from engine.queries.analogue import AnalogueSettings, analogue_score_model, analogue_search, consensus_scores
 from engine.queries.hits import top_per_query
 from engine.queries.references import References
-from engine.queries.rerank import consensus_name, load_reranker, rerank_order
+from engine.queries.rerank import consensus_name, fits_first_stage, load_reranker, rerank_order
 
 
 def _reranker(consensus_weight: float, *, top: int = 3) -> Calibration:
@@ -63,6 +64,13 @@ def test_stored_reranker_belongs_to_the_bundled_model() -> None:
     assert n_consensus == len(stored.info["temperatures"]) and int(stored.info["top"]) >= 2
     assert "first_logit" in stored.features
     assert load_reranker("another-encoder") is None
+    # it applies only after the first stage it was fitted on
+    first = analogue_score_model(model_hash).ranker
+    assert first is not None and fits_first_stage(stored, first)
+    other = dataclasses.replace(first, coef=tuple(2.0 * c for c in first.coef))
+    assert not fits_first_stage(stored, other)
+    assert not fits_first_stage(stored, dataclasses.replace(first, features=first.features[:-1],
+                                                            coef=first.coef[:-1]))
 
 
 @pytest.mark.slow
