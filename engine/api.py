@@ -71,12 +71,13 @@ class SpectralLibrary:
 
 
 def open_library(path: str | Path | None = None, *, model: JointModel | str | Path | None = None,
-                 fixed: bool = False, device: str = "cpu") -> SpectralLibrary:
+                 fixed: bool = False, need_molecules: bool = False, device: str = "cpu") -> SpectralLibrary:
     """The spectral library at ``path`` (``None``: the bundled MassBank library) with its model: ``model``
     opened already, a checkpoint path, or ``None`` for the bundled model (the fixed embedder for a library
-    built with it). A model of another encoder than the library's is refused."""
+    built with it, unless ``need_molecules``: structure search embeds molecules). A model of another encoder
+    than the library's is refused."""
     if model is None or isinstance(model, (str, Path)):
-        lib, opened = open_library_and_model(path, model, fixed=fixed, device=device)
+        lib, opened = open_library_and_model(path, model, fixed=fixed, need_molecules=need_molecules, device=device)
     else:
         lib, opened = _open_library(path), model
         lib.table.check_encoder(dim=opened.dim, encoder_hash=opened.encoder_hash)
