@@ -77,6 +77,24 @@ def run_job(inputs: list[str], out: Path, library: str | None, workers: int) -> 
             "low_quality": summary["flagged_low_quality"], "identity_hits": summary["identity_hits"], **load}
 
 
+def compare_section() -> str:
+    """The before/after runs of ``compare.py`` (compare.json), one table per label, when there are any."""
+    path = HERE / "compare.json"
+    if not path.exists():
+        return ""
+    runs = json.loads(path.read_text())["runs"]
+    out = []
+    for label in dict.fromkeys(str(r.get("label", "")) for r in runs):
+        rows = [{"variant": r["variant"], "input": r["input"], "spectra": r.get("spectra"), "wall s": r["wall_s"],
+                 "CPU s": r["cpu_s"], "spectra/s (wall)": (float(r["spectra"]) / float(r["wall_s"])
+                                                           if r.get("spectra") else None),
+                 "stage s": ", ".join(f"{k} {v}" for k, v in (r.get("stages_s") or {}).items()),
+                 "load avg start -> end": f"{r['load_start']} -> {r['load_end']}", "error": r.get("error")}
+                for r in runs if str(r.get("label", "")) == label]
+        out.append(f"\n\n### {label or 'Before / after'}\n\n" + markdown_table(rows))
+    return "".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -141,7 +159,7 @@ def main() -> None:
             "which are parsed but not decoded, so their read rate is per MS2 spectrum. Start-up dominates the "
             "small raw-file set; on 2 cores Ray's process start and actor oversubscription cost more than its "
             "parallelism gains (it is there for clusters). "
-            "Target: >= 5,000 spectra/s end to end for the 1M MGF on 2 cores.")
+            "Target: >= 5,000 spectra/s end to end for the 1M MGF on 2 cores.") + compare_section()
     write_results("annotate", "Batch annotation (issue 6)", body, {"rows": rows}, HERE / "results.json")
 
 

@@ -60,6 +60,17 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def require_spectrum_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """:func:`expand_inputs`, raising :class:`FileFormatError` (naming the inputs) when they hold no spectrum
+    file, so a job on an empty directory or a mistyped glob stops with a message instead of doing nothing."""
+    items = [str(i) for i in inputs]
+    files = expand_inputs(items)
+    if not files:
+        raise FileFormatError("no spectrum files found (mzML, mzXML, MGF, MSP, Parquet; plain or .gz)",
+                              path=", ".join(items) or "(no input given)", reason="file_error")
+    return files
+
+
 def file_sha256(path: str | Path, *, chunk_bytes: int = 1 << 22) -> str:
     """SHA-256 of a file's content, read in chunks."""
     h = hashlib.sha256()

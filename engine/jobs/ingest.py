@@ -22,7 +22,7 @@ from engine.core.errors import IncompatibleArtifactError, os_error_in
 from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import SPECTRUM_SCHEMA, check_schema_version, spectra_to_batch
-from engine.io.inputs import expand_inputs, file_sha256
+from engine.io.inputs import file_sha256, require_spectrum_files
 from engine.io.readers.identifiers import check_dataset
 from engine.io.stream import OnInvalid, ReadReport, batched, read_indexed_spectra
 from indexes.store import FileLedger, sql_quote
@@ -104,7 +104,7 @@ def ingest(inputs: Sequence[str | Path], store: str | Path, *, on_invalid: OnInv
     """
     if dataset is not None:
         check_dataset(dataset)
-    paths = expand_inputs(inputs)
+    paths = require_spectrum_files(inputs)
     with DirectoryLock(store, command="engine ingest", wait=lock_wait):
         try:
             return _ingest_locked(paths, Path(store), on_invalid=on_invalid, dataset=dataset,

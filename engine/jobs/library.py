@@ -22,7 +22,7 @@ from engine.core.errors import IncompatibleArtifactError, os_error_in
 from engine.core.locks import DirectoryLock
 from engine.core.records import IonMode
 from engine.core.schema import batch_to_spectra, spectra_to_batch
-from engine.io.inputs import expand_inputs
+from engine.io.inputs import require_spectrum_files
 from engine.io.stream import OnInvalid, ReadReport
 from engine.jobs.ingest import ingest_files
 from engine.models.encoders.base import SpectrumEmbedder
@@ -81,7 +81,7 @@ def build_library_locked(inputs: Sequence[str | Path], out: str | Path, embedder
     target spectrum from ``decoy_pool`` (default: the bundled pool).
     """
     start = time.perf_counter()
-    paths = expand_inputs(inputs)
+    paths = require_spectrum_files(inputs)
     lib = Library.create(out, dim=embedder.dim, encoder_hash=embedder.encoder_hash)
     decoys = decoy_setting(lib, decoys)
     pool = (decoy_pool or FragmentPool.load(DECOY_POOL)) if decoys else None

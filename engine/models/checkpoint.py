@@ -67,12 +67,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise IncompatibleArtifactError(f"{path}: model checkpoint not found") from None
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         text = str(exc)
-        if "weights_only" in text or "Weights only" in text:  # torch's advice to load unsafely is not ours to give
+        if "Unsupported global" in text or "GLOBAL" in text:  # torch's advice to load unsafely is not ours to give
             raise IncompatibleArtifactError(f"{path}: refused: the file holds Python objects besides tensors and "
                                             f"plain data, which an engine checkpoint never does (loading them "
                                             f"could run code); use a checkpoint written by 'engine train'") from None
+        detail = text.splitlines()[-1].strip() if text.strip() else ""
+        if "Weights only" in text or "weights_only" in text:   # torch's advice to load unsafely is not ours to give
+            detail = "not a torch checkpoint archive"
         raise IncompatibleArtifactError(f"{path}: not a readable model checkpoint ({exc.__class__.__name__}: "
-                                        f"{text.splitlines()[0] if text else ''})") from None
+                                        f"{detail})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise IncompatibleArtifactError(f"{path}: not an engine model checkpoint (format "
                                         f"{payload.get('format') if isinstance(payload, dict) else None!r})")

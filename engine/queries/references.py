@@ -50,8 +50,6 @@ class References:
         self._rows: npt.NDArray[np.int64] | None = None
         self._meta: pa.Table | None = None
         self._peaks: Peaks | None = None
-        self._entropy: EntropyPeaks | None = None
-        self._scoring: Peaks | None = None
         self._fp_cache: dict[str, npt.NDArray[np.uint8]] = {}
         self._row_fps: npt.NDArray[np.uint8] | None = None
         #: whether the library holds decoy spectra (target-decoy q-values); ``decoy_note`` says why not
@@ -216,22 +214,18 @@ class References:
         """The ``SCORING_MAX_PEAKS`` most intense peaks of ``row_ids``, square-root intensities (the input of
         the greedy cosines in re-scoring; prepared once for a preloaded library)."""
         ids = np.asarray(row_ids, dtype=np.int64)
-        if self.preloaded:
-            if self._scoring is None:
-                assert self._peaks is not None
-                self._scoring = top_peaks(self._peaks, SCORING_MAX_PEAKS, sqrt=True)
-            return self._scoring.subset(self._positions(ids))
+        if self.preloaded:   # top_peaks keeps its result with the library's peaks: made once
+            assert self._peaks is not None
+            return top_peaks(self._peaks, SCORING_MAX_PEAKS, sqrt=True).subset(self._positions(ids))
         return top_peaks(self._fetch(ids)[1], SCORING_MAX_PEAKS, sqrt=True)
 
     def entropy_peaks(self, row_ids: npt.ArrayLike) -> EntropyPeaks:
         """Cleaned, entropy-weighted peaks of ``row_ids`` (prepared once for a preloaded library)."""
         ids = np.asarray(row_ids, dtype=np.int64)
-        if self.preloaded:
-            if self._entropy is None:
-                assert self._peaks is not None
-                self._entropy = prepare_entropy(self._peaks, tolerance_da=self.entropy_tolerance_da)
-            sub = self._entropy.peaks.subset(self._positions(ids))
-            return EntropyPeaks(sub, self._entropy.tolerance_da)
+        if self.preloaded:   # prepare_entropy keeps its result with the library's peaks: made once
+            assert self._peaks is not None
+            prepared = prepare_entropy(self._peaks, tolerance_da=self.entropy_tolerance_da)
+            return EntropyPeaks(prepared.peaks.subset(self._positions(ids)), prepared.tolerance_da)
         return prepare_entropy(self._fetch(ids)[1], tolerance_da=self.entropy_tolerance_da)
 
 

@@ -166,6 +166,7 @@ def _held_out_library() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_],
     """Bundled-library spectra of structures the model never learned from (no library spectrum of the structure
     is in its TRAINING_RECORDS: in effect the library's val spectra)."""
     import lancedb
+    import pyarrow.compute as pc
 
     library = ROOT / "engine" / "data" / "library"
     records = ROOT / "engine" / "data" / "model" / "TRAINING_RECORDS.tsv.gz"
@@ -173,7 +174,8 @@ def _held_out_library() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_],
     with gzip.open(records, "rt") as fh:
         trained = {line.split("\t", 1)[0] for line in fh}
     table: Any = (lancedb.connect(str(library)).open_table("spectra").to_lance()
-             .to_table(columns=["spectrum_id", "smiles", "ion_mode", "embedding"]))
+             .to_table(columns=["spectrum_id", "smiles", "ion_mode", "embedding", "is_decoy"]))
+    table = table.filter(pc.invert(table.column("is_decoy")))     # decoys have no structure
     ids, smiles = table.column("spectrum_id").to_pylist(), table.column("smiles").to_pylist()
     seen = {smi for sid, smi in zip(ids, smiles, strict=True) if sid in trained}
     keep = np.array([smi not in seen for smi in smiles])

@@ -86,6 +86,17 @@ def test_library_build_strict_and_skip(sample_table: pa.Table, tmp_path: Path) -
     assert code == 0 and "2 spectra" in out and "missing_precursor: 1" in out
 
 
+def test_build_and_ingest_refuse_inputs_without_spectrum_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt.bak").write_text("not a spectrum file")
+    for args in (("library", "build", str(empty), "--out", str(tmp_path / "lib"), "--fixed-embedder", "--quiet"),
+                 ("ingest", str(empty), "--out", str(tmp_path / "store"), "--quiet")):
+        code, out = run(*args)
+        assert code == 1 and "no spectrum files found" in out and str(empty) in out and "Traceback" not in out
+    assert not (tmp_path / "store" / "spectra.lance").exists()
+
+
 def test_molecules_build_cli(sample_table: pa.Table, tmp_path: Path) -> None:
     smi = tmp_path / "m.smi"
     rows = sample_table.select(["smiles", "name"]).to_pylist()

@@ -22,7 +22,8 @@ def _refs(path: Path) -> References:
 def test_cache_written_then_reused_and_invalidated(tmp_path: Path, sample_spectra: list[Spectrum],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     lib = tmp_path / "lib"
-    build_library([write_mgf(sample_spectra[:20], tmp_path / "a.mgf")], lib, FixedSpectrumEmbedder(dim=16), decoys=False,
+    build_library([write_mgf(sample_spectra[:20], tmp_path / "a.mgf")], lib, FixedSpectrumEmbedder(dim=16),
+                  decoys=False,
                   progress=False)
     first = _refs(lib)
     rows = np.sort(Library.open(lib).light().column("row_id").to_numpy())
@@ -37,7 +38,8 @@ def test_cache_written_then_reused_and_invalidated(tmp_path: Path, sample_spectr
         assert np.array_equal(_refs(lib).structure_fingerprints(rows), fps)
 
     # rows added: the cache no longer matches and is recomputed (and rewritten) for all rows
-    build_library([write_mgf(sample_spectra[20:25], tmp_path / "b.mgf")], lib, FixedSpectrumEmbedder(dim=16), decoys=False,
+    build_library([write_mgf(sample_spectra[20:25], tmp_path / "b.mgf")], lib, FixedSpectrumEmbedder(dim=16),
+                  decoys=False,
                   progress=False)
     grown = _refs(lib)
     all_rows = np.sort(Library.open(lib).light().column("row_id").to_numpy())
@@ -57,7 +59,8 @@ def test_cache_does_not_change_the_job_fingerprint(tmp_path: Path, sample_spectr
     from engine.jobs.rerun import digest_files
 
     lib = tmp_path / "lib"
-    build_library([write_mgf(sample_spectra[:10], tmp_path / "a.mgf")], lib, FixedSpectrumEmbedder(dim=16), decoys=False,
+    build_library([write_mgf(sample_spectra[:10], tmp_path / "a.mgf")], lib, FixedSpectrumEmbedder(dim=16),
+                  decoys=False,
                   progress=False)
     before = digest_files([lib])
     _refs(lib).prepare()
