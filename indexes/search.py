@@ -18,7 +18,10 @@ How filters keep top-k correct:
   and keeps those inside the window. A query left with fewer than ``k`` hits is searched again with
   the IVF index restricted to its slice (``IDSelectorRange``), ``n_probe`` raised by the inverse of
   the slice's share so that as many valid rows are scanned as an unfiltered search would scan.
-* **Minimum quality** is a mask on exact paths and an ``IDSelectorBitmap`` (AND the range) in IVF.
+* **Minimum quality** and **excluded rows** (e.g. a library's decoys, for searches that want targets
+  only) make one mask of allowed rows per partition: a mask on exact paths (a whole-partition exact
+  search scores a compact copy of the allowed vectors, kept with the partition) and an
+  ``IDSelectorBitmap`` (AND the range) in IVF.
 * Rows appended since the last build (the unsorted tail) are always searched exactly under the filters.
 
 ``exact=True`` searches everything exactly (ground truth).
@@ -26,6 +29,7 @@ How filters keep top-k correct:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +48,8 @@ GATHER_MAX_WINDOW = 2048
 GATHER_ROWS = 1 << 16
 OVERFETCH_MAX = 1024
 LOOP_MIN_WINDOW = 64
+#: Largest compact copy of a partition's allowed vectors kept for exact whole-partition searches.
+COMPACT_MAX_BYTES = 256 << 20
 _POS_BITS = 40
 _POS_MASK = (1 << _POS_BITS) - 1
 
@@ -62,12 +68,14 @@ def result_schema(key_column: str = "spectrum_id", mass_column: str = "precursor
 def search(index: VectorIndex, queries: npt.NDArray[np.floating], *, top_k: int = 10,
            mass: npt.NDArray[np.floating] | Sequence[float] | None = None, tolerance: Tolerance | None = None,
            ion_mode: str | Sequence[str | None] | None = None, min_quality: float | None = None,
-           n_probe: int | None = None, exact: bool = False) -> pa.Table:
+           n_probe: int | None = None, exact: bool = False,
+           exclude_rows: npt.NDArray[np.int64] | None = None) -> pa.Table:
     """Top-``top_k`` rows of ``index`` by cosine for each query row of ``queries`` ``[n, dim]``.
 
     ``mass`` (one value per query: precursor m/z for spectrum libraries, neutral monoisotopic mass for
     molecule databases) with ``tolerance`` restricts hits to ``mass +- tolerance``; ``ion_mode`` (one
-    for all queries or one per query; None = any) and ``min_quality`` restrict further. ``n_probe``
+    for all queries or one per query; None = any) and ``min_quality`` restrict further; ``exclude_rows``
+    (row ids) are never returned, and the ``top_k`` hits are found among the other rows. ``n_probe``
     overrides the index default; ``exact`` disables approximation.
     """
     if top_k < 1:
@@ -90,11 +98,14 @@ def search(index: VectorIndex, queries: npt.NDArray[np.floating], *, top_k: int 
         if qi.size == 0:
             continue
         part = index.partition(pid)
+        allowed = _allowed(part, min_quality, exclude_rows)
+        if allowed is not None and not allowed.any():
+            continue
         if lo is not None and hi is not None:
-            s, pos = _search_windows(part, q[qi], lo[qi], hi[qi], top_k, min_quality=min_quality,
+            s, pos = _search_windows(part, q[qi], lo[qi], hi[qi], top_k, allowed=allowed,
                                      n_probe=n_probe, exact=exact, use_gpu=index.use_gpu)
         else:
-            s, pos = _search_all(part, q[qi], top_k, min_quality=min_quality, n_probe=n_probe, exact=exact,
+            s, pos = _search_all(part, q[qi], top_k, allowed=allowed, n_probe=n_probe, exact=exact,
                                  use_gpu=index.use_gpu)
         full_s = np.full((nq, s.shape[1]), -np.inf, dtype=np.float32)
         full_h = np.full((nq, s.shape[1]), -1, dtype=np.int64)
@@ -145,6 +156,33 @@ def _modes(ion_mode: str | Sequence[str | None] | None, nq: int) -> npt.NDArray[
 
 # ------------------------------------------------------------------------------------------- partitions
 
+def _allowed(part: PartitionData, min_quality: float | None, exclude_rows: npt.NDArray[np.int64] | None
+             ) -> npt.NDArray[np.bool_] | None:
+    """Which rows of ``part`` may be returned (None: all of them)."""
+    mask = part.quality >= min_quality if min_quality is not None else None
+    if exclude_rows is not None and len(exclude_rows):
+        ids = np.ascontiguousarray(exclude_rows, dtype=np.int64)
+        key = f"exclude:{ids.shape[0]}:{hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()}"
+        if key not in part._cache:  # the same exclusion (a library's decoys) comes with every batch
+            part._cache[key] = ~np.isin(part.row_id, ids)
+        keep = part._cache[key]
+        mask = keep if mask is None else mask & keep
+    return None if mask is None or mask.all() else mask
+
+
+def _compact(part: PartitionData, mask: npt.NDArray[np.bool_]
+             ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The allowed vectors of ``part`` as one contiguous array and their positions, kept with the
+    partition for the last mask asked (a job asks for the same one with every batch)."""
+    key = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).hexdigest()
+    cached = part._cache.get("compact")
+    if cached is None or cached[0] != key:
+        pos = np.flatnonzero(mask).astype(np.int64)
+        cached = (key, np.ascontiguousarray(part.vectors[pos], dtype=np.float32), pos)
+        part._cache["compact"] = cached
+    return cached[1], cached[2]
+
+
 def _empty(m: int, k: int) -> Scored:
     return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
 
@@ -192,25 +230,24 @@ def _ivf(part: PartitionData, q: npt.NDArray[np.float32], k: int, n_probe: int, 
     return topk_rows(s, ids, k)
 
 
-def _search_all(part: PartitionData, q: npt.NDArray[np.float32], k: int, *, min_quality: float | None,
+def _search_all(part: PartitionData, q: npt.NDArray[np.float32], k: int, *, allowed: npt.NDArray[np.bool_] | None,
                 n_probe: int | None, exact: bool, use_gpu: bool) -> Scored:
-    """Top-k over a whole partition (no mass window)."""
+    """Top-k over a whole partition (no mass window) among the ``allowed`` rows."""
     entry = part.entry
-    mask = None
-    if min_quality is not None:
-        mask = part.quality >= min_quality
-        if mask.all():
-            mask = None
-        elif not mask.any():
-            return _empty(q.shape[0], k)
+    mask = allowed
+    if mask is not None and (exact or part.index is None or int(mask.sum()) <= _exact_limit(part, _probe(
+            part, n_probe))):
+        if int(mask.sum()) * part.vectors.shape[1] * 4 > COMPACT_MAX_BYTES:  # too large to copy: stream it
+            return exact_knn(q, part.vectors, k, mask=mask, use_gpu=use_gpu)
+        vectors, positions = _compact(part, mask)
+        s, i = exact_knn(q, vectors, k, use_gpu=use_gpu)
+        return s, np.where(i >= 0, positions[np.maximum(i, 0)], -1)
     if exact or part.index is None:
-        return exact_knn(q, part.vectors, k, mask=mask, use_gpu=use_gpu)
+        return exact_knn(q, part.vectors, k, use_gpu=use_gpu)
     probe = _probe(part, n_probe)
     if mask is None:
         return _ivf(part, q, k, probe, use_gpu=use_gpu)
     n_valid = int(mask.sum())
-    if n_valid <= _exact_limit(part, probe):
-        return exact_knn(q, part.vectors, k, mask=mask, use_gpu=use_gpu)
     selector, _bits = _bitmap_selector(mask)
     return _ivf(part, q, k, _scaled_probe(probe, entry.nlist, n_valid / entry.n_rows), selector)
 
@@ -229,9 +266,9 @@ def _exact_limit(part: PartitionData, probe: int) -> int:
 
 
 def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDArray[np.float64],
-                    hi: npt.NDArray[np.float64], k: int, *, min_quality: float | None, n_probe: int | None,
-                    exact: bool, use_gpu: bool) -> Scored:
-    """Top-k of each query among rows with mass in ``[lo, hi]`` (and quality >= min_quality)."""
+                    hi: npt.NDArray[np.float64], k: int, *, allowed: npt.NDArray[np.bool_] | None,
+                    n_probe: int | None, exact: bool, use_gpu: bool) -> Scored:
+    """Top-k of each query among rows with mass in ``[lo, hi]`` (and ``allowed``)."""
     entry = part.entry
     sorted_mass = part.mass[:entry.n_sorted]
     a = np.searchsorted(sorted_mass, lo, side="left")
@@ -247,15 +284,15 @@ def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDA
     narrow = np.flatnonzero(use_exact & ((b - a) <= GATHER_MAX_WINDOW))
     if narrow.size:
         out_s[narrow], out_i[narrow] = _gathered_windows(part, q[narrow], a[narrow], b[narrow], k,
-                                                         min_quality=min_quality)
+                                                         allowed=allowed)
         if entry.n_rows > entry.n_sorted:
             ts, ti = _exact_windows(part, q[narrow], lo[narrow], hi[narrow], a[narrow], b[narrow], k,
-                                    min_quality=min_quality, include_sorted=False)
+                                    allowed=allowed, include_sorted=False)
             out_s[narrow], out_i[narrow] = merge_topk(out_s[narrow], out_i[narrow], ts, ti, k)
     ex = np.flatnonzero(use_exact & ((b - a) > GATHER_MAX_WINDOW))
     if ex.size:
         out_s[ex], out_i[ex] = _exact_windows(part, q[ex], lo[ex], hi[ex], a[ex], b[ex], k,
-                                              min_quality=min_quality, include_sorted=True)
+                                              allowed=allowed, include_sorted=True)
     iv = np.flatnonzero(~use_exact)
     if iv.size:
         # wide windows: one batched IVF search, over-fetched by the inverse window share, post-filtered
@@ -265,8 +302,8 @@ def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDA
         safe = np.maximum(ci, 0)
         cm = part.mass[safe]
         ok = (ci >= 0) & (cm >= lo[iv, None]) & (cm <= hi[iv, None])
-        if min_quality is not None:
-            ok &= part.quality[safe] >= min_quality
+        if allowed is not None:
+            ok &= allowed[safe]
         cs = np.where(ok, cs, -np.inf).astype(np.float32)
         fs, fi = (_rescore(part, q[iv], np.where(ok, ci, -1), k) if entry.kind == "ivf_pq"
                   else topk_rows(cs, np.where(ok, ci, -1), k))
@@ -274,38 +311,37 @@ def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDA
         short = iv[(fi < 0).any(axis=1) & (b[iv] - a[iv] >= k)]
         iv = short  # too few hits survived the filter: search these with a selector
     if iv.size:
-        qual_mask = part.quality >= min_quality if min_quality is not None else None
         for j in iv:
-            s, i = _ivf_window(part, q[j:j + 1], int(a[j]), int(b[j]), k, probe, qual_mask)
+            s, i = _ivf_window(part, q[j:j + 1], int(a[j]), int(b[j]), k, probe, allowed)
             out_s[j], out_i[j] = s[0], i[0]
         if entry.n_rows > entry.n_sorted:  # the unsorted tail is not covered by the range selector
-            ts, ti = _exact_windows(part, q[iv], lo[iv], hi[iv], a[iv], b[iv], k, min_quality=min_quality,
+            ts, ti = _exact_windows(part, q[iv], lo[iv], hi[iv], a[iv], b[iv], k, allowed=allowed,
                                     include_sorted=False)
             out_s[iv], out_i[iv] = merge_topk(out_s[iv], out_i[iv], ts, ti, k)
     return out_s, out_i
 
 
 def _ivf_window(part: PartitionData, q: npt.NDArray[np.float32], a: int, b: int, k: int, probe: int,
-                qual_mask: npt.NDArray[np.bool_] | None) -> Scored:
+                allowed: npt.NDArray[np.bool_] | None) -> Scored:
     import faiss
 
     entry = part.entry
     selector: Any = faiss.IDSelectorRange(a, b)
     keep: list[Any] = [selector]
-    if qual_mask is not None:
-        bitmap, bits = _bitmap_selector(qual_mask)
+    if allowed is not None:
+        bitmap, bits = _bitmap_selector(allowed)
         keep += [bitmap, bits]
         selector = faiss.IDSelectorAnd(selector, bitmap)
     return _ivf(part, q, k, _scaled_probe(probe, entry.nlist, (b - a) / entry.n_rows), selector)
 
 
 def _gathered_windows(part: PartitionData, q: npt.NDArray[np.float32], a: npt.NDArray[np.int64],
-                      b: npt.NDArray[np.int64], k: int, *, min_quality: float | None) -> Scored:
+                      b: npt.NDArray[np.int64], k: int, *, allowed: npt.NDArray[np.bool_] | None) -> Scored:
     """Exact top-k over the sorted slices ``[a, b)``: every candidate row is scored once (no waste).
 
     Slices of more than ``LOOP_MIN_WINDOW`` rows are scored one query at a time (a matrix-vector
     product over a contiguous view); the smaller ones are gathered and scored together. Rows of a slice
-    are inside the window by construction, so only quality needs masking.
+    are inside the window by construction, so only ``allowed`` needs masking.
     """
     m = q.shape[0]
     out_s, out_i = _empty(m, k)
@@ -313,8 +349,8 @@ def _gathered_windows(part: PartitionData, q: npt.NDArray[np.float32], a: npt.ND
     for j in np.flatnonzero(counts > LOOP_MIN_WINDOW):  # larger slices: one BLAS product each, no copy
         lo_j, hi_j = int(a[j]), int(b[j])
         scores = np.asarray(part.vectors[lo_j:hi_j] @ q[j], dtype=np.float32)
-        if min_quality is not None:
-            scores[part.quality[lo_j:hi_j] < min_quality] = -np.inf
+        if allowed is not None:
+            scores[~allowed[lo_j:hi_j]] = -np.inf
         s, i = topk_rows(scores[None, :], None, k)
         out_s[j], out_i[j] = s[0], np.where(i[0] >= 0, i[0] + lo_j, -1)
     counts = np.where(counts > LOOP_MIN_WINDOW, 0, counts)
@@ -331,8 +367,8 @@ def _gathered_windows(part: PartitionData, q: npt.NDArray[np.float32], a: npt.ND
             cand = np.arange(total, dtype=np.int64) - np.repeat(first, c) + np.repeat(a[start:stop], c)
             vecs = np.asarray(part.vectors[cand], dtype=np.float32)
             scores = np.einsum("ij,ij->i", vecs, q[local]).astype(np.float32)
-            if min_quality is not None:
-                scores[part.quality[cand] < min_quality] = -np.inf
+            if allowed is not None:
+                scores[~allowed[cand]] = -np.inf
             order = np.lexsort((cand, -scores, local))
             local, cand, scores = local[order], cand[order], scores[order]
             seg = np.r_[0, np.flatnonzero(local[1:] != local[:-1]) + 1]
@@ -346,10 +382,10 @@ def _gathered_windows(part: PartitionData, q: npt.NDArray[np.float32], a: npt.ND
 
 def _exact_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDArray[np.float64],
                    hi: npt.NDArray[np.float64], a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], k: int, *,
-                   min_quality: float | None, include_sorted: bool) -> Scored:
+                   allowed: npt.NDArray[np.bool_] | None, include_sorted: bool) -> Scored:
     """Exact windowed top-k; queries sorted by mass share one matrix product per block of candidates."""
     entry = part.entry
-    mass, quality = part.mass, part.quality
+    mass = part.mass
     tail_mass = mass[entry.n_sorted:]
     m = q.shape[0]
     out_s, out_i = _empty(m, k)
@@ -390,8 +426,8 @@ def _exact_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDAr
         scores = q[block] @ vecs.T
         cm = mass[cand]
         bad = (cm[None, :] < lo[block, None]) | (cm[None, :] > hi[block, None])
-        if min_quality is not None:
-            bad |= (quality[cand] < min_quality)[None, :]
+        if allowed is not None:
+            bad |= ~allowed[cand][None, :]
         scores[bad] = -np.inf
         s, i = topk_rows(scores, np.broadcast_to(cand, scores.shape), k)
         out_s[block], out_i[block] = s, i

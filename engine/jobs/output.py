@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from engine.core.errors import EngineError
 from engine.core.fsutil import TEMP_GLOB, atomic_write
+from engine.io.writers.parquet import table_bytes
 from engine.jobs.chunks import InputFile
 
 
@@ -81,9 +82,7 @@ class JobOutput:
         self.check_fingerprint()
         path = self.part_path(file, chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        write_atomic(path, sink.getvalue().to_pybytes())
+        write_atomic(path, table_bytes(table))
 
     def check_fingerprint(self) -> None:
         """Refuse to go on when ``job.json`` names another fingerprint than this job's (empty: no check)."""

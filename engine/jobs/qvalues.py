@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.core.fsutil import atomic_write
+from engine.io.writers.parquet import table_bytes
 from engine.queries.fdr import q_values
 from engine.queries.trust import load_trust, share_below
 
@@ -35,28 +36,31 @@ def job_parts(results: Path, keys: set[str]) -> list[Path]:
 
 def assign_q_values(parts: Sequence[Path]) -> int:
     """Set ``identity_q_value`` in every part from the competition over all of them; returns how many
-    matches got one. Parts without the competition columns (another engine version) are left alone."""
-    tables: list[tuple[Path, pa.Table]] = []
+    matches got one. Only the score columns are read for the competition, and only parts whose q-values
+    change are rewritten. Parts without the competition columns (another engine version) are left alone."""
+    columns = ["identity_score", "identity_decoy_score", "identity_q_value"]
+    scores: list[tuple[Path, pa.Table]] = []
     for p in parts:
-        table = pq.read_table(p)
-        if {"identity_score", "identity_decoy_score", "identity_q_value"} <= set(table.column_names):
-            tables.append((p, table))
-    if not tables:
+        if set(columns) <= set(pq.read_schema(p).names):
+            scores.append((p, pq.read_table(p, columns=columns)))
+    if not scores:
         return 0
-    target = np.concatenate([t.column("identity_score").to_numpy(zero_copy_only=False).astype(np.float64)
-                             for _, t in tables])
-    decoy = np.concatenate([t.column("identity_decoy_score").to_numpy(zero_copy_only=False).astype(np.float64)
-                            for _, t in tables])
-    q = q_values(target, decoy)
+
+    def values(name: str) -> npt.NDArray[np.float64]:
+        return np.concatenate([t.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for _, t in scores])
+
+    q = q_values(values("identity_score"), values("identity_decoy_score")).astype(np.float32)
     start = 0
-    for path, table in tables:
-        n = table.num_rows
-        i = table.schema.get_field_index("identity_q_value")
-        col = pa.array(q[start:start + n].astype(np.float32), from_pandas=True)
+    for path, small in scores:
+        n = small.num_rows
+        new = q[start:start + n]
         start += n
-        sink = pa.BufferOutputStream()
-        pq.write_table(table.set_column(i, table.schema.field(i), col), sink, compression="zstd")
-        atomic_write(path, sink.getvalue().to_pybytes())
+        old = small.column("identity_q_value").to_numpy(zero_copy_only=False).astype(np.float32)
+        if np.array_equal(old, new, equal_nan=True):
+            continue
+        table = pq.read_table(path)
+        i = table.schema.get_field_index("identity_q_value")
+        atomic_write(path, table_bytes(table.set_column(i, table.schema.field(i), pa.array(new, from_pandas=True))))
     assigned = int(np.isfinite(q).sum())
     log.info("q-values for %d identity matches of %d spectra", assigned, q.shape[0])
     return assigned

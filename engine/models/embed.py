@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from engine.core.errors import FileFormatError, InvalidMoleculeError
 from engine.core.records import IonMode
 from engine.core.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, spectrum_schema
+from engine.io.writers.parquet import parquet_writer
 from engine.models.structures import RECORD, structure_chunks
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def embed_spectra_files(inputs: Sequence[str | Path], out_parquet: str | Path, *
         bar = tqdm(desc="embed spectra", unit=" spectra")
     batches = iter_spectrum_batches(paths, batch_size=max(batch_size, 4096), on_invalid=on_invalid,
                                     dataset=dataset, default_ion_mode=default_ion_mode, report=report)
-    with pq.ParquetWriter(out, spectrum_embedding_schema(model)) as writer:
+    with parquet_writer(out, spectrum_embedding_schema(model)) as writer:
         for embedded in embedded_batches(batches, model, batch_size=batch_size):
             writer.write_batch(embedded)
             rows += embedded.num_rows
@@ -145,7 +146,7 @@ def embed_molecule_file(input: str | Path, out_parquet: str | Path, *, model: Jo
                                       pa.array([], pa.list_(pa.float32(), model.dim)))
             if writer is None or schema is None:
                 schema = kept.schema.with_metadata({**(kept.schema.metadata or {}), **_meta(model, "molecule")})
-                writer = pq.ParquetWriter(out, schema)
+                writer = parquet_writer(out, schema)
             writer.write_table(kept.cast(schema))
             rows += kept.num_rows
     finally:

@@ -150,38 +150,72 @@ def consensus_scores(query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.f
     The candidates' structures are weighted by ``softmax(logit / temperature)`` over the query's ``top``
     candidates; candidate ``c`` scores ``sum_j w_j Tanimoto(c, j)`` (minimum-Bayes-risk choice: the
     structure central among the likely ones). ``fingerprints`` are packed, one row per candidate row.
-    Rows outside a query's ``top`` get NaN.
+    Rows outside a query's ``top`` get NaN. For several temperatures use :class:`Consensus`, which
+    computes the candidates' Tanimoto block once.
     """
-    out = np.full(query_index.shape[0], np.nan)
-    keep, rank = top_per_query(query_index, logit, top)
-    if keep.size == 0:
+    return Consensus(query_index, logit, fingerprints)(top, temperature)
+
+
+@dataclass
+class _TopBlock:
+    """A query-by-query block of the ``top`` candidates: positions, validity and pairwise Tanimoto."""
+
+    keep: npt.NDArray[np.int64]     # candidate rows inside some query's top
+    slot: npt.NDArray[np.int64]     # (queries, top): position in ``keep``, -1 for none
+    valid: npt.NDArray[np.bool_]
+    tanimoto: npt.NDArray[np.float64]  # (queries, top, top)
+
+
+class Consensus:
+    """:func:`consensus_scores` of one candidate set at any ``(top, temperature)``; the pairwise Tanimoto
+    of each ``top`` is computed once (the re-ranker asks for several temperatures)."""
+
+    def __init__(self, query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.float64],
+                 fingerprints: npt.NDArray[np.uint8]) -> None:
+        self.query_index, self.logit, self.fingerprints = query_index, logit, fingerprints
+        self._blocks: dict[int, _TopBlock | None] = {}
+
+    def __call__(self, top: int, temperature: float) -> npt.NDArray[np.float64]:
+        out = np.full(self.query_index.shape[0], np.nan)
+        if top not in self._blocks:
+            self._blocks[top] = self._block(top)
+        block = self._blocks[top]
+        if block is None:
+            return out
+        valid, at = block.valid, np.maximum(block.slot, 0)
+        z = np.where(valid, self.logit[block.keep[at]] / temperature, -np.inf)
+        w = np.exp(z - z.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        mbr = np.einsum("qkl,ql->qk", block.tanimoto, w)
+        out[block.keep[block.slot[valid]]] = mbr[valid]
         return out
-    group = np.cumsum(np.r_[0, query_index[keep][1:] != query_index[keep][:-1]])
-    n_groups = int(group[-1]) + 1
-    top = int(rank.max())  # queries may have fewer candidates than ``top``
-    slot = np.full((n_groups, top), -1, dtype=np.int64)  # position in ``keep`` of each query's k-th candidate
-    slot[group, rank - 1] = np.arange(keep.shape[0])
-    valid = slot >= 0
-    at = np.maximum(slot, 0)
-    words = _as_words(fingerprints[keep])
-    counts = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-    f = words[at.T]  # (top, queries, words); invalid slots are masked below
-    c = np.where(valid, counts[at], 0)
-    tani = np.zeros((n_groups, top, top))
-    tani[:, np.arange(top), np.arange(top)] = 1.0
-    for i in range(top):  # the upper triangle, one candidate pair across all queries at a time
-        for j in range(i + 1, top):
-            inter = np.bitwise_count(f[i] & f[j]).sum(axis=1, dtype=np.int64)
-            union = c[:, i] + c[:, j] - inter
-            t = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-            tani[:, i, j] = tani[:, j, i] = t
-    tani *= valid[:, :, None] & valid[:, None, :]
-    z = np.where(valid, logit[keep[at]] / temperature, -np.inf)
-    w = np.exp(z - z.max(axis=1, keepdims=True))
-    w /= w.sum(axis=1, keepdims=True)
-    mbr = np.einsum("qkl,ql->qk", tani, w)
-    out[keep[slot[valid]]] = mbr[valid]
-    return out
+
+    def _block(self, top: int) -> _TopBlock | None:
+        query_index = self.query_index
+        keep, rank = top_per_query(query_index, self.logit, top)
+        if keep.size == 0:
+            return None
+        group = np.cumsum(np.r_[0, query_index[keep][1:] != query_index[keep][:-1]])
+        n_groups = int(group[-1]) + 1
+        top = int(rank.max())  # queries may have fewer candidates than ``top``
+        slot = np.full((n_groups, top), -1, dtype=np.int64)  # position in ``keep`` of each query's k-th one
+        slot[group, rank - 1] = np.arange(keep.shape[0])
+        valid = slot >= 0
+        at = np.maximum(slot, 0)
+        words = _as_words(self.fingerprints[keep])
+        counts = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+        f = words[at.T]  # (top, queries, words); invalid slots are masked below
+        c = np.where(valid, counts[at], 0)
+        tani = np.zeros((n_groups, top, top))
+        tani[:, np.arange(top), np.arange(top)] = 1.0
+        for i in range(top):  # the upper triangle, one candidate pair across all queries at a time
+            for j in range(i + 1, top):
+                inter = np.bitwise_count(f[i] & f[j]).sum(axis=1, dtype=np.int64)
+                union = c[:, i] + c[:, j] - inter
+                t = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+                tani[:, i, j] = tani[:, j, i] = t
+        tani *= valid[:, :, None] & valid[:, None, :]
+        return _TopBlock(keep, slot, valid, tani)
 
 
 def _as_words(packed: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
@@ -193,17 +227,19 @@ def _as_words(packed: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
 
 
 def analogue_order(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
-                   row_id: npt.NDArray[np.int64], references: References, ranker: Calibration
-                   ) -> npt.NDArray[np.float64] | None:
+                   row_id: npt.NDArray[np.int64], references: References, ranker: Calibration, *,
+                   consensus: Consensus | None = None) -> npt.NDArray[np.float64] | None:
     """The final ordering key with structure consensus (adds ``features["consensus"]``), or None when the
-    ranker carries no consensus settings."""
+    ranker carries no consensus settings. ``consensus`` (of these rows under ``ranker.linear(features)``)
+    is shared with a re-ranker that asks for other temperatures."""
     top = int(ranker.info.get("consensus_top", 0))
     temperature = float(ranker.info.get("consensus_temperature", 0.0))
     if top < 2 or temperature <= 0:
         return None
     logit = ranker.linear(features)
-    cons = consensus_scores(query_index, logit, references.structure_fingerprints(row_id), top=top,
-                            temperature=temperature)
+    if consensus is None:
+        consensus = Consensus(query_index, logit, references.structure_fingerprints(row_id))
+    cons = consensus(top, temperature)
     inside = np.isfinite(cons)
     features["consensus"] = np.where(inside, cons, 0.0)
     return np.where(inside, 1e3 + cons, logit - 1e3)
@@ -219,19 +255,13 @@ def analogue_candidates(queries: pa.RecordBatch, library: SearchableLibrary, ref
     window: dict[str, object] = {}
     if settings.max_mass_difference is not None:
         window = {"mass": cols["precursor_mz"], "tolerance": Tolerance(settings.max_mass_difference, "Da")}
-    # a library with decoys holds one per target: fetch twice as many and drop the decoys
-    fetch = settings.n_candidates * (2 if references.has_decoys else 1)
-    hits = library.search(emb, top_k=fetch, ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
-                          min_quality=settings.min_library_quality, **window)
+    # decoys (target-decoy FDR of identity search) are never analogues: the search leaves them out
+    hits = library.search(emb, top_k=settings.n_candidates,
+                          ion_mode=cols["ion_mode"] if settings.same_ion_mode else None,
+                          min_quality=settings.min_library_quality, exclude_rows=references.decoy_rows(), **window)
     qi = hits.column("query_index").to_numpy().astype(np.int64)
     rows = hits.column("row_id").to_numpy().astype(np.int64)
     cos = hits.column("score").to_numpy().astype(np.float64)
-    if references.has_decoys and qi.shape[0]:
-        target = ~references.is_decoy(rows)
-        qi, rows, cos = qi[target], rows[target], cos[target]
-        keep, _ = top_per_query(qi, cos, settings.n_candidates)
-        keep = np.sort(keep)
-        qi, rows, cos = qi[keep], rows[keep], cos[keep]
     if qi.shape[0] == 0:
         return Candidates(qi, rows, {})
     query_peaks = peaks if peaks is not None else Peaks.from_arrow(queries)
@@ -258,14 +288,14 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
-    order = (analogue_order(qi, feats, rows, references, score_model.ranker)
-             if score_model.ranker is not None else None)
-    use = settings.rerank and score_model.ranker is not None
-    reranker = load_reranker(embedder.encoder_hash) if use else None
-    if reranker is not None and score_model.ranker is not None and fits_first_stage(reranker, score_model.ranker):
-        first, fps = score_model.ranker.linear(feats), references.structure_fingerprints(rows)
-        order = rerank_order(feats, first, lambda top, t: consensus_scores(qi, first, fps, top=top, temperature=t),
-                             reranker)
+    order: npt.NDArray[np.float64] | None = None
+    if score_model.ranker is not None:
+        first = score_model.ranker.linear(feats)
+        consensus = Consensus(qi, first, references.structure_fingerprints(rows))  # Tanimoto block made once
+        order = analogue_order(qi, feats, rows, references, score_model.ranker, consensus=consensus)
+        reranker = load_reranker(embedder.encoder_hash) if settings.rerank else None
+        if reranker is not None and fits_first_stage(reranker, score_model.ranker):
+            order = rerank_order(feats, first, consensus, reranker)
     feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
                                        scale=score_model.scale, fallback_rank="embedding_cosine",

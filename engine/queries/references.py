@@ -52,6 +52,7 @@ class References:
         self._peaks: Peaks | None = None
         self._fp_cache: dict[str, npt.NDArray[np.uint8]] = {}
         self._row_fps: npt.NDArray[np.uint8] | None = None
+        self._decoy_rows: npt.NDArray[np.int64] | None = None
         #: whether the library holds decoy spectra (target-decoy q-values); ``decoy_note`` says why not
         self.has_decoys = False
         self.decoy_note: str | None = "the library holds no decoy spectra: no q-values"
@@ -201,6 +202,22 @@ class References:
             return np.zeros(ids.shape[0], dtype=bool)
         col = self.meta(ids).column("is_decoy").fill_null(pa.scalar(False))
         return np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool)
+
+    def decoy_rows(self) -> npt.NDArray[np.int64]:
+        """Row ids of every decoy spectrum, sorted (empty without decoys): the rows a targets-only search
+        leaves out (``exclude_rows`` of :func:`indexes.search.search`). Read once."""
+        if self._decoy_rows is None:
+            if not self.has_decoys:
+                self._decoy_rows = np.zeros(0, dtype=np.int64)
+            elif self.preloaded:
+                assert self._meta is not None and self._rows is not None
+                flags = self._meta.column("is_decoy").fill_null(pa.scalar(False)).to_numpy(zero_copy_only=False)
+                self._decoy_rows = self._rows[np.asarray(flags, dtype=bool)]
+            else:
+                assert self._library is not None
+                parts = [b.column(0).to_numpy() for b in self._library.table.scan(["row_id"], where="is_decoy = true")]
+                self._decoy_rows = np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+        return self._decoy_rows
 
     def peaks(self, row_ids: npt.ArrayLike) -> Peaks:
         """Raw peaks of ``row_ids`` (in that order)."""

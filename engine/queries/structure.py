@@ -69,7 +69,8 @@ def spectra_for_structures(smiles: Sequence[str], library: SearchableLibrary, re
     keys, masses = _inchikey_and_mass(smiles)
     emb = model.embed_smiles(smiles)  # type: ignore[attr-defined]
     parts = []
-    fetch = settings.top_k * (2 if references.has_decoys else 1)  # one decoy per target: fetch twice as many
+    fetch = settings.top_k
+    decoys = references.decoy_rows()  # decoys are never results
     if settings.adducts:
         for name in settings.adducts:
             adduct = parse_adduct(name)
@@ -79,18 +80,17 @@ def spectra_for_structures(smiles: Sequence[str], library: SearchableLibrary, re
             mz = np.asarray([adduct.mz_from_neutral(m) for m in masses])
             parts.append(library.search(emb, top_k=fetch, mass=mz,
                                         tolerance=Tolerance(settings.precursor_tolerance_ppm, "ppm"),
-                                        ion_mode=mode, min_quality=settings.min_library_quality))
+                                        ion_mode=mode, min_quality=settings.min_library_quality,
+                                        exclude_rows=decoys))
     else:
         parts.append(library.search(emb, top_k=fetch, ion_mode=settings.ion_mode,
-                                    min_quality=settings.min_library_quality))
+                                    min_quality=settings.min_library_quality, exclude_rows=decoys))
     hits = pa.concat_tables(parts) if parts else None
     if hits is None or hits.num_rows == 0:
         return STRUCTURE_SCHEMA.empty_table()
     qi = hits.column("query_index").to_numpy().astype(np.int64)
     rows = hits.column("row_id").to_numpy().astype(np.int64)
     score = hits.column("score").to_numpy().astype(np.float64)
-    target = ~references.is_decoy(rows)  # decoys are never results
-    qi, rows, score = qi[target], rows[target], score[target]
     keep, rank = top_per_query(qi, score, settings.top_k)
     meta = references.meta(rows[keep])
     n = len(keep)
