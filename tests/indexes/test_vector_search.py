@@ -37,6 +37,7 @@ def _queries(emb: Embedded) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def test_windows_modes_quality_match_brute_force(index: VectorIndex, embedded: Embedded) -> None:
     q, mass, modes = _queries(embedded)
+    excluded = embedded.row_id[::2]   # every other row, the queries' own rows among them
     exactish = index.manifest.partitions[0].kind != "ivf_pq"
     cases = [
         ({"mass": mass, "tolerance": Tolerance(10, "ppm")}, {"mass": mass, "tol_ppm": 10}),
@@ -47,6 +48,11 @@ def test_windows_modes_quality_match_brute_force(index: VectorIndex, embedded: E
         ({"ion_mode": "negative"}, {"ion_mode": ["negative"] * len(q)}),
         ({"min_quality": 0.95}, {"min_quality": 0.95}),
         ({}, {}),
+        # rows left out (a library's decoys): the top 5 come from the other rows, windows or not
+        ({"exclude_rows": excluded}, {"exclude_rows": excluded}),
+        ({"exclude_rows": excluded, "min_quality": 0.9}, {"exclude_rows": excluded, "min_quality": 0.9}),
+        ({"mass": mass, "tolerance": Tolerance(0.5, "Da"), "exclude_rows": excluded},
+         {"mass": mass, "tol_da": 0.5, "exclude_rows": excluded}),
     ]
     for kwargs, bf_kwargs in cases:
         got = as_lists(search(index, q, top_k=5, **kwargs), len(q))
@@ -57,12 +63,17 @@ def test_windows_modes_quality_match_brute_force(index: VectorIndex, embedded: E
             found = np.array([[r for r, _ in g] + [-1] * (5 - len(g)) for g in got])
             true = np.array([[r for r, _ in w] + [-1] * (5 - len(w)) for w in want])
             assert recall_at_k(found, true, 5) > 0.8
+        if "exclude_rows" in kwargs:
+            hits = search(index, q, top_k=5, **kwargs).column("row_id").to_numpy()
+            assert hits.size and not np.isin(hits, excluded).any()
 
 
 def test_wide_windows_through_ivf(index: VectorIndex, embedded: Embedded) -> None:
     q, mass, _ = _queries(embedded)
-    got = search(index, q, top_k=10, mass=mass, tolerance=Tolerance(150, "Da"), min_quality=0.5, n_probe=4)
-    want = brute_force(embedded, q, 10, mass=mass, tol_da=150, min_quality=0.5)
+    excluded = embedded.row_id[1::3]
+    got = search(index, q, top_k=10, mass=mass, tolerance=Tolerance(150, "Da"), min_quality=0.5, n_probe=4,
+                 exclude_rows=excluded)
+    want = brute_force(embedded, q, 10, mass=mass, tol_da=150, min_quality=0.5, exclude_rows=excluded)
     lists = as_lists(got, len(q))
     found = np.array([[r for r, _ in g] + [-1] * (10 - len(g)) for g in lists])
     true = np.array([[r for r, _ in w] + [-1] * (10 - len(w)) for w in want])
@@ -73,7 +84,7 @@ def test_wide_windows_through_ivf(index: VectorIndex, embedded: Embedded) -> Non
     for qi, rid, score, m in zip(*(got.column(c).to_numpy() for c in
                                    ("query_index", "row_id", "score", "precursor_mz")), strict=True):
         i = pos[int(rid)]
-        assert abs(m - mass[qi]) <= 150 and embedded.quality[i] >= 0.5
+        assert abs(m - mass[qi]) <= 150 and embedded.quality[i] >= 0.5 and rid not in set(excluded.tolist())
         assert score == pytest.approx(float(qn[qi] @ embedded.vectors[i]), abs=1e-5)
 
 

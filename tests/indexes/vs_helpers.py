@@ -88,7 +88,8 @@ def embed_sample(sample_table: pa.Table) -> Embedded:
 def brute_force(emb: Embedded, queries: npt.NDArray[np.float32], top_k: int, *,
                 mass: npt.NDArray[np.float64] | None = None, tol_ppm: float | None = None,
                 tol_da: float | None = None, ion_mode: list[str] | None = None,
-                min_quality: float | None = None) -> list[list[tuple[int, float]]]:
+                min_quality: float | None = None, exclude_rows: npt.NDArray[np.int64] | None = None
+                ) -> list[list[tuple[int, float]]]:
     """Per query, the best ``top_k`` (row_id, score) by exact cosine among rows passing the filters."""
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     scores = q @ emb.vectors.T
@@ -100,6 +101,8 @@ def brute_force(emb: Embedded, queries: npt.NDArray[np.float32], top_k: int, *,
         ok &= emb.ion_mode[None, :] == np.asarray(ion_mode, dtype=object)[:, None]
     if min_quality is not None:
         ok &= (emb.quality >= min_quality)[None, :]
+    if exclude_rows is not None:
+        ok &= ~np.isin(emb.row_id, exclude_rows)[None, :]
     scores = np.where(ok, scores, -np.inf)
     out = []
     for row in scores:
