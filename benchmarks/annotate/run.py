@@ -82,7 +82,8 @@ def compare_section() -> str:
     path = HERE / "compare.json"
     if not path.exists():
         return ""
-    runs = json.loads(path.read_text())["runs"]
+    data = json.loads(path.read_text())
+    runs, notes = data["runs"], data.get("notes", {})
     out = []
     for label in dict.fromkeys(str(r.get("label", "")) for r in runs):
         rows = [{"variant": r["variant"], "input": r["input"], "spectra": r.get("spectra"), "wall s": r["wall_s"],
@@ -91,7 +92,8 @@ def compare_section() -> str:
                  "stage s": ", ".join(f"{k} {v}" for k, v in (r.get("stages_s") or {}).items()),
                  "load avg start -> end": f"{r['load_start']} -> {r['load_end']}", "error": r.get("error")}
                 for r in runs if str(r.get("label", "")) == label]
-        out.append(f"\n\n### {label or 'Before / after'}\n\n" + markdown_table(rows))
+        out.append(f"\n\n### {label or 'Before / after'}\n\n" + markdown_table(rows)
+                   + (f"\n\n{notes[label]}" if label in notes else ""))
     return "".join(out)
 
 
