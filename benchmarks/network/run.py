@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -49,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmarks._results import markdown_table, write_results
+from benchmarks._results import commit, markdown_table, write_results
 from benchmarks.search.common import calibration_fold
 from benchmarks.search.data import fingerprints, tanimoto
 from engine.core.peaks import Peaks
@@ -293,6 +294,7 @@ def write_inputs(directory: Path, n: int, seed: int = 0) -> list[Path]:
 def cost(n: int, work: Path, *, graph_files: bool) -> dict[str, Any]:
     files = write_inputs(work / f"in-{n}", n)
     out = work / f"net-{n}"
+    load_start = os.getloadavg()[0]
     with PeakRSS() as mem:
         t = time.perf_counter()
         s = build_network(files, out, settings=NetworkSettings(graph_files=graph_files))
@@ -304,6 +306,7 @@ def cost(n: int, work: Path, *, graph_files: bool) -> dict[str, Any]:
             "peak_rss_gb": round(mem.peak / 2**30, 2), "edges": s.edges, "cross_mode_edges": s.cross_mode_edges,
             "largest_component": s.largest_component, "graph_files": graph_files,
             "candidate_recall@10": recall,
+            "load avg start -> end": f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}",
             "stages_s": {k: round(v, 1) for k, v in s.seconds.items()}}
 
 
@@ -404,8 +407,9 @@ def write(results: dict[str, Any]) -> None:
         m = results["matchms"]
         body += ["", "Cost: `build_network` end to end (read Parquet, embed, LanceDB store, k-NN, network, files) "
                  "on the real MassBank spectra plus perturbed copies (`benchmarks/index/data.py`), `nice -n 10` "
-                 "on the machine below (shared with other jobs: load average 8-13 on its 2 cores while it ran, so "
-                 "these are pessimistic); exact k-NN up to 50k nodes per ion mode, IVF-Flat above "
+                 "on the machine below (its load average while each ran is in the table; rows without it ran "
+                 "beside other jobs, load 8-13 on 2 cores, so they are pessimistic); exact k-NN up to 50k nodes "
+                 "per ion mode, IVF-Flat above "
                  "(`engine.queries.network.ivf_nlist` lists, n_probe 16); `candidate_recall@10`: share of the "
                  "exact 10 best neighbours of 2,000 random nodes found. Graph files (GraphML, Cytoscape.js) only "
                  "up to 100k nodes.",
@@ -418,8 +422,10 @@ def write(results: dict[str, Any]) -> None:
                  "n(n-1)/2 pairs: " + "; ".join(
                      f"{n:,} spectra {fmt_hours(n * (n - 1) / 2 / m['matchms_pairs_per_second'])}"
                      for n in (10_000, 100_000, 1_000_000)) + " (extrapolated, not run)."]
+        measured = {r["spectra"] for r in results["cost"]}
         for r in results.get("extrapolated", []):
-            body += ["", r]
+            if not any(f"** {n:,} spectra from" in r for n in measured):
+                body += ["", r]
     write_results("network", "Molecular networking (engine network)", "\n".join(body), results,
                   HERE / "results.json")
 
@@ -472,10 +478,14 @@ def main() -> None:
         write(results)
         return
     results["matchms"] = matchms_rate()
-    results["cost"] = []
+    # rows of sizes not rerun are kept (with the commit they were measured at)
+    kept = [{**r, "commit": r.get("commit", previous.get("commit"))} for r in previous.get("cost", [])
+            if r["spectra"] not in sizes]
+    results["cost"] = list(kept)
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
         for n in sizes:
-            results["cost"].append(cost(n, Path(tmp), graph_files=n <= 100_000))
+            results["cost"].append({**cost(n, Path(tmp), graph_files=n <= 100_000), "commit": commit()})
+            results["cost"].sort(key=lambda r: r["spectra"])
             write(results)
             print(json.dumps(results["cost"][-1]))
 
