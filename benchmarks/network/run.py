@@ -337,7 +337,7 @@ def candidate_recall(out: Path, n_queries: int = 2000) -> float:
     return round(len(want & got) / max(len(want), 1), 4)
 
 
-def matchms_rate(n: int = 300) -> dict[str, Any]:
+def matchms_rate(n: int = 2000) -> dict[str, Any]:
     """matchms all-pairs modified cosine on ``n`` val spectra (pairs/s), and the engine kernel's rate."""
     from matchms import Spectrum as MSpectrum
     from matchms.similarity import ModifiedCosineGreedy
@@ -451,6 +451,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--matchms-spectra", type=int, default=2000,
+                        help="val spectra for the timed matchms all-pairs modified cosine (n(n-1)/2 pairs)")
     parser.add_argument("--extrapolate", type=int, default=0,
                         help="Only add an estimate for this many spectra to the stored results and rewrite them.")
     args = parser.parse_args()
@@ -477,7 +479,7 @@ def main() -> None:
                 results[key] = previous[key]
         write(results)
         return
-    results["matchms"] = matchms_rate()
+    results["matchms"] = matchms_rate(args.matchms_spectra)
     # rows of sizes not rerun are kept (with the commit they were measured at)
     kept = [{**r, "commit": r.get("commit", previous.get("commit"))} for r in previous.get("cost", [])
             if r["spectra"] not in sizes]
