@@ -27,6 +27,7 @@ COMPARE_JSON = HERE / "compare.json"
 
 
 def run_variant(name: str, checkout: Path, inputs: str, work: Path) -> dict[str, object]:
+    inputs = str(Path(inputs).resolve())  # the job runs in the checkout
     out = work / f"out-{name}"
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(checkout)}
