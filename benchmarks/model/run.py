@@ -394,6 +394,28 @@ def throughput(model: JointModel, batch: pa.RecordBatch, smiles: list[str]) -> d
     return out
 
 
+def versus_default(ranking: dict[str, Any], rmse: dict[str, Any], default: dict[str, Any]) -> list[str]:
+    """Key figures of this model beside the default model's (``results.json`` of the same benchmark)."""
+    if not default.get("ranking"):
+        return []
+    rows = []
+    for key in ("clean/formula", "clean/formula + fragments", "clean/mass256", "clean/mass256 + fragments"):
+        if key in ranking and key in default["ranking"]:
+            for k in (1, 20):
+                rows.append({"measure": f"{key} hit@{k} %", "this model": round(100 * ranking[key][f"hit_rate@{k}"], 2),
+                             "default model": round(100 * default["ranking"][key][f"hit_rate@{k}"], 2)})
+    for name in ("clean", "all"):
+        if name in rmse and name in default.get("tanimoto_rmse", {}):
+            for m in ("rmse", "rmse_bin_mean"):
+                rows.append({"measure": f"raw-cosine Tanimoto {m.replace('_', ' ')} ({name} val)",
+                             "this model": round(rmse[name]["all"][m], 4),
+                             "default model": round(default["tanimoto_rmse"][name]["all"][m], 4)})
+    return ["### Beside the default model", "",
+            f"The default model's figures are those of `benchmarks/model/results.json` (commit "
+            f"{default.get('commit')}, encoder {default.get('encoder_hash')}), same val spectra and candidates.", "",
+            markdown_table(rows), ""]
+
+
 def figures(out_dir: Path, pred: npt.NDArray[np.float32], true: npt.NDArray[np.float32],
             quality: npt.NDArray[np.float32], threshold: float, history: list[dict[str, Any]] | None,
             rmse_bins: dict[str, Any]) -> list[str]:
@@ -474,6 +496,10 @@ def main() -> None:
                         help="evaluate on a random subset of val structures (quick check; 0 = all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the evaluation passes")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.json / RESULTS.md")
+    parser.add_argument("--section", default="model",
+                        help="RESULTS.md section and results file (results-<section>.json) for a model other than "
+                             "the default, beside its section (with --figures in a folder of its own)")
+    parser.add_argument("--title", default="Joint model (issue 3)", help="the section's title")
     parser.add_argument("--reuse-ranking", action="store_true",
                         help="keep candidate ranking and throughput from the previous results.json (same model)")
     args = parser.parse_args()
@@ -651,6 +677,7 @@ def main() -> None:
         f"MassBank `val` split: {table.num_rows} spectra of {structs.shape[0]} structures, of which "
         f"{int(clean.sum())} pass the training filters (\"clean\": high-resolution, >= 5 peaks, |ppm| <= 20).",
         "",
+        *(versus_default(ranking, rmse, previous) if args.section != "model" else []),
         "### Candidate ranking (hit rate of the true structure, %)",
         "",
         "Candidates from `candidates.parquet` (one per 2D structure), true structure always included. "
@@ -725,14 +752,17 @@ def main() -> None:
     if args.no_write:
         print("\n".join(body))
         return
-    write_results("model", "Joint model (issue 3)", "\n".join(body),
+    figures_rel = Path(args.figures).resolve().relative_to(HERE.parent).as_posix()
+    text = "\n".join(body).replace("](model/figures/", f"]({figures_rel}/")
+    json_path = HERE / ("results.json" if args.section == "model" else f"results-{args.section}.json")
+    write_results(args.section, args.title, text,
                   {"model": args.model or "default", "encoder_hash": model.encoder_hash, "ranking": ranking,
                    "ranking_source": ranking_source,
                    "tanimoto_map": None if tmap is None else {"encoder_hash": tmap.encoder_hash, **tmap.info},
                    "tanimoto_rmse": rmse, "quality": quality_summary, "throughput": speed, "targets": targets,
                    "anchors": ANCHORS, "training": extra.get("training"), "figures": figs,
                    "seconds": round(time.time() - t_start, 1), "candidate_embedding_seconds": round(mol_seconds, 1)},
-                  HERE / "results.json")
+                  json_path)
     print(f"done in {time.time() - t_start:.0f} s")
 
 
