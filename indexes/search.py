@@ -234,21 +234,18 @@ def _search_all(part: PartitionData, q: npt.NDArray[np.float32], k: int, *, allo
                 n_probe: int | None, exact: bool, use_gpu: bool) -> Scored:
     """Top-k over a whole partition (no mass window) among the ``allowed`` rows."""
     entry = part.entry
-    mask = allowed
-    if mask is not None and (exact or part.index is None or int(mask.sum()) <= _exact_limit(part, _probe(
-            part, n_probe))):
-        if int(mask.sum()) * part.vectors.shape[1] * 4 > COMPACT_MAX_BYTES:  # too large to copy: stream it
-            return exact_knn(q, part.vectors, k, mask=mask, use_gpu=use_gpu)
-        vectors, positions = _compact(part, mask)
+    flat = exact or part.index is None
+    probe = 0 if flat else _probe(part, n_probe)
+    if allowed is None:
+        return exact_knn(q, part.vectors, k, use_gpu=use_gpu) if flat else _ivf(part, q, k, probe, use_gpu=use_gpu)
+    n_valid = int(allowed.sum())
+    if flat or n_valid <= _exact_limit(part, probe):
+        if n_valid * part.vectors.shape[1] * 4 > COMPACT_MAX_BYTES:  # too large to copy: stream it
+            return exact_knn(q, part.vectors, k, mask=allowed, use_gpu=use_gpu)
+        vectors, positions = _compact(part, allowed)
         s, i = exact_knn(q, vectors, k, use_gpu=use_gpu)
         return s, np.where(i >= 0, positions[np.maximum(i, 0)], -1)
-    if exact or part.index is None:
-        return exact_knn(q, part.vectors, k, use_gpu=use_gpu)
-    probe = _probe(part, n_probe)
-    if mask is None:
-        return _ivf(part, q, k, probe, use_gpu=use_gpu)
-    n_valid = int(mask.sum())
-    selector, _bits = _bitmap_selector(mask)
+    selector, _bits = _bitmap_selector(allowed)
     return _ivf(part, q, k, _scaled_probe(probe, entry.nlist, n_valid / entry.n_rows), selector)
 
 

@@ -67,7 +67,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise IncompatibleArtifactError(f"{path}: model checkpoint not found") from None
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         text = str(exc)
-        if "Unsupported global" in text or "GLOBAL" in text:  # torch's advice to load unsafely is not ours to give
+        if "Unsupported global" in text or "GLOBAL" in text:  # pickled Python objects: never load them
             raise IncompatibleArtifactError(f"{path}: refused: the file holds Python objects besides tensors and "
                                             f"plain data, which an engine checkpoint never does (loading them "
                                             f"could run code); use a checkpoint written by 'engine train'") from None

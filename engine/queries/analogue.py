@@ -236,9 +236,9 @@ def analogue_order(query_index: npt.NDArray[np.int64], features: dict[str, npt.N
     temperature = float(ranker.info.get("consensus_temperature", 0.0))
     if top < 2 or temperature <= 0:
         return None
-    logit = ranker.linear(features)
     if consensus is None:
-        consensus = Consensus(query_index, logit, references.structure_fingerprints(row_id))
+        consensus = Consensus(query_index, ranker.linear(features), references.structure_fingerprints(row_id))
+    logit = consensus.logit
     cons = consensus(top, temperature)
     inside = np.isfinite(cons)
     features["consensus"] = np.where(inside, cons, 0.0)

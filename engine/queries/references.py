@@ -210,9 +210,8 @@ class References:
             if not self.has_decoys:
                 self._decoy_rows = np.zeros(0, dtype=np.int64)
             elif self.preloaded:
-                assert self._meta is not None and self._rows is not None
-                flags = self._meta.column("is_decoy").fill_null(pa.scalar(False)).to_numpy(zero_copy_only=False)
-                self._decoy_rows = self._rows[np.asarray(flags, dtype=bool)]
+                assert self._rows is not None
+                self._decoy_rows = self._rows[self.is_decoy(self._rows)]
             else:
                 assert self._library is not None
                 parts = [b.column(0).to_numpy() for b in self._library.table.scan(["row_id"], where="is_decoy = true")]

@@ -69,7 +69,6 @@ def spectra_for_structures(smiles: Sequence[str], library: SearchableLibrary, re
     keys, masses = _inchikey_and_mass(smiles)
     emb = model.embed_smiles(smiles)  # type: ignore[attr-defined]
     parts = []
-    fetch = settings.top_k
     decoys = references.decoy_rows()  # decoys are never results
     if settings.adducts:
         for name in settings.adducts:
@@ -78,12 +77,12 @@ def spectra_for_structures(smiles: Sequence[str], library: SearchableLibrary, re
             if settings.ion_mode is not None and settings.ion_mode != mode:
                 continue
             mz = np.asarray([adduct.mz_from_neutral(m) for m in masses])
-            parts.append(library.search(emb, top_k=fetch, mass=mz,
+            parts.append(library.search(emb, top_k=settings.top_k, mass=mz,
                                         tolerance=Tolerance(settings.precursor_tolerance_ppm, "ppm"),
                                         ion_mode=mode, min_quality=settings.min_library_quality,
                                         exclude_rows=decoys))
     else:
-        parts.append(library.search(emb, top_k=fetch, ion_mode=settings.ion_mode,
+        parts.append(library.search(emb, top_k=settings.top_k, ion_mode=settings.ion_mode,
                                     min_quality=settings.min_library_quality, exclude_rows=decoys))
     hits = pa.concat_tables(parts) if parts else None
     if hits is None or hits.num_rows == 0:
