@@ -1,11 +1,14 @@
 """Exact k-nearest neighbours by inner product, block by block over the database, and recall@k.
 
 The database may be a memory-mapped array larger than RAM: it is read ``block_rows`` rows at a time
-and a running top-k is merged after each block (as ``faiss.contrib.exhaustive_search`` does).
+and a running top-k is merged after each block (as ``faiss.contrib.exhaustive_search`` does). On the CPU
+each block is one matrix product and a top-k in torch (MKL / oneDNN), tiled over the queries: about twice
+as fast as ``faiss.knn`` with the BLAS of the faiss-cpu wheels; ``faiss.knn`` serves where torch is missing.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -75,12 +78,43 @@ def exact_knn(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32
             if res is not None:
                 s, i = faiss.knn_gpu(res, q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
             else:
-                s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
+                s, i = knn_cpu(q, block, kk)
             i = np.where(i >= 0, ids[np.maximum(i, 0)], -1)
             best_s, best_i = merge_topk(best_s, best_i, s, i, top_k)
         if progress is not None:
             progress(min(block_rows, database.shape[0] - start))
     return topk_rows(best_s, best_i, top_k)
+
+
+#: Scores held at once by :func:`knn_cpu` (queries per tile = this / database rows): 256 MB of float32.
+KNN_TILE_SCORES = 1 << 26
+
+
+def knn_cpu(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32], top_k: int, *,
+            tile_scores: int = KNN_TILE_SCORES) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Exact top-k by inner product on the CPU (``top_k <= len(database)``), as ``faiss.knn`` gives it (the
+    caller orders ties, see :func:`topk_rows`); queries in tiles of at most ``tile_scores`` scores."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; faiss alone still works
+        import faiss
+
+        s, i = faiss.knn(queries, database, top_k, metric=faiss.METRIC_INNER_PRODUCT)
+        return s, i.astype(np.int64)
+    n, nq = database.shape[0], queries.shape[0]
+    scores = np.empty((nq, top_k), np.float32)
+    ids = np.empty((nq, top_k), np.int64)
+    tile = max(1, tile_scores // max(n, 1))
+    with torch.inference_mode(), warnings.catch_warnings():
+        # a memory-mapped database is read-only; torch only reads it here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        db = torch.from_numpy(np.ascontiguousarray(database, dtype=np.float32))
+        for a in range(0, nq, tile):
+            block = torch.from_numpy(np.ascontiguousarray(queries[a:a + tile], dtype=np.float32)) @ db.T
+            v, i = torch.topk(block, top_k, dim=1)
+            scores[a:a + tile] = v.numpy()
+            ids[a:a + tile] = i.numpy()
+    return scores, ids
 
 
 def recall_at_k(found_ids: npt.NDArray[np.int64], true_ids: npt.NDArray[np.int64], k: int, *,

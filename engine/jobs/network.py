@@ -43,6 +43,7 @@ from engine.jobs.annotate import plan_files
 from engine.jobs.artifacts import open_library_and_model, open_model
 from engine.jobs.chunks import InputFile
 from engine.jobs.network_files import Network, write_network
+from engine.jobs.output import read_part
 from engine.models.tanimoto_map import MAP_NAME, load_tanimoto_map, positive_mask
 from engine.queries.network import (
     Candidates,
@@ -302,9 +303,7 @@ class NetworkJob:
                       ) -> None:
         """Nodes from one input file of an annotate output: its embeddings and annotations, peaks re-read.
         Embeddings of another model than the network's (``encoder_hash``) are made again."""
-        import pyarrow.parquet as pq
-
-        results = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+        results = pa.concat_tables([read_part(p, embeddings=True) for p in parts]) if parts else None
         report = ReadReport()
         if results is None or results.num_rows == 0:
             store.add_input(file.key, str(file.path), "annotate", report.to_dict())

@@ -5,12 +5,15 @@ Layout under ``OUT``::
     job.json                          fingerprint (model, library, candidates, settings) of the results,
                                       and the job's resolved settings
     results/file=<key>/part-<k>.parquet   results of chunk k of one input file (Hive-partitioned)
+    embeddings/file=<key>/part-<k>.parquet  ``query_id``, ``record_index`` and ``embedding`` of those rows,
+                                      in the same order (engine network reads them; results stay narrow)
     files/<key>.json                  written once every chunk of the file is written (completion)
     failed/<key>.json                 a file that failed, with the message (retried on the next run)
     summary.json, skipped.parquet     the run summary and the skipped records
 
 Parts are written to a temporary name and renamed, so a part either exists whole or not at all; a
-rerun skips the parts and files that exist. When the fingerprint changes (another model, library or
+chunk's embeddings part is written before its results part, whose existence marks the chunk done, so a
+rerun skips the parts and files that exist and never finds results without their embeddings. When the fingerprint changes (another model, library or
 setting), the old results are removed before anything is written, with a message.
 """
 
@@ -27,6 +30,30 @@ import pyarrow.parquet as pq
 from engine.core.errors import EngineError
 from engine.core.fsutil import TEMP_GLOB, atomic_write
 from engine.io.writers.parquet import table_bytes
+
+#: The per-chunk datasets under ``OUT`` (removed together when the job's fingerprint changes).
+_DATASETS = ("results", "embeddings", "files", "failed")
+#: The column of annotation tables that goes to ``embeddings/`` instead of ``results/``.
+EMBEDDING = "embedding"
+
+
+def embeddings_part(results_part: Path) -> Path:
+    """The embeddings part beside a results part (``results/file=K/part-N`` -> ``embeddings/file=K/part-N``)."""
+    return results_part.parent.parent.parent / "embeddings" / results_part.parent.name / results_part.name
+
+
+def read_part(path: Path, *, embeddings: bool = False) -> pa.Table:
+    """One results part; with ``embeddings`` its rows' ``embedding`` column is appended from the embeddings
+    part (outputs of earlier versions kept it in the results part itself; none: results only)."""
+    table = pq.read_table(path)
+    side = embeddings_part(path)
+    if embeddings and EMBEDDING not in table.column_names and side.exists():
+        emb = pq.read_table(side, columns=[EMBEDDING]).column(EMBEDDING)
+        if len(emb) == table.num_rows:
+            table = table.append_column(EMBEDDING, emb)
+    elif not embeddings and EMBEDDING in table.column_names:
+        table = table.drop_columns([EMBEDDING])
+    return table
 from engine.jobs.chunks import InputFile
 
 
@@ -59,14 +86,15 @@ class JobOutput:
             if old != self.fingerprint:
                 changed = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
                 self.invalidated = ", ".join(changed)
-                for sub in ("results", "files", "failed"):
+                for sub in _DATASETS:
                     shutil.rmtree(self.root / sub, ignore_errors=True)
-        for sub in ("results", "files", "failed"):
+        for sub in _DATASETS:
             (self.root / sub).mkdir(exist_ok=True)
         write_atomic(job, json.dumps({"fingerprint": self.fingerprint, "settings": self.settings},
                                             indent=2, default=str).encode())
-        for stale in self.root.glob(f"results/*/{TEMP_GLOB}"):
-            stale.unlink(missing_ok=True)
+        for sub in ("results", "embeddings"):
+            for stale in self.root.glob(f"{sub}/*/{TEMP_GLOB}"):
+                stale.unlink(missing_ok=True)
         return self
 
     # --- parts -------------------------------------------------------------------------------------
@@ -78,10 +106,18 @@ class JobOutput:
 
     def write_part(self, file: InputFile, chunk: int, table: pa.Table) -> None:
         """Write one chunk's results atomically (idempotent: same chunk, same file name), after checking
-        that ``job.json`` still holds this job's fingerprint (:class:`JobChangedError` otherwise)."""
+        that ``job.json`` still holds this job's fingerprint (:class:`JobChangedError` otherwise). An
+        ``embedding`` column goes to the chunk's embeddings part, written first and uncompressed (float
+        vectors barely compress, and the results part stays narrow for the job-wide q-value pass)."""
         self.check_fingerprint()
         path = self.part_path(file, chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if EMBEDDING in table.column_names:
+            side = embeddings_part(path)
+            side.parent.mkdir(parents=True, exist_ok=True)
+            keys = [c for c in ("query_id", "record_index") if c in table.column_names]
+            write_atomic(side, table_bytes(table.select([*keys, EMBEDDING]), compression="none"))
+            table = table.drop_columns([EMBEDDING])
         write_atomic(path, table_bytes(table))
 
     def check_fingerprint(self) -> None:
@@ -121,4 +157,4 @@ class JobOutput:
         parts = sorted((self.root / "results").glob("file=*/part-*.parquet"))
         if not parts:
             raise FileNotFoundError(f"{self.root}: no results yet")
-        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+        return pa.concat_tables([read_part(p) for p in parts], promote_options="default")

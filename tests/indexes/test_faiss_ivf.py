@@ -5,7 +5,7 @@ import pytest
 from vs_helpers import Embedded
 
 from indexes.faiss_ivf import IndexPolicy, build_ivf, gpu_count, load_index, save_index, search_ivf
-from indexes.ground_truth import exact_knn, recall_at_k
+from indexes.ground_truth import exact_knn, knn_cpu, recall_at_k, topk_rows
 
 
 def test_size_rule() -> None:
@@ -54,6 +54,22 @@ def test_exact_knn_blocks_and_mask(embedded: Embedded) -> None:
     mask[100:103] = True
     s, i = exact_knn(q, x, 5, block_rows=64, mask=mask)
     assert set(i[0, :3].tolist()) == {100, 101, 102} and (i[:, 3:] == -1).all()
+
+
+def test_knn_cpu_equals_faiss_knn_in_any_tiling(embedded: Embedded) -> None:
+    """The torch matrix-product path gives faiss.knn's neighbours and scores, whatever the query tiles."""
+    import faiss
+
+    x = embedded.vectors
+    q = np.ascontiguousarray(x[::7] + 0.01 * np.random.default_rng(0).standard_normal((len(x[::7]), x.shape[1])),
+                             dtype=np.float32)
+    fs, fi = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    fs, fi = topk_rows(fs, fi.astype(np.int64), 10)
+    for tile in (x.shape[0] * 3, 1 << 26):  # 3 queries per tile, and all at once
+        ts, ti = topk_rows(*knn_cpu(q, x, 10, tile_scores=tile), 10)
+        np.testing.assert_allclose(ts, fs, atol=1e-5)
+        assert recall_at_k(ti, fi, 10, found_scores=ts, true_scores=fs) == 1.0
+        assert (ti[:, 0] == fi[:, 0]).mean() > 0.99
 
 
 @pytest.mark.gpu

@@ -65,6 +65,24 @@ def test_every_spectrum_is_annotated_once(reference: tuple[Path, list[dict[str, 
     assert all(0.0 <= float(r["quality"]) <= 1.0 for r in rows)  # type: ignore[arg-type]
 
 
+def test_embeddings_sit_beside_the_results_row_for_row(reference: tuple[Path, list[dict[str, object]]]) -> None:
+    """Results parts stay narrow; each chunk's embeddings part holds the same rows in the same order, and
+    ``read_part(..., embeddings=True)`` joins them back."""
+    from engine.jobs.output import embeddings_part, read_part
+
+    out, rows = reference
+    parts = sorted(out.glob("results/file=*/part-*.parquet"))
+    assert parts and all("embedding" not in pq.read_schema(p).names for p in parts)
+    assert "embedding" not in rows[0]
+    for part in parts:
+        res, emb = pq.read_table(part), pq.read_table(embeddings_part(part))
+        assert emb.column("query_id").equals(res.column("query_id"))
+        assert emb.column("record_index").equals(res.column("record_index"))
+        joined = read_part(part, embeddings=True)
+        assert joined.column("embedding").equals(emb.column("embedding"))
+        assert joined.drop_columns(["embedding"]).equals(res)
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_point_then_resume_is_exact(library: Path, reference: tuple[Path, list[dict[str, object]]],
                                                     tmp_path: Path) -> None:
