@@ -13,8 +13,9 @@ Layout under ``OUT``::
 
 Parts are written to a temporary name and renamed, so a part either exists whole or not at all; a
 chunk's embeddings part is written before its results part, whose existence marks the chunk done, so a
-rerun skips the parts and files that exist and never finds results without their embeddings. When the fingerprint changes (another model, library or
-setting), the old results are removed before anything is written, with a message.
+rerun skips the parts and files that exist and never finds results without their embeddings. When the
+fingerprint changes (another model, library or setting), the old results are removed before anything
+is written, with a message.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from engine.core.errors import EngineError
 from engine.core.fsutil import TEMP_GLOB, atomic_write
 from engine.io.writers.parquet import table_bytes
+from engine.jobs.chunks import InputFile
 
 #: The per-chunk datasets under ``OUT`` (removed together when the job's fingerprint changes).
 _DATASETS = ("results", "embeddings", "files", "failed")
@@ -54,7 +56,6 @@ def read_part(path: Path, *, embeddings: bool = False) -> pa.Table:
     elif not embeddings and EMBEDDING in table.column_names:
         table = table.drop_columns([EMBEDDING])
     return table
-from engine.jobs.chunks import InputFile
 
 
 class JobChangedError(EngineError):
