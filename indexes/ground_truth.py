@@ -111,9 +111,9 @@ def knn_cpu(queries: npt.NDArray[np.float32], database: npt.NDArray[np.float32],
         db = torch.from_numpy(np.ascontiguousarray(database, dtype=np.float32))
         for a in range(0, nq, tile):
             block = torch.from_numpy(np.ascontiguousarray(queries[a:a + tile], dtype=np.float32)) @ db.T
-            v, i = torch.topk(block, top_k, dim=1)
+            v, pos = torch.topk(block, top_k, dim=1)
             scores[a:a + tile] = v.numpy()
-            ids[a:a + tile] = i.numpy()
+            ids[a:a + tile] = pos.numpy()
     return scores, ids
 
 
