@@ -70,6 +70,8 @@ from engine.commands.common import (
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Torch threads for embedding in this process (0: torch's default, all cores; 1 is much "
                    "faster on a machine other jobs keep busy).")
+@click.option("--read-ahead/--no-read-ahead", default=True, show_default=True,
+              help="Parse the next chunk of input in a child process while this one is annotated (local runner).")
 @click.option("--repository", default=None, type=click.Path(file_okay=False), metavar="REPO",
               help="Also store every annotated spectrum and its embedding in this repository (engine repository), "
                    "keyed by USI; needs --dataset.")

@@ -2,10 +2,10 @@
 
 The job plans its input files (content-hashed), skips files already complete in ``OUT`` and, inside a
 file, chunks already written; each chunk's results are written atomically (see
-:mod:`engine.jobs.output`). The local runner does read -> embed -> search -> write in one process
-(a reader thread ahead of it measured slower: parsing holds the GIL that the embedding's numpy and
-torch code needs); the Ray runner (:mod:`engine.jobs.ray_runner`) runs the same stages in separate
-processes on Ray Data.
+:mod:`engine.jobs.output`). The local runner does embed -> search -> write in one process while a
+child process parses the next chunk (:mod:`engine.jobs.prefetch`; a reader thread measured slower:
+parsing holds the GIL that the embedding's numpy and torch code needs); the Ray runner
+(:mod:`engine.jobs.ray_runner`) runs the same stages in separate processes on Ray Data.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,9 @@ from engine.core.errors import EngineError, FileFormatError, InvalidInputError
 from engine.core.locks import DirectoryLock
 from engine.io.inputs import expand_inputs, file_sha256
 from engine.io.stream import ReadReport
-from engine.jobs.chunks import InputFile, iter_chunks
+from engine.jobs.chunks import InputFile
 from engine.jobs.output import JobOutput, write_atomic
+from engine.jobs.prefetch import ChunkReader, ReadRequest
 from engine.jobs.qvalues import analogue_trust, assign_q_values, count_at, job_parts
 from engine.jobs.rerun import artifact_digest, forget_digest, nothing_to_do, save_digest
 from engine.jobs.settings import AnnotateJobSettings, JobOptions, settings_dict
@@ -159,16 +161,18 @@ def run_local(files: Sequence[InputFile], output: JobOutput, annotator: Any, opt
 
     seconds: dict[str, float] = defaultdict(float)
     todo = [f for f in files if not output.is_done(f)]
-    with tqdm(total=None, unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:
+    with (tqdm(total=None, unit=" spectra", disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar,
+          ChunkReader() if options.read_ahead and todo else nullcontext() as reader):
         for f in todo:
             bar.set_postfix_str(f.path.name, refresh=False)
             report = ReadReport()
             stored = repository.inserted if repository is not None else 0
             try:
                 t = time.perf_counter()
-                chunks = iter_chunks(f, chunk_size=chunk_size, on_invalid=options.on_invalid,
-                                     dataset=options.dataset, default_ion_mode=options.default_ion_mode,
-                                     report=report, skip=lambda k, f=f: output.has_part(f, k))  # type: ignore[misc]
+                request = ReadRequest(f, chunk_size=chunk_size, on_invalid=options.on_invalid,
+                                      dataset=options.dataset, default_ion_mode=options.default_ion_mode,
+                                      skip=output.has_part)
+                chunks = reader.chunks(request, report) if reader is not None else request.chunks(report)
                 for chunk in chunks:
                     seconds["read"] += time.perf_counter() - t
                     if not output.has_part(f, chunk.index):

@@ -47,6 +47,8 @@ class JobOptions(Settings):
     on_invalid: OnInvalid = "skip"
     dataset: str | None = None
     default_ion_mode: IonMode | None = None
+    #: the local runner parses the next chunk in a child process while this one is annotated
+    read_ahead: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class AnnotateJobSettings(AnnotateSettings):
     quiet: bool = False
     repository: str | None = None
     lock_wait: float = setting(0.0, ge=0)
+    read_ahead: bool = True
     #: the summary states how many analogue hits reach this reliability and the share of them estimated
     #: below Tanimoto 0.4 (engine.queries.trust); the results do not depend on it
     analogue_min_reliability: float = setting(0.5, ge=0, le=1)
@@ -98,7 +101,8 @@ class AnnotateJobSettings(AnnotateSettings):
                              pubchem_cache=self.pubchem_cache, pubchem_timeout=self.pubchem_timeout)
 
     def options(self) -> JobOptions:
-        return JobOptions(on_invalid=self.on_invalid, dataset=self.dataset, default_ion_mode=self.ion_mode)
+        return JobOptions(on_invalid=self.on_invalid, dataset=self.dataset, default_ion_mode=self.ion_mode,
+                          read_ahead=self.read_ahead)
 
     def check(self) -> Iterable[str]:
         if self.pubchem and self.candidates is None:
