@@ -193,10 +193,26 @@ class VectorTable:
             query = query.select(list(columns))
         return query.limit(None).to_arrow()
 
-    def optimize(self) -> None:
-        """Compact the many small fragments left by batched appends and bring scalar indexes up to date."""
+    def version(self) -> int:
+        """The table's current version (LanceDB writes a new one with every change)."""
+        return int(self.table.version)
+
+    def optimize(self, *, keep_from: int | None = None) -> None:
+        """Compact the many small fragments left by batched appends and bring scalar indexes up to date.
+
+        Compaction rewrites the fragments into new files, and LanceDB keeps the old ones for the versions
+        that use them (7 days by default), so a table grown by many appends holds its data several times
+        over. With ``keep_from`` (the :meth:`version` a writer opened the table at) the versions before it
+        are removed with the files only they use: the version ``keep_from`` itself stays, so a reader that
+        opened the table then (a running ``engine serve``) still finds its rows (Lance's own cleanup by
+        version number; LanceDB's ``optimize`` only prunes by age)."""
         self.ensure_key_index()
         self.table.optimize()
+        if keep_from is None:
+            return
+        older = [int(v["version"]) for v in self.table.list_versions() if int(v["version"]) < keep_from]
+        if older:
+            self.table.to_lance().cleanup_old_versions(versions=older, error_if_tagged_old_versions=False)
 
     def ensure_key_index(self) -> None:
         """A BTREE scalar index on the key and on ``row_id`` (lookups of hits and incremental scans)."""

@@ -83,6 +83,7 @@ def build_library_locked(inputs: Sequence[str | Path], out: str | Path, embedder
     start = time.perf_counter()
     paths = require_spectrum_files(inputs)
     lib = Library.create(out, dim=embedder.dim, encoder_hash=embedder.encoder_hash)
+    opened_at = lib.table.version()  # older versions are compacted copies: pruned below
     decoys = decoy_setting(lib, decoys)
     pool = (decoy_pool or FragmentPool.load(DECOY_POOL)) if decoys else None
     report = ReadReport()
@@ -108,7 +109,7 @@ def build_library_locked(inputs: Sequence[str | Path], out: str | Path, embedder
         if report_path is not None:
             report.write_parquet(report_path)
     if result.inserted:
-        lib.table.optimize()
+        lib.table.optimize(keep_from=opened_at)
     manifest = lib.update_index(policy=policy, progress=progress)
     result.rows = lib.table.count_rows()
     result.decoys = lib.n_decoys()

@@ -114,6 +114,7 @@ def build_molecule_db(inputs: Sequence[str | Path], out: str | Path, embedder: M
         if not p.is_file():
             raise FileFormatError("no such file", path=str(p), reason="file_error")
     lib = Library.create(out, dim=embedder.dim, encoder_hash=embedder.encoder_hash, layout=MOLECULES)
+    opened_at = lib.table.version()  # older versions are compacted copies: pruned below
     ledger = FileLedger(out)
     report = ReadReport()
     result = BuildResult(path=Path(out))
@@ -156,7 +157,7 @@ def build_molecule_db(inputs: Sequence[str | Path], out: str | Path, embedder: M
     finally:
         bar.close()
     if result.inserted:
-        lib.table.optimize()
+        lib.table.optimize(keep_from=opened_at)
     manifest = lib.update_index(policy=policy, progress=progress)
     result.rows = lib.table.count_rows()
     result.read = {**report.to_dict(), "molecules_read": report.spectra_read}

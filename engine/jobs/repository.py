@@ -75,6 +75,8 @@ class RepositoryWriter:
         self.repo = Path(repo)
         self.library = Library.create(repo, dim=dim, encoder_hash=encoder_hash)
         self.ledger = FileLedger(repo, name=FILES_TABLE)
+        #: versions of the table older than this are pruned at finish (their files are compacted copies)
+        self.opened_at = self.library.table.version()
         self.policy = policy
         self.inserted = 0
         self.duplicates = 0
@@ -124,7 +126,7 @@ class RepositoryWriter:
         """Compact the table, append new rows to the index (never a full rebuild once there is one) and
         retrain the partitions that became stale; returns the names retrained."""
         if self.inserted:
-            self.library.table.optimize()
+            self.library.table.optimize(keep_from=self.opened_at)
         manifest = self.library.update_index(policy=self.policy, progress=progress, rebuild_when_larger=False)
         stale = manifest.stale()
         if not stale:

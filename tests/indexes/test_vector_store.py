@@ -85,3 +85,31 @@ def test_fixed_embedder_is_deterministic_and_normalised(sample_table: pa.Table) 
     n_peaks = a.column("n_peaks").to_numpy()
     assert (np.diff(q[np.argsort(n_peaks)]) >= 0).all()  # more peaks, higher quality
     assert FixedSpectrumEmbedder(dim=16).encoder_hash == EMB.encoder_hash != FixedSpectrumEmbedder(dim=17).encoder_hash
+
+
+def test_optimize_prunes_the_copies_of_earlier_versions(sample_table: pa.Table, tmp_path: Path) -> None:
+    """Two adds of appends + compaction: pruning at the second leaves the first add's copies out, keeps every
+    row and keeps the version the second writer opened readable."""
+    def data_bytes(root: Path) -> int:
+        return sum(f.stat().st_size for f in (root / f"{SPECTRA_TABLE}.lance" / "data").glob("*"))
+
+    def add(table: VectorTable, start: int, *, prune: bool) -> None:
+        opened = table.version()
+        for a in range(start, start + 100, 10):
+            table.append(_spectra_rows(sample_table, a, a + 10))
+        table.optimize(keep_from=opened if prune else None)
+
+    plain, pruned = _open(tmp_path / "plain"), _open(tmp_path / "pruned")
+    for t in (plain, pruned):
+        add(t, 0, prune=t is pruned)
+    opened = pruned.table.version
+    for t in (plain, pruned):
+        add(t, 100, prune=t is pruned)
+    assert data_bytes(tmp_path / "pruned") < 0.8 * data_bytes(tmp_path / "plain")
+    versions = [v["version"] for v in pruned.table.list_versions()]
+    assert opened in versions and len(versions) < len(plain.table.list_versions())
+    assert pruned.count_rows() == plain.count_rows() == 200
+    pruned.table.checkout(opened)  # what a reader that opened the table before the second add sees
+    assert pruned.table.count_rows() == 100
+    pruned.table.checkout_latest()
+    assert pruned.take_keys([sample_table.column("spectrum_id")[150].as_py()], ["spectrum_id"]).num_rows == 1
