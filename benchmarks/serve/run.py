@@ -23,6 +23,7 @@ latency, errors, and the server's resident memory.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import http.client
 import json
@@ -41,7 +42,7 @@ import numpy.typing as npt
 import psutil
 import pyarrow as pa
 
-from benchmarks._results import markdown_table, write_results
+from benchmarks._results import commit, machine, markdown_table, write_results
 from benchmarks.index import data
 
 HERE = Path(__file__).resolve().parent
@@ -337,6 +338,8 @@ def main() -> None:
     served = serve_bench(repo, args.size, real, meta, [int(c) for c in args.clients.split(",")], args.requests,
                          args.seconds)
     result = {"size": args.size, "build": built, "serve": served, "model_embedding_spectra_per_s": rate,
+              "measured": {"date": dt.date.today().isoformat(), "commit": commit(), "machine": machine()},
+              "lance_versions_pruned": True,
               "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()[0],
               "limits": {"requests": args.requests, "seconds": args.seconds}}
     previous = json.loads(JSON.read_text()).get("runs", {}) if JSON.exists() else {}
@@ -345,6 +348,12 @@ def main() -> None:
                   markdown(previous), {"runs": previous}, JSON)
     if not args.keep:
         shutil.rmtree(repo, ignore_errors=True)
+
+
+def _machine_text(m: Any) -> str:
+    if not isinstance(m, dict):
+        return str(m)
+    return f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['gpu'] or 'no GPU'}"
 
 
 def markdown(runs: dict[str, Any]) -> str:
@@ -365,24 +374,47 @@ def markdown(runs: dict[str, Any]) -> str:
                          f"clients {at8['lookups_per_s']:.0f}/s, p99 {at8['p99_ms']:.0f} ms: "
                          f"{'met' if ok else 'not met'} on this shared machine. At 32 clients throughput rises but "
                          f"p99 grows (the 32 client threads share the 2 cores with the server).")
-    parts.append("**10M spectra: not built.** The 1M build took about 26 minutes here (mostly retraining the "
-                 "two large partitions after each dataset), so 10M did not fit the session; the memory-mapped "
-                 "IVF-PQ target at 10M is not measured. At 1M both partitions are IVF-Flat (under the 2 GB "
-                 "IVF-Flat limit); a 10M repository's partitions would be IVF-PQ (64 bytes of codes per vector "
-                 "in RAM, vectors memory-mapped for re-scoring), for which `benchmarks/index` (index section) "
-                 "measures 10M vectors at 40 bytes per vector of dimension 128.")
+    if "10000000" in runs:
+        r10 = runs["10000000"]
+        rows10 = {(x["query"].split(" ")[0], x["clients"]): x for x in r10["serve"]["rows"]}
+        rss = max([x["server_rss_gb"] for x in r10["serve"]["rows"]] + [r10["serve"]["rss_after_start_gb"]])
+        kinds10 = {p["kind"] for p in r10["build"]["partitions"]}
+        at8 = rows10.get(("spectrum", 8))
+        parts.append(f"**Target at 10M** (served from memory-mapped IVF-PQ within 8 GB): partitions "
+                     f"{', '.join(sorted(kinds10))}, server resident memory at most {rss:.2f} GB: "
+                     f"{'met' if rss <= 8 and kinds10 <= {'ivf_pq', 'flat'} else 'not met'}"
+                     + (f"; spectrum lookups at 8 clients {at8['lookups_per_s']:.0f}/s, p99 {at8['p99_ms']:.0f} ms"
+                        if at8 else "") + ".")
+    else:
+        parts.append("**10M spectra: not built.** The 1M build took about 26 minutes on the earlier session's "
+                     "machine (mostly retraining the two large partitions after each dataset), so 10M did not fit a "
+                     "session; the memory-mapped IVF-PQ target at 10M is not measured. A 10M repository's "
+                     "partitions are IVF-PQ (64 bytes of codes per vector in RAM, vectors memory-mapped for "
+                     "re-scoring), for which `benchmarks/index` (index section) measures 10M vectors at 40 bytes "
+                     "per vector of dimension 128.")
+    parts.append("Disk: LanceDB keeps the files of older table versions (7 days by default), and every add "
+                 "compacts its appends into new files, so the repositories built before version pruning (marked "
+                 "below) held their data several times over; `engine repository add` now removes the versions "
+                 "older than the one it opened (`indexes/store.py`, `VectorTable.optimize(keep_from=...)`), "
+                 "leaving the compacted data plus the last add's appends.")
     for size, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
         b, s = r["build"], r["serve"]
         kinds = ", ".join(f"{p['name']} {p['kind']} {p['rows']:,}" for p in b["partitions"])
         retrain = ("stale partitions retrained by the default policy (also for an unsorted tail over a quarter of "
                    "the partition, which here retrains the large partitions after nearly every dataset)"
                    if b.get("tail_retrain", True) else "partitions retrained only when they outgrow their training")
-        parts.append(f"### {int(size):,} spectra\n\n"
+        when = r.get("measured")
+        measured = (f"_Measured {when['date']}, commit {when['commit']}, {_machine_text(when['machine'])}._\n\n"
+                    if when else
+                    "_Measured on the earlier session's machine (see the header of the issue-17 commit's RESULTS)._"
+                    "\n\n")
+        pruned = "" if r.get("lance_versions_pruned") else " (built before version pruning)"
+        parts.append(f"### {int(size):,} spectra\n\n{measured}"
                      f"Build: {b['seconds']:.0f} s for {b['datasets']} datasets "
                      f"({b['seconds'] / int(size) * 1e6:.0f} µs per spectrum without embedding; the model embeds "
                      f"{r['model_embedding_spectra_per_s']:,.0f} spectra/s here); disk "
-                     f"{b['disk_bytes_per_spectrum']:,.0f} bytes per spectrum (peaks, metadata and embedding in "
-                     f"LanceDB; index {b['index_bytes_per_spectrum']:,.0f}); partitions: {kinds}; {retrain}. "
+                     f"{b['disk_bytes_per_spectrum']:,.0f} bytes per spectrum{pruned} (peaks, metadata and "
+                     f"embedding in LanceDB; index {b['index_bytes_per_spectrum']:,.0f}); partitions: {kinds}; {retrain}. "
                      f"Load average {r['load_average_at_start']:.1f} at start, {r['load_average_at_end']:.1f} at "
                      f"end (other jobs share the 2 cores).\n\n"
                      + markdown_table(b["steps"], ["dataset", "rows", "store_s", "index_s", "seconds", "retrained"])
