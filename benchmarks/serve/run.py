@@ -414,7 +414,8 @@ def markdown(runs: dict[str, Any]) -> str:
                      f"({b['seconds'] / int(size) * 1e6:.0f} µs per spectrum without embedding; the model embeds "
                      f"{r['model_embedding_spectra_per_s']:,.0f} spectra/s here); disk "
                      f"{b['disk_bytes_per_spectrum']:,.0f} bytes per spectrum{pruned} (peaks, metadata and "
-                     f"embedding in LanceDB; index {b['index_bytes_per_spectrum']:,.0f}); partitions: {kinds}; {retrain}. "
+                     f"embedding in LanceDB; index {b['index_bytes_per_spectrum']:,.0f}); partitions: {kinds}; "
+                     f"{retrain}. "
                      f"Load average {r['load_average_at_start']:.1f} at start, {r['load_average_at_end']:.1f} at "
                      f"end (other jobs share the 2 cores).\n\n"
                      + markdown_table(b["steps"], ["dataset", "rows", "store_s", "index_s", "seconds", "retrained"])
