@@ -12,7 +12,6 @@ it would in process (chunks before it are delivered first).
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import os
 import pickle
@@ -22,14 +21,11 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
-import pyarrow as pa
-
 from engine.core.errors import EngineError
 from engine.core.records import IonMode
+from engine.io.ipc import batch_from_ipc, batch_to_ipc
 from engine.io.stream import OnInvalid, ReadReport
 from engine.jobs.chunks import Chunk, InputFile, iter_chunks
-
-log = logging.getLogger(__name__)
 
 __all__ = ["ChunkReader", "ReadRequest"]
 
@@ -112,7 +108,7 @@ class ChunkReader:
                 raise _unpickle_error(error, request)
             index, last, data, state = payload
             _copy_report(state, report)
-            yield Chunk(request.file, index, _from_ipc(data), last=last)
+            yield Chunk(request.file, index, batch_from_ipc(data), last=last)
             if last:
                 return
 
@@ -135,7 +131,7 @@ def _serve(conn: Connection) -> None:
             return None
         except BaseException as exc:  # delivered to the caller in its place
             return "error", (_pickle_error(exc), report)
-        return "chunk", (chunk.index, chunk.last, _to_ipc(chunk.batch), report)
+        return "chunk", (chunk.index, chunk.last, batch_to_ipc(chunk.batch), report)
 
     while True:
         try:
@@ -173,14 +169,3 @@ def _unpickle_error(error: bytes | str, request: ReadRequest) -> BaseException:
     if isinstance(error, bytes):
         return pickle.loads(error)
     return ReaderError(f"{request.file.path}: {error}")
-
-
-def _to_ipc(batch: pa.RecordBatch) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _from_ipc(data: bytes) -> pa.RecordBatch:
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()

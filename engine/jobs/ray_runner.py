@@ -8,7 +8,6 @@ duplicated; the driver marks a file complete only once every chunk part of it ex
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from engine.io.ipc import batch_from_ipc, batch_to_ipc
 from engine.io.stream import ReadReport
 from engine.jobs.artifacts import open_library_and_model
 from engine.jobs.chunks import InputFile, iter_chunks
@@ -27,19 +26,6 @@ from engine.jobs.output import JobOutput
 # A worker process that dies is restarted and its task retried: Ray Data's actor pools default to
 # max_restarts=-1 and max_task_retries=-1 (ray/data/_internal/execution/operators/actor_pool_map_operator.py),
 # which tests/jobs/test_annotate.py checks by killing a worker mid-job.
-
-
-def _to_ipc(batch: pa.RecordBatch) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue()
-
-
-def _from_ipc(data: bytes) -> pa.RecordBatch:
-    table = pa.ipc.open_stream(data).read_all().combine_chunks()
-    batches = table.to_batches()
-    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
 def read_chunks(item: dict[str, Any], *, out: str, chunk_size: int, options: Any) -> Iterator[dict[str, Any]]:
@@ -54,7 +40,7 @@ def read_chunks(item: dict[str, Any], *, out: str, chunk_size: int, options: Any
             todo = not output.has_part(file, chunk.index)
             if todo or chunk.last:
                 yield {"path": item["path"], "sha256": item["sha256"], "chunk": chunk.index, "last": chunk.last,
-                       "todo": todo, "ipc": _to_ipc(chunk.batch) if todo else b"",
+                       "todo": todo, "ipc": batch_to_ipc(chunk.batch) if todo else b"",
                        "report": json.dumps({"n_chunks": chunk.index + 1, **report.to_dict(),
                                              "rejects": report.rejects[:1000]}) if chunk.last else "",
                        "error": ""}
@@ -77,7 +63,7 @@ class EmbedActor:
         for i, (data, todo) in enumerate(zip(rows["ipc"], rows["todo"], strict=True)):
             t = time.perf_counter()
             emb, quality = np.zeros((0, self.model.dim), np.float32), np.zeros(0, np.float32)
-            batch = _from_ipc(bytes(data)) if todo else None
+            batch = batch_from_ipc(bytes(data)) if todo else None
             if batch is not None and batch.num_rows:
                 try:
                     emb, quality = self.model.embed_spectra(batch)
@@ -110,7 +96,7 @@ class SearchActor:
             t = time.perf_counter()
             n = 0
             if todo:
-                batch = _from_ipc(bytes(data))
+                batch = batch_from_ipc(bytes(data))
                 e = np.frombuffer(bytes(emb), dtype=np.float32).reshape(-1, dim)
                 q = np.frombuffer(bytes(quality), dtype=np.float32)
                 try:
