@@ -13,6 +13,12 @@ Size rule (after GLEAMS), applied per partition of ``n`` rows and dimension ``d`
   1M vectors (nlist 4096) IVF-Flat reaches recall@10 0.99 at about 120x the speed of exact search.
 * IVF-PQ candidates are over-fetched ``refine_factor`` (10) times and re-scored exactly from the
   stored vectors (recall@10 0.96 at 1M, n_probe 16, against 0.65 from the PQ codes alone).
+* With ``refine_codes`` (the default), an IVF-PQ partition also keeps 8-bit scalar codes of its vectors
+  (``d`` bytes a row, a quarter of the floats) **in memory**: candidates are then over-fetched
+  ``code_refine_factor`` (40) times, re-scored from those codes (cosine error about 0.002), and only
+  the best ``2 k`` are re-scored exactly from the memory-mapped floats. A lookup then reads ``2 k``
+  random rows of the float file instead of ``10 k``, so a partition far larger than memory is served
+  from its PQ and scalar codes, and the longer shortlist recovers near-duplicates the PQ codes misorder.
 
 The metric is inner product on L2-normalised vectors, i.e. cosine. GPU FAISS is used for training,
 adding and unfiltered search when ``faiss.get_num_gpus() > 0``; results match the CPU path.
@@ -49,6 +55,8 @@ class IndexPolicy(Settings):
     pq_dims_per_code: int = 4
     pq_nbits: int = 8
     refine_factor: int = setting(10, ge=1)
+    refine_codes: bool = True
+    code_refine_factor: int = setting(40, ge=1)
     exact_window_rows: int = 4096
     train_rows_per_list: int = 64
     max_train_rows: int = 300_000
@@ -174,6 +182,36 @@ def build_ivf(vectors: npt.NDArray[np.float32], kind: IndexKind, policy: IndexPo
     if use_gpu:
         index = faiss.index_gpu_to_cpu(work)
     return index
+
+
+def build_refine_codes(vectors: npt.NDArray[np.float32], policy: IndexPolicy) -> Any:
+    """8-bit scalar codes of every row of ``vectors`` (a FAISS IndexScalarQuantizer, ranges per dimension
+    trained on a sample); ids are row positions, like the IVF index's."""
+    import faiss
+
+    n, dim = vectors.shape
+    codes: Any = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    # ranges are the sample's min / max widened by a tenth on each side, so that rows appended later
+    # (until the partition is retrained) seldom fall outside them and get clipped
+    codes.sq.rangestat = faiss.ScalarQuantizer.RS_minmax
+    codes.sq.rangestat_arg = 0.1
+    train_ids = sample_rows(n, min(n, policy.max_train_rows), policy.seed)
+    codes.train(np.ascontiguousarray(vectors[train_ids], dtype=np.float32))
+    add_to_index(codes, vectors, batch_rows=policy.add_batch_rows)
+    return codes
+
+
+def code_scores(codes: Any, queries: npt.NDArray[np.float32], ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    """Approximate inner products of ``queries`` ``[m, d]`` with rows ``ids`` ``[m, c]`` (>= 0) decoded
+    from scalar ``codes``."""
+    m, c = ids.shape
+    out = np.empty((m, c), dtype=np.float32)
+    step = max(1, (1 << 22) // max(c * queries.shape[1], 1))  # decode at most ~16 MB of floats at once
+    for start in range(0, m, step):
+        block = ids[start:start + step]
+        vecs = codes.reconstruct_batch(np.ascontiguousarray(block.reshape(-1))).reshape(*block.shape, -1)
+        out[start:start + step] = np.einsum("qd,qkd->qk", queries[start:start + step], vecs)
+    return out
 
 
 def add_to_index(index: Any, vectors: npt.NDArray[np.float32], *, batch_rows: int = 65_536) -> None:

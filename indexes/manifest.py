@@ -47,15 +47,18 @@ class PartitionEntry:
     nlist: int = 0
     pq_m: int = 0
     pq_nbits: int = 0
+    refine_codes: bool = False
 
     def file(self, suffix: str) -> str:
-        """File name of this generation: ``suffix`` is ``faiss``, ``vectors.npy`` or ``meta.arrow``."""
+        """File name of this generation: ``suffix`` is ``faiss``, ``codes.faiss``, ``vectors.npy`` or
+        ``meta.arrow``."""
         return f"{self.name}.g{self.generation}.{suffix}"
 
     @property
     def files(self) -> list[str]:
         names = [self.file("vectors.npy"), self.file("meta.arrow")]
-        return names + ([self.file("faiss")] if self.kind != "flat" else [])
+        names += [self.file("faiss")] if self.kind != "flat" else []
+        return names + ([self.file("codes.faiss")] if self.refine_codes else [])
 
     def partition(self, ordinal: int) -> Partition:
         return Partition(self.ion_mode, ordinal, self.mass_lo, self.mass_hi)

@@ -39,6 +39,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from engine.core.records import Tolerance
+from indexes.faiss_ivf import code_scores
 from indexes.ground_truth import exact_knn, merge_topk, topk_rows
 from indexes.vector_index import PartitionData, VectorIndex
 
@@ -188,7 +189,13 @@ def _empty(m: int, k: int) -> Scored:
 
 
 def _rescore(part: PartitionData, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int) -> Scored:
-    """Exact cosines of candidate ids (``-1`` = none) and the best ``k``."""
+    """Exact cosines of candidate ids (``-1`` = none) and the best ``k``; with scalar codes, only the
+    best ``2 k`` by their decoded cosines are read from the float vectors."""
+    if part.codes is not None and ids.shape[1] > 2 * k:
+        safe = np.maximum(ids, 0)
+        approx = code_scores(part.codes, q, safe)
+        approx[ids < 0] = -np.inf
+        _s, ids = topk_rows(approx, ids, 2 * k)
     safe = np.maximum(ids, 0)
     vecs = np.asarray(part.vectors[safe.reshape(-1)], dtype=np.float32).reshape(*ids.shape, -1)
     scores = np.einsum("qd,qkd->qk", q, vecs).astype(np.float32)
@@ -209,7 +216,7 @@ def _ivf(part: PartitionData, q: npt.NDArray[np.float32], k: int, n_probe: int, 
     from indexes.faiss_ivf import search_ivf
 
     refine = part.entry.kind == "ivf_pq" and not raw
-    kk = k * part.refine_factor if refine else k
+    kk = k * (part.code_refine_factor if part.codes is not None else part.refine_factor) if refine else k
     if use_gpu and selector is None:
         import faiss
 

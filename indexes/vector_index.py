@@ -6,10 +6,13 @@ Layout of ``DIR`` (inside a library it is ``LIBRARY/index``)::
     <mode>-<nnn>.g<gen>.vectors.npy     float32 [n, dim], L2-normalised, rows sorted by mass
     <mode>-<nnn>.g<gen>.meta.arrow      row_id, key, mass, quality in the same order (Arrow IPC)
     <mode>-<nnn>.g<gen>.faiss           IVF-Flat / IVF-PQ partitions only; FAISS id = position
+    <mode>-<nnn>.g<gen>.codes.faiss     IVF-PQ partitions only: 8-bit scalar codes for re-scoring
 
 The raw vectors are kept beside IVF indexes so that small precursor windows are searched exactly
 (contiguous, mass-sorted slices) and IVF-PQ candidates are re-scored exactly: every score returned by
-:mod:`indexes.search` is an exact cosine. Rows added later are appended after the sorted ones (the
+:mod:`indexes.search` is an exact cosine. IVF-PQ partitions also hold 8-bit codes of their vectors,
+loaded into memory, which shortlist candidates before the exact re-score (:mod:`indexes.faiss_ivf`).
+Rows added later are appended after the sorted ones (the
 *tail*) and to the IVF lists without retraining; :meth:`VectorIndex.retrain` re-sorts and retrains.
 """
 
@@ -26,7 +29,16 @@ import pyarrow as pa
 
 from engine.core.errors import IncompatibleArtifactError, InvalidInputError
 from engine.core.fsutil import atomic_path
-from indexes.faiss_ivf import IndexPolicy, add_to_index, build_ivf, gpu_count, index_nlist, load_index, save_index
+from indexes.faiss_ivf import (
+    IndexPolicy,
+    add_to_index,
+    build_ivf,
+    build_refine_codes,
+    gpu_count,
+    index_nlist,
+    load_index,
+    save_index,
+)
 from indexes.manifest import MANIFEST_NAME, IndexManifest, PartitionEntry
 from indexes.partition import PartitionScheme
 
@@ -40,14 +52,17 @@ LIGHT_COLUMNS = ("row_id", "key", "mass", "ion_mode", "quality")
 
 @dataclass
 class PartitionData:
-    """One partition's arrays, memory-mapped; ``index`` is the FAISS index (None for exact partitions)."""
+    """One partition's arrays, memory-mapped; ``index`` is the FAISS index (None for exact partitions),
+    ``codes`` the in-memory scalar codes of an IVF-PQ partition (None without them)."""
 
     entry: PartitionEntry
     vectors: npt.NDArray[np.float32]
     meta: pa.Table
     index: Any = None
+    codes: Any = None
     n_probe: int = 16
     refine_factor: int = 10
+    code_refine_factor: int = 40
     exact_window_rows: int = 4096
     gpu_index: Any = None
     _cache: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +132,7 @@ class VectorIndex:
             part = _load_partition(self.directory, entry, self.manifest.dim)
             part.n_probe = self.manifest.policy.n_probe
             part.refine_factor = self.manifest.policy.refine_factor
+            part.code_refine_factor = self.manifest.policy.code_refine_factor
             part.exact_window_rows = self.manifest.policy.exact_window_rows
             self._parts[ordinal] = part
         return self._parts[ordinal]
@@ -130,15 +146,17 @@ def _load_partition(directory: Path, entry: PartitionEntry, dim: int, *, with_in
         meta = pa.ipc.open_file(pa.memory_map(str(directory / entry.file("meta.arrow")))).read_all()
         index = (load_index(directory / entry.file("faiss"), mmap=True)
                  if entry.kind != "flat" and with_index else None)
+        codes = (load_index(directory / entry.file("codes.faiss"), mmap=False)
+                 if entry.refine_codes and with_index else None)
     except (OSError, pa.ArrowInvalid) as exc:
         raise IncompatibleArtifactError(f"{where}: partition files missing or unreadable ({exc}); "
                                         f"rebuild the index") from None
     if vectors.shape != (entry.n_rows, dim) or meta.num_rows != entry.n_rows or \
-            (index is not None and (index.ntotal != entry.n_rows or index.d != dim)):
+            any(x is not None and (x.ntotal != entry.n_rows or x.d != dim) for x in (index, codes)):
         raise IncompatibleArtifactError(f"{where}: files hold {vectors.shape[0]} vectors of dimension "
                                         f"{vectors.shape[1] if vectors.ndim == 2 else '?'} but the manifest "
                                         f"says {entry.n_rows} x {dim}; rebuild the index")
-    return PartitionData(entry=entry, vectors=vectors, meta=meta, index=index)
+    return PartitionData(entry=entry, vectors=vectors, meta=meta, index=index, codes=codes)
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -275,6 +293,9 @@ def _train_partition(directory: Path, entry: PartitionEntry, policy: IndexPolicy
 
         ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
         entry.pq_m, entry.pq_nbits = int(ivf.pq.M), int(ivf.pq.nbits)
+        if policy.refine_codes:
+            save_index(build_refine_codes(vectors, policy), directory / entry.file("codes.faiss"))
+            entry.refine_codes = True
 
 
 # ----------------------------------------------------------------------------------------------- update
@@ -339,10 +360,13 @@ def _append_partition(directory: Path, entry: PartitionEntry, dim: int, light: p
                       vectors: npt.NDArray[np.float32], generation: int, policy: IndexPolicy) -> None:
     old = _load_partition(directory, entry, dim, with_index=False)
     n_old, n_new = entry.n_rows, light.num_rows
-    index = None
+    index = codes = None
     if entry.kind != "flat":
         index = load_index(directory / entry.file("faiss"), mmap=False)
         add_to_index(index, vectors, batch_rows=policy.add_batch_rows)
+    if entry.refine_codes:
+        codes = load_index(directory / entry.file("codes.faiss"), mmap=False)
+        add_to_index(codes, vectors, batch_rows=policy.add_batch_rows)
     entry.generation = generation
     out = np.lib.format.open_memmap(directory / entry.file("vectors.npy"), mode="w+", dtype=np.float32,
                                     shape=(n_old + n_new, dim))
@@ -358,6 +382,8 @@ def _append_partition(directory: Path, entry: PartitionEntry, dim: int, light: p
     _write_meta(directory / entry.file("meta.arrow"), meta)
     if index is not None:
         save_index(index, directory / entry.file("faiss"))
+    if codes is not None:
+        save_index(codes, directory / entry.file("codes.faiss"))
     entry.n_rows = n_old + n_new
 
 
@@ -396,6 +422,7 @@ def retrain_vector_index(directory: str | Path, names: Sequence[str] | None = No
         entry.kind = manifest.policy.kind_for(entry.n_rows, manifest.dim)
         entry.n_sorted = entry.trained_rows = entry.n_rows
         entry.nlist = entry.pq_m = entry.pq_nbits = 0
+        entry.refine_codes = False
         if entry.kind != "flat":
             _train_partition(directory, entry, manifest.policy, progress=progress)
     manifest.save(directory)

@@ -17,12 +17,20 @@ Serve: ``engine serve`` in a subprocess on 127.0.0.1; 1, 8 and 32 client threads
 connections send lookups for ``--seconds`` or ``--requests`` (whichever ends first): spectrum lookups
 (JSON peaks of freshly perturbed validation-split spectra, analogue mode, top 10; the server embeds them)
 and USI lookups (a random repository spectrum, analogue, top 10). Reported: lookups/s, p50 / p99
-latency, errors, and the server's resident memory.
+latency, errors, and the server's memory: resident (RSS, which counts the touched pages of
+memory-mapped files), anonymous (RssAnon: heap, model, codes loaded into memory) and, with
+``--memory-limit-gb``, the peak of a memory cgroup the server runs in (Linux; page cache it reads is
+charged to it and reclaimed at the limit, so lookups are measured under that limit). The page cache is
+dropped before the server starts where the machine allows it, so it starts cold.
+
+    nice -n 10 python -m benchmarks.serve.run --size 10000000 --growth-only-retrain --memory-limit-gb 8 --keep
+    python -m benchmarks.serve.run --size 10000000 --memory-limit-gb 8 --serve-only   # serve a kept repository
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import http.client
@@ -155,15 +163,78 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """``engine serve`` in a subprocess, with a resident-memory sampler."""
+def drop_page_cache() -> bool:
+    """Write dirty pages and drop the clean page cache (root on Linux); False where not allowed."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
 
-    def __init__(self, repo: Path, port: int) -> None:
+
+class MemoryCgroup:
+    """A memory cgroup (v1 or v2) below this process's own, limited to ``limit`` bytes; None if unavailable."""
+
+    def __init__(self, path: Path, v2: bool) -> None:
+        self.path, self.v2 = path, v2
+
+    @classmethod
+    def create(cls, limit: int) -> MemoryCgroup | None:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _id, controllers, rel = line.split(":", 2)
+            v2 = controllers == ""
+            if not v2 and "memory" not in controllers.split(","):
+                continue
+            base = Path("/sys/fs/cgroup") if v2 else Path("/sys/fs/cgroup/memory")
+            path = base / rel.lstrip("/") / f"engine-bench-{os.getpid()}"
+            try:
+                path.mkdir()
+                (path / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(str(limit))
+                return cls(path, v2)
+            except OSError:
+                continue
+        return None
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def peak(self) -> int:
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self.path / name).read_text())
+        except OSError:
+            return 0
+
+    def oom_kills(self) -> int:
+        name = "memory.events" if self.v2 else "memory.oom_control"
+        try:
+            for line in (self.path / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except OSError:
+            pass
+        return 0
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+class Server:
+    """``engine serve`` in a subprocess (in a memory cgroup when given), with a memory sampler."""
+
+    def __init__(self, repo: Path, port: int, cgroup: MemoryCgroup | None = None) -> None:
         self.port = port
+        self.cgroup = cgroup
         self.proc = subprocess.Popen([sys.executable, "-m", "engine", "-q", "serve", "--repo", str(repo),
                                       "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
+        if cgroup is not None:
+            cgroup.add(self.proc.pid)
         self.ps = psutil.Process(self.proc.pid)
+        self.peak_anon = 0
         start = time.perf_counter()
         while True:
             if self.proc.poll() is not None:
@@ -179,6 +250,22 @@ class Server:
             time.sleep(0.5)
         self.startup_s = time.perf_counter() - start
         self.peak = self.rss()
+        self.sample()
+
+    def sample(self) -> None:
+        """Update the peaks of resident and anonymous memory."""
+        self.peak = max(self.peak, self.rss())
+        self.peak_anon = max(self.peak_anon, self.anon())
+
+    def anon(self) -> int:
+        """Anonymous resident memory (``RssAnon``), bytes; 0 where /proc does not say."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
 
     def conn(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -233,7 +320,7 @@ def load(server: Server, make: Any, clients: int, max_requests: int, max_seconds
 
     def sample() -> None:
         while not stop.is_set():
-            server.peak = max(server.peak, server.rss())
+            server.sample()
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -251,7 +338,8 @@ def load(server: Server, make: Any, clients: int, max_requests: int, max_seconds
     return {"clients": clients, "requests": len(lat), "seconds": wall, "lookups_per_s": len(lat) / wall,
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None, "errors": errors[0],
-            "server_rss_gb": server.peak / 2**30}
+            "server_rss_gb": server.peak / 2**30, "server_anon_gb": server.peak_anon / 2**30,
+            **({"cgroup_peak_gb": server.cgroup.peak() / 2**30} if server.cgroup is not None else {})}
 
 
 def query_bodies(real: data.Peaks, meta: pa.Table, n: int, seed: int = 12345) -> list[bytes]:
@@ -270,7 +358,7 @@ def query_bodies(real: data.Peaks, meta: pa.Table, n: int, seed: int = 12345) ->
 
 
 def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients: list[int], max_requests: int,
-                max_seconds: float) -> dict[str, Any]:
+                max_seconds: float, memory_limit_gb: float | None = None) -> dict[str, Any]:
     import urllib.parse
 
     bodies = query_bodies(real, meta, 500)
@@ -282,8 +370,16 @@ def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients
         per_file = -(-per // FILES_PER_DATASET)
         usis.append(f"mzspec:MSV9{j:08d}:run{j:02d}_{i // per_file:02d}:scan:{i % per_file + 1}")
     usi_paths = [f"/lookup?top_k=10&usi={urllib.parse.quote(u)}" for u in usis]
-    server = Server(repo, free_port())
-    out: dict[str, Any] = {"startup_s": server.startup_s, "rss_after_start_gb": server.rss() / 2**30, "rows": []}
+    cgroup = None
+    if memory_limit_gb is not None:
+        cgroup = MemoryCgroup.create(int(memory_limit_gb * 2**30))
+        if cgroup is None:
+            raise SystemExit("--memory-limit-gb: no memory cgroup could be made here")
+    dropped = drop_page_cache()
+    server = Server(repo, free_port(), cgroup)
+    out: dict[str, Any] = {"startup_s": server.startup_s, "rss_after_start_gb": server.rss() / 2**30,
+                           "anon_after_start_gb": server.anon() / 2**30, "page_cache_dropped": dropped,
+                           "memory_limit_gb": memory_limit_gb, "rows": []}
     try:
         conn = server.conn()
         for i in range(20):  # warm up both paths
@@ -298,8 +394,13 @@ def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients
                 out["rows"].append(row)
                 print(json.dumps(row), flush=True)
         out["rss_end_gb"] = server.rss() / 2**30
+        out["server_alive"] = server.proc.poll() is None
     finally:
         server.stop()
+        if cgroup is not None:
+            out["cgroup_peak_gb"] = cgroup.peak() / 2**30
+            out["oom_kills"] = cgroup.oom_kills()
+            cgroup.remove()
     return out
 
 
@@ -316,6 +417,10 @@ def main() -> None:
     ap.add_argument("--growth-only-retrain", action="store_true",
                     help="Retrain partitions only when they outgrow their kind or training size (not for a long "
                          "unsorted tail, as the default policy also does).")
+    ap.add_argument("--memory-limit-gb", type=float, default=None,
+                    help="Run the server in a memory cgroup with this limit (page cache included; Linux).")
+    ap.add_argument("--serve-only", action="store_true",
+                    help="Serve the repository kept by an earlier --keep run (its build figures are kept).")
     ap.add_argument("--rewrite", action="store_true", help="Only rewrite the RESULTS.md section from results.json.")
     args = ap.parse_args()
     if args.rewrite:
@@ -333,20 +438,28 @@ def main() -> None:
     encoder_hash = str(model.encoder_hash)
     del model
     repo = workdir / f"repo-{args.size}"
-    built = build(repo, args.size, args.datasets, real, emb, quality, encoder_hash, args.seed,
-                  tail_retrain=not args.growth_only_retrain)
+    previous = json.loads(JSON.read_text()).get("runs", {}) if JSON.exists() else {}
+    measured = {"date": dt.date.today().isoformat(), "commit": commit(), "machine": machine()}
+    if args.serve_only:
+        if not (repo / "index").is_dir() or str(args.size) not in previous:
+            raise SystemExit(f"--serve-only: no kept repository {repo} with build figures in {JSON}")
+        built = previous[str(args.size)]["build"]
+        built_when = previous[str(args.size)].get("build_measured", previous[str(args.size)].get("measured"))
+    else:
+        built = build(repo, args.size, args.datasets, real, emb, quality, encoder_hash, args.seed,
+                      tail_retrain=not args.growth_only_retrain)
+        built_when = measured
     served = serve_bench(repo, args.size, real, meta, [int(c) for c in args.clients.split(",")], args.requests,
-                         args.seconds)
+                         args.seconds, args.memory_limit_gb)
     result = {"size": args.size, "build": built, "serve": served, "model_embedding_spectra_per_s": rate,
-              "measured": {"date": dt.date.today().isoformat(), "commit": commit(), "machine": machine()},
+              "measured": measured, "build_measured": built_when,
               "lance_versions_pruned": True,
               "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()[0],
               "limits": {"requests": args.requests, "seconds": args.seconds}}
-    previous = json.loads(JSON.read_text()).get("runs", {}) if JSON.exists() else {}
     previous[str(args.size)] = result
     write_results("serve", TITLE,
                   markdown(previous), {"runs": previous}, JSON)
-    if not args.keep:
+    if not args.keep and not args.serve_only:
         shutil.rmtree(repo, ignore_errors=True)
 
 
@@ -354,6 +467,34 @@ def _machine_text(m: Any) -> str:
     if not isinstance(m, dict):
         return str(m)
     return f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['gpu'] or 'no GPU'}"
+
+
+def _target_10m(r10: dict[str, Any]) -> str:
+    """The paragraph on the 10M target: memory-mapped IVF-PQ within 8 GB."""
+    serve = r10["serve"]
+    rows10 = {(x["query"].split(" ")[0], x["clients"]): x for x in serve["rows"]}
+    rss = max([x["server_rss_gb"] for x in serve["rows"]] + [serve["rss_after_start_gb"]])
+    kinds10 = {p["kind"] for p in r10["build"]["partitions"]}
+    at8 = rows10.get(("spectrum", 8))
+    rate = f"; spectrum lookups at 8 clients {at8['lookups_per_s']:.0f}/s, p99 {at8['p99_ms']:.0f} ms" if at8 else ""
+    limit = serve.get("memory_limit_gb")
+    if limit is None:  # runs before the memory cgroup: resident memory only
+        return (f"**Target at 10M** (served from memory-mapped IVF-PQ within 8 GB): partitions "
+                f"{', '.join(sorted(kinds10))}, server resident memory at most {rss:.2f} GB: "
+                f"{'met' if rss <= 8 and kinds10 <= {'ivf_pq', 'flat'} else 'not met'}{rate}. Resident memory "
+                "counts the touched pages of the memory-mapped vectors; anonymous memory was not measured apart.")
+    anon = max([x.get("server_anon_gb", 0.0) for x in serve["rows"]] + [serve.get("anon_after_start_gb", 0.0)])
+    errors = sum(x["errors"] for x in serve["rows"])
+    ok = (limit <= 8 and kinds10 <= {"ivf_pq", "flat"} and not serve.get("oom_kills") and errors == 0
+          and serve.get("server_alive", True))
+    return (f"**Target at 10M** (served from memory-mapped IVF-PQ within 8 GB): partitions "
+            f"{', '.join(sorted(kinds10))}; the server ran inside a memory cgroup limited to {limit:g} GB, which "
+            f"is charged for the page cache the server reads (the kernel reclaims it at the limit), started on "
+            f"{'a dropped' if serve.get('page_cache_dropped') else 'a warm (not dropped)'} page cache: cgroup "
+            f"peak {serve.get('cgroup_peak_gb', 0.0):.2f} GB, anonymous memory at most {anon:.2f} GB (model, "
+            f"metadata, PQ lists and the 8-bit re-scoring codes loaded into memory), resident at most "
+            f"{rss:.2f} GB, {serve.get('oom_kills', 0)} OOM kills, {errors} failed lookups: "
+            f"{'met' if ok else 'not met'}{rate}.")
 
 
 def markdown(runs: dict[str, Any]) -> str:
@@ -375,21 +516,7 @@ def markdown(runs: dict[str, Any]) -> str:
                          f"{'met' if ok else 'not met'} on this shared machine. At 32 clients throughput rises but "
                          f"p99 grows (the 32 client threads share the 2 cores with the server).")
     if "10000000" in runs:
-        r10 = runs["10000000"]
-        rows10 = {(x["query"].split(" ")[0], x["clients"]): x for x in r10["serve"]["rows"]}
-        rss = max([x["server_rss_gb"] for x in r10["serve"]["rows"]] + [r10["serve"]["rss_after_start_gb"]])
-        kinds10 = {p["kind"] for p in r10["build"]["partitions"]}
-        at8 = rows10.get(("spectrum", 8))
-        parts.append(f"**Target at 10M** (served from memory-mapped IVF-PQ within 8 GB): partitions "
-                     f"{', '.join(sorted(kinds10))}, server resident memory at most {rss:.2f} GB: "
-                     f"{'met' if rss <= 8 and kinds10 <= {'ivf_pq', 'flat'} else 'not met'}"
-                     + (f"; spectrum lookups at 8 clients {at8['lookups_per_s']:.0f}/s, p99 {at8['p99_ms']:.0f} ms"
-                        if at8 else "") + ". The server starts at "
-                     f"{r10['serve']['rss_after_start_gb']:.2f} GB (PQ codes, metadata, model); resident memory then "
-                     "grows with the pages of the memory-mapped vectors that exact re-scoring and row fetches touch "
-                     "(file-backed pages the kernel can drop, counted in RSS; anonymous memory was not measured "
-                     "apart). Lookups at 10M are an order of magnitude slower than at 1M: IVF-PQ with re-scoring "
-                     "from a 10 GB memory-mapped file on 2 cores that the clients share.")
+        parts.append(_target_10m(runs["10000000"]))
     else:
         parts.append("**10M spectra: not built.** The 1M build took about 26 minutes on the earlier session's "
                      "machine (mostly retraining the two large partitions after each dataset), so 10M did not fit a "
@@ -409,7 +536,10 @@ def markdown(runs: dict[str, Any]) -> str:
                    "the partition, which here retrains the large partitions after nearly every dataset)"
                    if b.get("tail_retrain", True) else "partitions retrained only when they outgrow their training")
         when = r.get("measured")
-        measured = (f"_Measured {when['date']}, commit {when['commit']}, {_machine_text(when['machine'])}._\n\n"
+        built_when = r.get("build_measured", when)
+        measured = (f"_Measured {when['date']}, commit {when['commit']}, {_machine_text(when['machine'])}"
+                    + (f"; built {built_when['date']} at commit {built_when['commit']}"
+                       if built_when and built_when != when else "") + "._\n\n"
                     if when else
                     "_Measured on the earlier session's machine (see the header of the issue-17 commit's RESULTS)._"
                     "\n\n")
@@ -428,7 +558,9 @@ def markdown(runs: dict[str, Any]) -> str:
                      f"after start. Each row: at most {r['limits']['requests']} lookups or "
                      f"{r['limits']['seconds']:.0f} s.\n\n"
                      + markdown_table(s["rows"], ["query", "clients", "requests", "lookups_per_s", "p50_ms",
-                                                  "p99_ms", "errors", "server_rss_gb"]))
+                                                  "p99_ms", "errors", "server_rss_gb"]
+                                      + (["server_anon_gb"] if "server_anon_gb" in s["rows"][0] else [])
+                                      + (["cgroup_peak_gb"] if "cgroup_peak_gb" in s["rows"][0] else [])))
     return "\n\n".join(parts)
 
 

@@ -144,3 +144,58 @@ def test_shard_sets_partition_the_index_and_merge_to_the_whole(embedded: Embedde
     np.testing.assert_allclose(best_s, [[s for _, s in w] for w in want], atol=1e-6)
     first = sets[0]
     assert route(sets, first.ion_mode, first.mass_lo, first.mass_lo + 1e-3) == [0]
+
+
+PQ = replace(POLICY, force_kind="ivf_pq", pq_dims_per_code=2, pq_nbits=4, n_probe=8, code_refine_factor=40)
+
+
+def _codes_in_step(index: VectorIndex, tolerance: float) -> None:
+    for i, entry in enumerate(index.manifest.partitions):
+        part = index.partition(i)
+        assert entry.refine_codes and part.codes is not None
+        assert part.codes.ntotal == entry.n_rows == part.vectors.shape[0]
+        # row i of the codes decodes to row i of the vectors, within the 8-bit error (rows appended
+        # after training may be clipped to the trained ranges)
+        vectors = np.asarray(part.vectors)
+        decoded = part.codes.reconstruct_batch(np.arange(entry.n_rows, dtype=np.int64))
+        assert np.abs(np.einsum("ij,ij->i", decoded, vectors) - 1).max() < tolerance
+
+
+def test_ivf_pq_scalar_codes_follow_adds_and_retrains(embedded: Embedded, tmp_path: Path) -> None:
+    n = len(embedded)
+    first = np.arange(n) < 1500
+    man = build(embedded, tmp_path, np.flatnonzero(first), policy=PQ)
+    assert {f for p in man.partitions for f in p.files} == {p.name for p in tmp_path.iterdir() if ".g" in p.name}
+    assert all(p.file("codes.faiss") in p.files for p in man.partitions)
+    _codes_in_step(VectorIndex.open(tmp_path), 0.01)
+    rest = np.flatnonzero(~first)
+    add_to_vector_index(tmp_path, embedded.light(rest), embedded.vectors[rest], table_rows=n)
+    _codes_in_step(VectorIndex.open(tmp_path), 0.1)
+    retrain_vector_index(tmp_path, [p.name for p in man.partitions])
+    _codes_in_step(VectorIndex.open(tmp_path), 0.01)
+
+
+def test_ivf_pq_scalar_codes_shortlist_keeps_exact_scores(embedded: Embedded, tmp_path: Path) -> None:
+    """With codes, IVF-PQ hits are at least as good as with the float re-score alone, and their scores
+    are still the exact cosines of the rows returned; an index built without codes still searches."""
+    with_codes, without = tmp_path / "codes", tmp_path / "plain"
+    build(embedded, with_codes, policy=PQ)
+    build(embedded, without, policy=replace(PQ, refine_codes=False))
+    assert not any(p.refine_codes for p in IndexManifest.load(without).partitions)
+    rng = np.random.default_rng(5)
+    q = embedded.vectors[::11] + rng.normal(0, 0.05, (len(embedded.vectors[::11]), DIM)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    want = brute_force(embedded, q, 5)
+    true = np.array([[r for r, _ in w] for w in want])
+    recall = {}
+    for name, path in (("codes", with_codes), ("plain", without)):
+        index = VectorIndex.open(path)
+        assert (index.partition(0).codes is not None) == (name == "codes")
+        res = search(index, q, top_k=5)
+        got = np.array([[r for r, _ in g] for g in as_lists(res, len(q))])
+        recall[name] = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, true, strict=True)])
+        rows = {int(r): i for i, r in enumerate(embedded.row_id)}
+        vecs = embedded.vectors[[rows[int(r)] for r in res.column("row_id").to_numpy()]]
+        exact = np.einsum("ij,ij->i", vecs, q[res.column("query_index").to_numpy()])
+        np.testing.assert_allclose(res.column("score").to_numpy(), exact, atol=1e-5)
+    assert recall["codes"] >= recall["plain"] - 0.02 and recall["codes"] > 0.9
