@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -129,20 +130,29 @@ class JointModel(nn.Module):
         positive = ion_positive_from_batch(batch)
         emb = np.empty((n, self.dim), dtype=np.float32)
         qual = np.empty(n, dtype=np.float32)
+        with self._inference():
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                inputs = encoder_inputs(prepared.slice(start, stop), positive[start:stop], self.config.spectrum)
+                e, norm = self.encode_spectrum_inputs(inputs)
+                q = self.quality_head(e, norm, torch.from_numpy(inputs.side).to(self.device))
+                emb[start:stop] = e.cpu().numpy()
+                qual[start:stop] = q.cpu().numpy()
+        return emb, qual
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode without autograd for the block. The mode is switched (and restored) only when the
+        model is training: switching walks every submodule, which costs more than embedding one spectrum."""
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, n, batch_size):
-                    stop = min(start + batch_size, n)
-                    inputs = encoder_inputs(prepared.slice(start, stop), positive[start:stop], self.config.spectrum)
-                    e, norm = self.encode_spectrum_inputs(inputs)
-                    q = self.quality_head(e, norm, torch.from_numpy(inputs.side).to(self.device))
-                    emb[start:stop] = e.cpu().numpy()
-                    qual[start:stop] = q.cpu().numpy()
+                yield
         finally:
-            self.train(was_training)
-        return emb, qual
+            if was_training:
+                self.train()
 
     # -- molecules ------------------------------------------------------------------------------
     def encode_graphs(self, store: GraphStore, rows: npt.NDArray[np.int64]) -> torch.Tensor:
@@ -153,15 +163,10 @@ class JointModel(nn.Module):
     def embed_graphs(self, store: GraphStore, *, batch_size: int = 1024) -> npt.NDArray[np.float32]:
         """Embeddings of every molecule of ``store``."""
         out = np.empty((len(store), self.dim), dtype=np.float32)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(store), batch_size):
-                    rows = np.arange(start, min(start + batch_size, len(store)), dtype=np.int64)
-                    out[rows] = self.encode_graphs(store, rows).cpu().numpy()
-        finally:
-            self.train(was_training)
+        with self._inference():
+            for start in range(0, len(store), batch_size):
+                rows = np.arange(start, min(start + batch_size, len(store)), dtype=np.int64)
+                out[rows] = self.encode_graphs(store, rows).cpu().numpy()
         return out
 
     def embed_molecules(self, smiles: Sequence[str], *, batch_size: int = 1024,

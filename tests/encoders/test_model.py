@@ -46,6 +46,19 @@ def test_protocols_and_shapes(batch) -> None:  # type: ignore[no-untyped-def]
     np.testing.assert_allclose(emb, again, rtol=1e-5, atol=1e-6)   # deterministic, batch size free
 
 
+def test_embedding_a_training_model_uses_eval_mode_and_restores_it(batch) -> None:  # type: ignore[no-untyped-def]
+    model = small_model()
+    want, want_q = model.embed_spectra(batch)
+    model.train()  # dropout and batch statistics must not reach embeddings made mid-training
+    got, got_q = model.embed_spectra(batch)
+    assert model.training and all(m.training for m in model.modules())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_q, want_q, rtol=1e-5, atol=1e-6)
+    model.eval()
+    model.embed_spectra(batch)
+    assert not any(m.training for m in model.modules())
+
+
 def test_cross_mode_input(batch) -> None:  # type: ignore[no-untyped-def]
     model = small_model()
     spectra = list(batch_to_spectra(batch))[:3]
