@@ -43,6 +43,8 @@ ION_MODES = ("positive", "negative")
 #: Largest ``top_k`` a lookup accepts.
 MAX_TOP_K = 1000
 PROTON = 1.007276
+#: Keys hashed at a time when a repository is opened for lookups by USI.
+HASH_CHUNK_ROWS = 1 << 18
 
 LOOKUP_SCHEMA = pa.schema([  # type: ignore[arg-type]
     pa.field("query_id", pa.string(), nullable=False), pa.field("rank", pa.int32(), nullable=False),
@@ -214,10 +216,15 @@ class StoredVectors:
         for pid, entry in enumerate(index.manifest.partitions):
             if entry.n_rows == 0:
                 continue
-            keys = index.partition(pid).meta.column("key").to_pylist()
-            hashes.append(np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys)))
-            parts.append(np.full(len(keys), pid, dtype=np.int32))
-            positions.append(np.arange(len(keys), dtype=np.int64))
+            column = index.partition(pid).meta.column("key")
+            n = len(column)
+            h = np.empty(n, dtype=np.int64)
+            for start in range(0, n, HASH_CHUNK_ROWS):  # a chunk of Python strings at a time, not all of them
+                keys = column.slice(start, HASH_CHUNK_ROWS).to_pylist()
+                h[start:start + len(keys)] = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
+            hashes.append(h)
+            parts.append(np.full(n, pid, dtype=np.int32))
+            positions.append(np.arange(n, dtype=np.int64))
         h = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)
         order = np.argsort(h, kind="stable")
         self._hash = h[order]

@@ -76,6 +76,16 @@ def test_analogue_ranks_by_predicted_tanimoto_within_top_k(index: VectorIndex) -
         lookup_usis(["mzspec:MSV000000001:f:scan:999"], stored, LookupSettings())
 
 
+def test_stored_vectors_hashed_in_chunks_find_every_usi(index: VectorIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.queries.lookup.HASH_CHUNK_ROWS", 7)  # many chunks per partition
+    stored = StoredVectors(index)
+    usis = [f"mzspec:MSV00000000{i % 2}:f:scan:{i}" for i in range(60)]
+    emb, mass, modes = stored.get(usis)
+    assert mass == pytest.approx([100.0 + 2 * PROTON if i == 1 else 100.0 + i * 5.0 for i in range(60)])
+    assert modes == ["negative" if i % 3 == 0 else "positive" for i in range(60)]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
 def test_structures_need_parsable_smiles(index: VectorIndex) -> None:
     class Model:
         def embed_smiles(self, smiles: list[str]) -> np.ndarray:
