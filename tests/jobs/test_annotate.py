@@ -15,6 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from job_helpers import assert_same_results
 
 from engine.commands.cli import main
 
@@ -103,7 +104,7 @@ def test_sigkill_at_any_point_then_resume_is_exact(library: Path, reference: tup
     assert kills >= 1
     final = run(args)
     assert final.returncode == 0, final.stderr
-    assert results(out) == reference[1]
+    assert_same_results(results(out), reference[1])
 
 
 def test_changed_library_invalidates_results(library: Path, tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ def test_ray_two_workers_same_results_and_survives_a_killed_worker(
         # The kill may outlast Ray's retries; rerunning resumes without loss or duplicates.
         print("ray gave up after the kill; resuming")
         annotate(QUERIES, out, spec=spec, options=JobOptions(), progress=False)
-    assert results(out) == reference[1]
+    assert_same_results(results(out), reference[1])
 
 
 def test_candidate_ranking_with_library_evidence(tmp_path: Path) -> None:
