@@ -459,7 +459,7 @@ def _to_arrow(index: VectorIndex, scores: npt.NDArray[np.float32], handles: npt.
         part = index.partition(int(p))
         row_id[idx] = part.row_id[pos[idx]]
         mass[idx] = part.mass[pos[idx]]
-        key_chunks.append(part.meta.column("key").take(pos[idx]).combine_chunks())
+        key_chunks.append(part.keys(pos[idx]))
         key_where.append(idx)
     if key_chunks:
         keys = pa.concat_arrays(key_chunks)

@@ -199,3 +199,17 @@ def test_ivf_pq_scalar_codes_shortlist_keeps_exact_scores(embedded: Embedded, tm
         exact = np.einsum("ij,ij->i", vecs, q[res.column("query_index").to_numpy()])
         np.testing.assert_allclose(res.column("score").to_numpy(), exact, atol=1e-5)
     assert recall["codes"] >= recall["plain"] - 0.02 and recall["codes"] > 0.9
+
+
+def test_take_rows_is_chunk_by_chunk_and_keeps_the_order() -> None:
+    import pyarrow as pa
+
+    from indexes.vector_index import take_rows
+
+    spans = ((0, 3), (3, 0), (3, 5), (8, 2))
+    column = pa.chunked_array([pa.array([f"k{i}" for i in range(s, s + n)], pa.string()) for s, n in spans])
+    positions = np.array([9, 0, 4, 4, 2, 7, 3], dtype=np.int64)
+    assert take_rows(column, positions).to_pylist() == [f"k{i}" for i in positions]
+    assert take_rows(column, np.zeros(0, np.int64)).to_pylist() == []
+    single = pa.chunked_array([pa.array(["a", "b", "c"])])
+    assert take_rows(single, np.array([2, 0])).to_pylist() == ["c", "a"]
