@@ -445,14 +445,18 @@ def main() -> None:
             raise SystemExit(f"--serve-only: no kept repository {repo} with build figures in {JSON}")
         built = previous[str(args.size)]["build"]
         built_when = previous[str(args.size)].get("build_measured", previous[str(args.size)].get("measured"))
+        # the serve figures this run replaces stay on record beside the new ones
+        earlier = [*previous[str(args.size)].get("earlier_serves", []),
+                   {"serve": previous[str(args.size)]["serve"], "measured": previous[str(args.size)].get("measured")}]
     else:
+        earlier = []
         built = build(repo, args.size, args.datasets, real, emb, quality, encoder_hash, args.seed,
                       tail_retrain=not args.growth_only_retrain)
         built_when = measured
     served = serve_bench(repo, args.size, real, meta, [int(c) for c in args.clients.split(",")], args.requests,
                          args.seconds, args.memory_limit_gb)
     result = {"size": args.size, "build": built, "serve": served, "model_embedding_spectra_per_s": rate,
-              "measured": measured, "build_measured": built_when,
+              "measured": measured, "build_measured": built_when, "earlier_serves": earlier,
               "lance_versions_pruned": True,
               "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()[0],
               "limits": {"requests": args.requests, "seconds": args.seconds}}
@@ -467,6 +471,28 @@ def _machine_text(m: Any) -> str:
     if not isinstance(m, dict):
         return str(m)
     return f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['gpu'] or 'no GPU'}"
+
+
+def _serve_table(s: dict[str, Any]) -> str:
+    return markdown_table(s["rows"], ["query", "clients", "requests", "lookups_per_s", "p50_ms", "p99_ms", "errors",
+                                      "server_rss_gb"]
+                          + (["server_anon_gb"] if "server_anon_gb" in s["rows"][0] else [])
+                          + (["cgroup_peak_gb"] if "cgroup_peak_gb" in s["rows"][0] else []))
+
+
+def _earlier(serves: list[dict[str, Any]]) -> str:
+    """The serve figures of the same repository at earlier commits (``--serve-only`` reruns)."""
+    out = []
+    for e in serves:
+        when = e.get("measured") or {}
+        rate = {(x["query"].split(" ")[0], x["clients"]): x for x in e["serve"]["rows"]}
+        cells = ", ".join(f"{q} x{c}: {x['lookups_per_s']:.1f}/s p99 {x['p99_ms']:.0f} ms"
+                          for (q, c), x in sorted(rate.items()))
+        where = _machine_text(when["machine"]) if "machine" in when else e.get("machine_note", "?")
+        out.append(f"- commit {when.get('commit', '?')} ({when.get('date', '?')}, {where}"
+                   f"{'; ' + e['note'] if e.get('note') else ''}): {cells}")
+    return ("\n\nEarlier measurements at this size, for comparison (other commits):\n\n"
+            + "\n".join(out)) if out else ""
 
 
 def _target_10m(r10: dict[str, Any]) -> str:
@@ -557,10 +583,7 @@ def markdown(runs: dict[str, Any]) -> str:
                      + f"\n\nServer: started in {s['startup_s']:.1f} s, {s['rss_after_start_gb']:.2f} GB resident "
                      f"after start. Each row: at most {r['limits']['requests']} lookups or "
                      f"{r['limits']['seconds']:.0f} s.\n\n"
-                     + markdown_table(s["rows"], ["query", "clients", "requests", "lookups_per_s", "p50_ms",
-                                                  "p99_ms", "errors", "server_rss_gb"]
-                                      + (["server_anon_gb"] if "server_anon_gb" in s["rows"][0] else [])
-                                      + (["cgroup_peak_gb"] if "cgroup_peak_gb" in s["rows"][0] else [])))
+                     + _serve_table(s) + _earlier(r.get("earlier_serves", [])))
     return "\n\n".join(parts)
 
 
