@@ -226,24 +226,28 @@ class MemoryCgroup:
 class Server:
     """``engine serve`` in a subprocess (in a memory cgroup when given), with a memory sampler."""
 
-    def __init__(self, repo: Path, port: int, cgroup: MemoryCgroup | None = None) -> None:
+    def __init__(self, repo: Path, port: int, cgroup: MemoryCgroup | None = None, workers: int = 1) -> None:
         self.port = port
         self.cgroup = cgroup
         self.proc = subprocess.Popen([sys.executable, "-m", "engine", "-q", "serve", "--repo", str(repo),
-                                      "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+                                      "--port", str(port), "--workers", str(workers)], cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if cgroup is not None:
             cgroup.add(self.proc.pid)
         self.ps = psutil.Process(self.proc.pid)
         self.peak_anon = 0
         start = time.perf_counter()
+        seen: set[int] = set()
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-            try:
-                status, _ = request(self.conn(), "GET", "/health")
+            try:  # a new connection each time, so that every worker process is seen answering
+                status, body = request(self.conn(), "GET", "/health")
                 if status == 200:
-                    break
+                    seen.add(int(json.loads(body).get("process", 0)))
+                    if len(seen) >= workers:
+                        break
+                    continue
             except OSError:
                 pass
             if time.perf_counter() - start > 600:
@@ -259,20 +263,42 @@ class Server:
         self.peak_anon = max(self.peak_anon, self.anon())
 
     def anon(self) -> int:
-        """Anonymous resident memory (``RssAnon``), bytes; 0 where /proc does not say."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        """Anonymous resident memory (``RssAnon``) of the server's processes, bytes; 0 where /proc does not say."""
+        total = 0
+        for p in self.tree():
+            try:
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("RssAnon:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
 
     def conn(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
 
+    def tree(self) -> list[psutil.Process]:
+        """The server process and its worker processes."""
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.Error:
+            return [self.ps]
+
     def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
+        """Resident memory of the server's processes (pages shared between workers counted once each)."""
+        total = 0
+        for p in self.tree():
+            with contextlib.suppress(psutil.Error):
+                total += int(p.memory_info().rss)
+        return total
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self.tree():
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -326,7 +352,7 @@ def load(server: Server, make: Any, clients: int, max_requests: int, max_seconds
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    cpu0 = server.ps.cpu_times()
+    cpu0 = server.cpu_seconds()
     start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -334,14 +360,14 @@ def load(server: Server, make: Any, clients: int, max_requests: int, max_seconds
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    cpu1 = server.ps.cpu_times()
+    cpu1 = server.cpu_seconds()
     stop.set()
     sampler.join()
     ms = np.asarray(lat) * 1000
     return {"clients": clients, "requests": len(lat), "seconds": wall, "lookups_per_s": len(lat) / wall,
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None, "errors": errors[0],
-            "server_cores": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
+            "server_cores": (cpu1 - cpu0) / wall,
             "server_rss_gb": server.peak / 2**30, "server_anon_gb": server.peak_anon / 2**30,
             **({"cgroup_peak_gb": server.cgroup.peak() / 2**30} if server.cgroup is not None else {})}
 
@@ -362,7 +388,7 @@ def query_bodies(real: data.Peaks, meta: pa.Table, n: int, seed: int = 12345) ->
 
 
 def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients: list[int], max_requests: int,
-                max_seconds: float, memory_limit_gb: float | None = None) -> dict[str, Any]:
+                max_seconds: float, memory_limit_gb: float | None = None, workers: int = 1) -> dict[str, Any]:
     import urllib.parse
 
     bodies = query_bodies(real, meta, 500)
@@ -380,10 +406,10 @@ def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients
         if cgroup is None:
             raise SystemExit("--memory-limit-gb: no memory cgroup could be made here")
     dropped = drop_page_cache()
-    server = Server(repo, free_port(), cgroup)
+    server = Server(repo, free_port(), cgroup, workers)
     out: dict[str, Any] = {"startup_s": server.startup_s, "rss_after_start_gb": server.rss() / 2**30,
                            "anon_after_start_gb": server.anon() / 2**30, "page_cache_dropped": dropped,
-                           "memory_limit_gb": memory_limit_gb, "rows": []}
+                           "memory_limit_gb": memory_limit_gb, "workers": workers, "rows": []}
     try:
         conn = server.conn()
         for i in range(20):  # warm up both paths
@@ -423,6 +449,7 @@ def main() -> None:
                          "unsorted tail, as the default policy also does).")
     ap.add_argument("--memory-limit-gb", type=float, default=None,
                     help="Run the server in a memory cgroup with this limit (page cache included; Linux).")
+    ap.add_argument("--server-workers", type=int, default=1, help="engine serve --workers (server processes).")
     ap.add_argument("--serve-only", action="store_true",
                     help="Serve the repository kept by an earlier --keep run (its build figures are kept).")
     ap.add_argument("--rewrite", action="store_true", help="Only rewrite the RESULTS.md section from results.json.")
@@ -458,7 +485,7 @@ def main() -> None:
                       tail_retrain=not args.growth_only_retrain)
         built_when = measured
     served = serve_bench(repo, args.size, real, meta, [int(c) for c in args.clients.split(",")], args.requests,
-                         args.seconds, args.memory_limit_gb)
+                         args.seconds, args.memory_limit_gb, args.server_workers)
     result = {"size": args.size, "build": built, "serve": served, "model_embedding_spectra_per_s": rate,
               "measured": measured, "build_measured": built_when, "earlier_serves": earlier,
               "lance_versions_pruned": True,
@@ -492,6 +519,7 @@ def _earlier(serves: list[dict[str, Any]]) -> str:
         rate = {(x["query"].split(" ")[0], x["clients"]): x for x in e["serve"]["rows"]}
         cells = ", ".join(f"{q} x{c}: {x['lookups_per_s']:.1f}/s p99 {x['p99_ms']:.0f} ms"
                           for (q, c), x in sorted(rate.items()))
+        cells = f"{e['serve'].get('workers', 1)} server process(es); " + cells
         where = _machine_text(when["machine"]) if "machine" in when else e.get("machine_note", "?")
         out.append(f"- commit {when.get('commit', '?')} ({when.get('date', '?')}, {where}"
                    f"{'; ' + e['note'] if e.get('note') else ''}): {cells}")
@@ -589,9 +617,9 @@ def markdown(runs: dict[str, Any]) -> str:
                      f"Load average {r['load_average_at_start']:.1f} at start, {r['load_average_at_end']:.1f} at "
                      f"end (other jobs share the 2 cores).\n\n"
                      + markdown_table(b["steps"], ["dataset", "rows", "store_s", "index_s", "seconds", "retrained"])
-                     + f"\n\nServer: started in {s['startup_s']:.1f} s, {s['rss_after_start_gb']:.2f} GB resident "
-                     f"after start. Each row: at most {r['limits']['requests']} lookups or "
-                     f"{r['limits']['seconds']:.0f} s.\n\n"
+                     + f"\n\nServer: `engine serve --workers {s.get('workers', 1)}`, started in "
+                     f"{s['startup_s']:.1f} s, {s['rss_after_start_gb']:.2f} GB resident after start. Each row: at "
+                     f"most {r['limits']['requests']} lookups or {r['limits']['seconds']:.0f} s.\n\n"
                      + _serve_table(s) + _earlier(r.get("earlier_serves", [])))
     return "\n\n".join(parts)
 

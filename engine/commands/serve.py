@@ -24,19 +24,32 @@ from engine.commands.common import engine_errors
 @click.option("--lookup-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds a lookup may take (503 beyond).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
-              help="Torch threads for embedding queries (0: torch's default).")
+              help="Torch and FAISS threads per process (0: their default with one worker, else cores / workers).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes on one port: one is bound to about one core, so more answer more lookups "
+                   "per second, each holding its own model and in-memory index parts.")
 @engine_errors
 def serve(repo: str, library: str | None, model_path: str | None, host: str, port: int, max_body_bytes: int,
-          max_top_k: int, lookup_timeout: float, threads: int) -> None:
+          max_top_k: int, lookup_timeout: float, threads: int, workers: int) -> None:
     """Serve lookups over REPO: GET /health, POST /lookup, GET /lookup?usi=, GET /structure?smiles=,
     GET /spectrum/{usi}, API docs at /docs and a web page at /. Read-only; Ctrl-C stops it."""
-    from engine.jobs.serve import ServiceLimits, create_app, server
+    import os
 
+    from engine.jobs.serve import ServiceLimits, WorkerConfig, create_app, run_workers, server
+
+    limits = ServiceLimits(max_body_bytes=max_body_bytes, max_top_k=max_top_k, lookup_timeout_s=lookup_timeout)
+    if workers > 1:
+        per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+        config = WorkerConfig(repo=repo, library=library, model_path=model_path, limits=limits, threads=per_worker)
+        click.echo(f"serving {repo} on http://{host}:{port}/ with {workers} processes (API docs: /docs)", err=True)
+        run_workers(config, workers=workers, host=host, port=port)
+        return
     if threads:
+        import faiss
         import torch
 
         torch.set_num_threads(threads)
-    limits = ServiceLimits(max_body_bytes=max_body_bytes, max_top_k=max_top_k, lookup_timeout_s=lookup_timeout)
+        faiss.omp_set_num_threads(threads)
     app = create_app(repo, library, model_path=model_path, limits=limits)
     click.echo(f"serving {repo} on http://{host}:{port}/ (API docs: /docs)", err=True)
     server(app, host=host, port=port).run()

@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -337,7 +338,7 @@ def create_app(repo: str | Path | RepositorySearcher, library: str | Path | None
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Service state: repository size, model, whether structure lookups are available."""
-        return {"status": "ok", **searcher.info(), "limits": limits.__dict__}
+        return {"status": "ok", **searcher.info(), "limits": limits.__dict__, "process": os.getpid()}
 
     @app.post("/lookup", responses={200: {"description": "hits per query"}},
               openapi_extra={"requestBody": {"content": {
@@ -443,12 +444,62 @@ def _swagger_dir() -> Path | None:
     return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
+#: uvicorn settings shared by the one-process and the multi-process service.
+UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "timeout_keep_alive": 5, "limit_concurrency": 1024,
+                                   "backlog": 2048, "access_log": False, "lifespan": "on"}
+#: Environment variable through which ``engine serve --workers N`` hands its settings to the worker processes.
+CONFIG_ENV = "ENGINE_SERVE_CONFIG"
+
+
 def server(app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> Any:
     """A uvicorn server for ``app`` (call ``.run()``), with keep-alive and concurrency limits."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
-                            limit_concurrency=1024, backlog=2048, access_log=False, lifespan="on")
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN_OPTIONS))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What each process of a multi-process service opens (see :func:`run_workers`)."""
+
+    repo: str
+    library: str | None = None
+    model_path: str | None = None
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+    threads: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "limits": self.limits.__dict__})
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerConfig:
+        data = json.loads(text)
+        return cls(**{**data, "limits": ServiceLimits(**data["limits"])})
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process (uvicorn's factory for ``engine serve --workers N``): each worker
+    opens the model and the repository itself, with :data:`CONFIG_ENV` saying which."""
+    import faiss
+    import torch
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: start workers through `engine serve --workers N`")
+    config = WorkerConfig.from_json(text)
+    torch.set_num_threads(config.threads)
+    faiss.omp_set_num_threads(config.threads)
+    return create_app(config.repo, config.library, model_path=config.model_path, limits=config.limits)
+
+
+def run_workers(config: WorkerConfig, *, workers: int, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve with ``workers`` processes on one listening socket (uvicorn's supervisor restarts a worker that
+    dies). One process is bound to about one core by Python's interpreter lock; each worker holds its own
+    model and in-memory index parts (the memory-mapped files are shared through the page cache)."""
+    import uvicorn
+
+    os.environ[CONFIG_ENV] = config.to_json()  # inherited by the spawned workers
+    uvicorn.run("engine.jobs.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                **UVICORN_OPTIONS)
 
 

@@ -303,3 +303,39 @@ def test_reference_library_names_the_query(repo: Path, query: tuple[Path, dict[s
     assert 0 < len(matches) <= 2 and all(m["library_id"] and m["name"] for m in matches)
     prec = read_query_file(path).column("precursor_mz")[0].as_py()
     assert all(abs(m["precursor_mz"] - prec) <= prec * 20e-6 for m in matches)
+
+
+@pytest.mark.slow
+def test_several_worker_processes_serve_the_same_answers(base_url: str, repo: Path,
+                                                         query: tuple[Path, dict[str, Any]]) -> None:
+    """``engine serve --workers 2``: two processes on one port, each answering as the one-process service."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-q", "serve", "--repo", str(repo), "--port", str(port),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processes: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(processes) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                status, health = call(url + "/health")  # a new connection each call
+                if status == 200:
+                    processes.add(health["process"])
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        assert len(processes) == 2 and proc.pid not in processes
+        _, body = query
+        want = call(base_url + "/lookup", data=json.dumps({**body, "top_k": 5}).encode())
+        answered: set[int] = set()
+        for _ in range(12):
+            status, got = call(url + "/lookup", data=json.dumps({**body, "top_k": 5}).encode())
+            assert status == 200 and got["hits"] == want[1]["hits"]
+            answered.add(call(url + "/health")[1]["process"])
+        assert answered == processes
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)  # waits and closes the pipe
