@@ -12,8 +12,8 @@ The raw vectors are kept beside IVF indexes so that small precursor windows are 
 (contiguous, mass-sorted slices) and IVF-PQ candidates are re-scored exactly: every score returned by
 :mod:`indexes.search` is an exact cosine. IVF-PQ partitions also hold 8-bit codes of their vectors,
 loaded into memory, which shortlist candidates before the exact re-score (:mod:`indexes.faiss_ivf`).
-Rows added later are appended after the sorted ones (the
-*tail*) and to the IVF lists without retraining; :meth:`VectorIndex.retrain` re-sorts and retrains.
+Rows added later are appended after the sorted ones (the *tail*) and to the IVF lists without
+retraining; :meth:`VectorIndex.retrain` re-sorts and retrains.
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ class PartitionData:
         if "row_id" not in self._cache:
             self._cache["row_id"] = _column_numpy(self.meta, "row_id")
         return self._cache["row_id"]
-
 
     def keys(self, positions: npt.NDArray[np.int64]) -> pa.Array:
         """The keys at ``positions``: :func:`take_rows` of the memory-mapped key column."""

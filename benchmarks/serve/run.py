@@ -254,7 +254,7 @@ class Server:
                 raise RuntimeError("server did not start in 600 s")
             time.sleep(0.5)
         self.startup_s = time.perf_counter() - start
-        self.peak = self.rss()
+        self.peak = 0
         self.sample()
 
     def sample(self) -> None:
@@ -504,6 +504,11 @@ def _machine_text(m: Any) -> str:
     return f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['gpu'] or 'no GPU'}"
 
 
+def _by_query(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rows keyed by (query kind: "spectrum" or "USI", clients)."""
+    return {(x["query"].split(" ")[0], x["clients"]): x for x in rows}
+
+
 def _serve_table(s: dict[str, Any]) -> str:
     return markdown_table(s["rows"], ["query", "clients", "requests", "lookups_per_s", "p50_ms", "p99_ms", "errors"]
                           + (["server_cores"] if "server_cores" in s["rows"][0] else []) + ["server_rss_gb"]
@@ -516,11 +521,11 @@ def _earlier(serves: list[dict[str, Any]]) -> str:
     out = []
     for e in serves:
         when = e.get("measured") or {}
-        rate = {(x["query"].split(" ")[0], x["clients"]): x for x in e["serve"]["rows"]}
+        rate = _by_query(e["serve"]["rows"])
         cells = ", ".join(f"{q} x{c}: {x['lookups_per_s']:.1f}/s p99 {x['p99_ms']:.0f} ms"
                           for (q, c), x in sorted(rate.items()))
         cells = f"{e['serve'].get('workers', 1)} server process(es); " + cells
-        where = _machine_text(when["machine"]) if "machine" in when else e.get("machine_note", "?")
+        where = _machine_text(when["machine"]) if "machine" in when else "?"
         out.append(f"- commit {when.get('commit', '?')} ({when.get('date', '?')}, {where}"
                    f"{'; ' + e['note'] if e.get('note') else ''}): {cells}")
     return ("\n\nEarlier measurements at this size, for comparison (other commits):\n\n"
@@ -548,7 +553,7 @@ def _best_earlier(run: dict[str, Any]) -> str:
 def _target_10m(r10: dict[str, Any]) -> str:
     """The paragraph on the 10M target: memory-mapped IVF-PQ within 8 GB."""
     serve = r10["serve"]
-    rows10 = {(x["query"].split(" ")[0], x["clients"]): x for x in serve["rows"]}
+    rows10 = _by_query(serve["rows"])
     rss = max([x["server_rss_gb"] for x in serve["rows"]] + [serve["rss_after_start_gb"]])
     kinds10 = {p["kind"] for p in r10["build"]["partitions"]}
     at8 = rows10.get(("spectrum", 8))
@@ -583,7 +588,7 @@ def markdown(runs: dict[str, Any]) -> str:
         "Spectrum lookups are analogue, top 10, embedded by the server; USI lookups use the stored vector.",
     ]
     if "1000000" in runs:
-        rows = {(x["query"].split(" ")[0], x["clients"]): x for x in runs["1000000"]["serve"]["rows"]}
+        rows = _by_query(runs["1000000"]["serve"]["rows"])
         at8 = rows.get(("spectrum", 8))
         if at8:
             ok = at8["p99_ms"] < 100 and at8["lookups_per_s"] >= 200

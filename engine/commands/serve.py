@@ -35,7 +35,7 @@ def serve(repo: str, library: str | None, model_path: str | None, host: str, por
     GET /spectrum/{usi}, API docs at /docs and a web page at /. Read-only; Ctrl-C stops it."""
     import os
 
-    from engine.jobs.serve import ServiceLimits, WorkerConfig, create_app, run_workers, server
+    from engine.jobs.serve import ServiceLimits, WorkerConfig, create_app, run_workers, server, set_threads
 
     limits = ServiceLimits(max_body_bytes=max_body_bytes, max_top_k=max_top_k, lookup_timeout_s=lookup_timeout)
     if workers > 1:
@@ -45,11 +45,7 @@ def serve(repo: str, library: str | None, model_path: str | None, host: str, por
         run_workers(config, workers=workers, host=host, port=port)
         return
     if threads:
-        import faiss
-        import torch
-
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(threads)
+        set_threads(threads)
     app = create_app(repo, library, model_path=model_path, limits=limits)
     click.echo(f"serving {repo} on http://{host}:{port}/ (API docs: /docs)", err=True)
     server(app, host=host, port=port).run()

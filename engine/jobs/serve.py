@@ -477,18 +477,23 @@ class WorkerConfig:
         return cls(**{**data, "limits": ServiceLimits(**data["limits"])})
 
 
-def app_from_environment() -> FastAPI:
-    """The app of one worker process (uvicorn's factory for ``engine serve --workers N``): each worker
-    opens the model and the repository itself, with :data:`CONFIG_ENV` saying which."""
+def set_threads(threads: int) -> None:
+    """Threads of this process for embedding (torch) and index search (FAISS)."""
     import faiss
     import torch
 
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process (uvicorn's factory for ``engine serve --workers N``): each worker
+    opens the model and the repository itself, with :data:`CONFIG_ENV` saying which."""
     text = os.environ.get(CONFIG_ENV)
     if not text:
         raise RuntimeError(f"{CONFIG_ENV} is not set: start workers through `engine serve --workers N`")
     config = WorkerConfig.from_json(text)
-    torch.set_num_threads(config.threads)
-    faiss.omp_set_num_threads(config.threads)
+    set_threads(config.threads)
     return create_app(config.repo, config.library, model_path=config.model_path, limits=config.limits)
 
 
