@@ -281,6 +281,7 @@ def create_app(repo: str | Path | RepositorySearcher, library: str | Path | None
     searcher = repo if isinstance(repo, RepositorySearcher) else RepositorySearcher(repo, library=library,
                                                                                     model_path=model_path)
     worker = LookupWorker(searcher, limits)
+    stack = http_stack()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -338,7 +339,8 @@ def create_app(repo: str | Path | RepositorySearcher, library: str | Path | None
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Service state: repository size, model, whether structure lookups are available."""
-        return {"status": "ok", **searcher.info(), "limits": limits.__dict__, "process": os.getpid()}
+        return {"status": "ok", **searcher.info(), "limits": limits.__dict__, "process": os.getpid(),
+                "http": stack}
 
     @app.post("/lookup", responses={200: {"description": "hits per query"}},
               openapi_extra={"requestBody": {"content": {
@@ -447,6 +449,22 @@ def _swagger_dir() -> Path | None:
 #: uvicorn settings shared by the one-process and the multi-process service.
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "timeout_keep_alive": 5, "limit_concurrency": 1024,
                                    "backlog": 2048, "access_log": False, "lifespan": "on"}
+
+
+def http_stack() -> dict[str, str]:
+    """uvicorn's HTTP parser and event loop: the compiled ones (httptools, uvloop) where installed.
+
+    They are dependencies of the engine: with uvicorn's pure-Python fallbacks (h11, asyncio) the HTTP
+    layer alone costs about as much CPU as a lookup, and a 1M repository answered 122 spectrum lookups/s
+    at 8 clients instead of 208 (``benchmarks/serve``), so the fallback is named in a warning."""
+    import importlib.util
+
+    stack = {"http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+             "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
+    if stack != {"http": "httptools", "loop": "uvloop"}:
+        log.warning("serving with uvicorn's %s parser and %s loop (install httptools and uvloop for about 1.7x "
+                    "the lookups per second)", stack["http"], stack["loop"])
+    return stack
 #: Environment variable through which ``engine serve --workers N`` hands its settings to the worker processes.
 CONFIG_ENV = "ENGINE_SERVE_CONFIG"
 
@@ -455,7 +473,7 @@ def server(app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> Any:
     """A uvicorn server for ``app`` (call ``.run()``), with keep-alive and concurrency limits."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN_OPTIONS))
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN_OPTIONS, **http_stack()))
 
 
 @dataclass(frozen=True)
@@ -505,6 +523,6 @@ def run_workers(config: WorkerConfig, *, workers: int, host: str = "127.0.0.1", 
 
     os.environ[CONFIG_ENV] = config.to_json()  # inherited by the spawned workers
     uvicorn.run("engine.jobs.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                **UVICORN_OPTIONS)
+                **UVICORN_OPTIONS, **http_stack())
 
 
