@@ -236,6 +236,7 @@ class Server:
             cgroup.add(self.proc.pid)
         self.ps = psutil.Process(self.proc.pid)
         self.peak_anon = 0
+        self.http: dict[str, str] | None = None
         start = time.perf_counter()
         seen: set[int] = set()
         while True:
@@ -244,7 +245,9 @@ class Server:
             try:  # a new connection each time, so that every worker process is seen answering
                 status, body = request(self.conn(), "GET", "/health")
                 if status == 200:
-                    seen.add(int(json.loads(body).get("process", 0)))
+                    health = json.loads(body)
+                    seen.add(int(health.get("process", 0)))
+                    self.http = health.get("http")
                     if len(seen) >= workers:
                         break
                     continue
@@ -409,7 +412,8 @@ def serve_bench(repo: Path, size: int, real: data.Peaks, meta: pa.Table, clients
     server = Server(repo, free_port(), cgroup, workers)
     out: dict[str, Any] = {"startup_s": server.startup_s, "rss_after_start_gb": server.rss() / 2**30,
                            "anon_after_start_gb": server.anon() / 2**30, "page_cache_dropped": dropped,
-                           "memory_limit_gb": memory_limit_gb, "workers": workers, "rows": []}
+                           "memory_limit_gb": memory_limit_gb, "workers": workers, "http": server.http,
+                           "rows": []}
     try:
         conn = server.conn()
         for i in range(20):  # warm up both paths
@@ -498,6 +502,12 @@ def main() -> None:
         shutil.rmtree(repo, ignore_errors=True)
 
 
+def _stack_text(serve: dict[str, Any]) -> str:
+    """uvicorn's HTTP parser and loop of a serve run (runs before they were recorded used h11 and asyncio)."""
+    stack = serve.get("http") or {"http": "h11", "loop": "asyncio"}
+    return f"uvicorn on {stack['http']} and {stack['loop']}"
+
+
 def _machine_text(m: Any) -> str:
     if not isinstance(m, dict):
         return str(m)
@@ -524,7 +534,7 @@ def _earlier(serves: list[dict[str, Any]]) -> str:
         rate = _by_query(e["serve"]["rows"])
         cells = ", ".join(f"{q} x{c}: {x['lookups_per_s']:.1f}/s p99 {x['p99_ms']:.0f} ms"
                           for (q, c), x in sorted(rate.items()))
-        cells = f"{e['serve'].get('workers', 1)} server process(es); " + cells
+        cells = f"{e['serve'].get('workers', 1)} server process(es), {_stack_text(e['serve'])}; " + cells
         where = _machine_text(when["machine"]) if "machine" in when else "?"
         out.append(f"- commit {when.get('commit', '?')} ({when.get('date', '?')}, {where}"
                    f"{'; ' + e['note'] if e.get('note') else ''}): {cells}")
@@ -640,7 +650,7 @@ def markdown(runs: dict[str, Any]) -> str:
                      f"Load average {r['load_average_at_start']:.1f} at start, {r['load_average_at_end']:.1f} at "
                      f"end (other jobs share the 2 cores).\n\n"
                      + markdown_table(b["steps"], ["dataset", "rows", "store_s", "index_s", "seconds", "retrained"])
-                     + f"\n\nServer: `engine serve --workers {s.get('workers', 1)}`, started in "
+                     + f"\n\nServer: `engine serve --workers {s.get('workers', 1)}` ({_stack_text(s)}), started in "
                      f"{s['startup_s']:.1f} s, {s['rss_after_start_gb']:.2f} GB resident after start. Each row: at "
                      f"most {r['limits']['requests']} lookups or {r['limits']['seconds']:.0f} s.\n\n"
                      + _serve_table(s) + _earlier(r.get("earlier_serves", [])))

@@ -451,7 +451,7 @@ UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "timeout_keep_alive":
                                    "backlog": 2048, "access_log": False, "lifespan": "on"}
 
 
-def http_stack() -> dict[str, str]:
+def http_stack() -> dict[str, Any]:
     """uvicorn's HTTP parser and event loop: the compiled ones (httptools, uvloop) where installed.
 
     They are dependencies of the engine: with uvicorn's pure-Python fallbacks (h11, asyncio) the HTTP
@@ -459,8 +459,8 @@ def http_stack() -> dict[str, str]:
     at 8 clients instead of 208 (``benchmarks/serve``), so the fallback is named in a warning."""
     import importlib.util
 
-    stack = {"http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-             "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
+    stack: dict[str, Any] = {"http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+                             "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
     if stack != {"http": "httptools", "loop": "uvloop"}:
         log.warning("serving with uvicorn's %s parser and %s loop (install httptools and uvloop for about 1.7x "
                     "the lookups per second)", stack["http"], stack["loop"])

@@ -4,6 +4,7 @@ limits and bad input (4xx JSON, next request served), and the web page in a real
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import math
 import shutil
@@ -329,12 +330,23 @@ def test_several_worker_processes_serve_the_same_answers(base_url: str, repo: Pa
                 time.sleep(0.2)
         assert len(processes) == 2 and proc.pid not in processes
         _, body = query
-        want = call(base_url + "/lookup", data=json.dumps({**body, "top_k": 5}).encode())
+        payload = json.dumps({**body, "top_k": 5}).encode()
+        want = call(base_url + "/lookup", data=payload)
         answered: set[int] = set()
-        for _ in range(12):
-            status, got = call(url + "/lookup", data=json.dumps({**body, "top_k": 5}).encode())
-            assert status == 200 and got["hits"] == want[1]["hits"]
-            answered.add(call(url + "/health")[1]["process"])
+        # the kernel hands new connections to either process, not in turn: ask until both have answered,
+        # a lookup and then /health on one keep-alive connection, so one process answers both
+        for _ in range(200):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.request("POST", "/lookup", body=payload, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                assert resp.status == 200 and json.loads(resp.read())["hits"] == want[1]["hits"]
+                conn.request("GET", "/health")
+                answered.add(json.loads(conn.getresponse().read())["process"])
+            finally:
+                conn.close()
+            if answered == processes:
+                break
         assert answered == processes
     finally:
         proc.terminate()
