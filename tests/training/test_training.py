@@ -175,3 +175,37 @@ def test_training_runs_on_the_gpu(tmp_path: Path) -> None:
     result = train(config, progress=False)
     assert np.isfinite(result.history[-1]["loss"])
     assert load_model(result.model_path).device.type == "cpu"
+
+
+def test_molecule_pretraining_learns_fingerprints_of_molecules_outside_massbank(tmp_path: Path) -> None:
+    """[pretrain]: the GNN first fits fingerprint bits and Tanimoto of candidates that are none of the
+    spectra's structures; its held-out fit improves, the report reaches the model card, and a resumed run
+    takes the kept weights instead of pretraining again."""
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from engine.models.model import JointModel
+    from engine.models.training.config import PretrainSettings
+    from engine.models.training.pretrain import PRETRAINED_FILE, pretrain_molecule_encoder, pretraining_molecules
+
+    settings = PretrainSettings(molecules=240, held_out=48, epochs=6, batch_molecules=24, lr=3e-3)
+    config = dataclasses.replace(tiny_config(tmp_path, name="pre", epochs=1), pretrain=settings)
+    smiles = pretraining_molecules(config.data.candidates, config.data.spectra, settings, seed=config.seed)
+    cands = pq.read_table(config.data.candidates, columns=["smiles", "inchikey14"]).to_pylist()
+    massbank = set(pq.read_table(config.data.spectra, columns=["inchikey14"]).column(0).to_pylist())
+    key_of = {r["smiles"]: r["inchikey14"] for r in cands}
+    assert len(smiles) == 288 and not {key_of[s] for s in smiles} & massbank
+
+    result = train(config, progress=False)
+    report = load_model(result.model_path).extra["training"]["molecule_pretraining"]
+    assert report["molecules"] == 240 and report["held_out"] == 48
+    last = report["history"][-1]
+    assert last["held_out_tanimoto_rmse"] < report["before"]["held_out_tanimoto_rmse"]
+    assert last["held_out_fingerprint_bce"] < report["before"]["held_out_fingerprint_bce"]
+
+    kept = torch.load(result.run_dir / PRETRAINED_FILE, weights_only=True)["encoder"]
+    fresh = JointModel(config.model, model_pipeline())
+    assert pretrain_molecule_encoder(fresh, config, result.run_dir, progress=False) == report
+    for name, value in fresh.molecule_encoder.state_dict().items():
+        assert torch.equal(value, kept[name]), name

@@ -68,6 +68,23 @@ class TrainSettings(Settings):
 
 
 @dataclass(frozen=True)
+class PretrainSettings(Settings):
+    """Molecule-encoder pretraining before the joint training (:mod:`engine.models.training.pretrain`):
+    candidate molecules outside MassBank, fingerprint bits and pairwise Tanimoto as targets."""
+
+    #: molecules drawn from the candidates file (none of MassBank's structures); 0 = no pretraining
+    molecules: int = setting(0, ge=0)
+    epochs: int = setting(3, ge=1)
+    batch_molecules: int = setting(256, ge=2)
+    lr: float = 1e-3
+    weight_fingerprint: float = 1.0
+    weight_tanimoto: float = 2.0
+    max_mass: float = setting(1000.0, gt=0)
+    #: molecules held out of pretraining to report its fit
+    held_out: int = setting(2000, ge=0)
+
+
+@dataclass(frozen=True)
 class TrainConfig(Settings):
     """A whole training run: data, model shape, training settings, seed and output folder."""
 
@@ -77,6 +94,7 @@ class TrainConfig(Settings):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
 
     @property
     def run_dir(self) -> Path:

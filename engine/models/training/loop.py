@@ -153,6 +153,13 @@ def train(config: TrainConfig, *, stop_after_epochs: int | None = None,
     device = resolve_device(config.train.device)
     model.to(device)
     log.info("train: model on %s", device)
+    pretrain_report = None
+    if config.pretrain.molecules:
+        from engine.models.training.pretrain import pretrain_molecule_encoder
+
+        if config.train.init_from:
+            raise ValueError("pretrain.molecules and train.init_from both set: pretraining starts from scratch")
+        pretrain_report = pretrain_molecule_encoder(model, config, run_dir, progress=progress)
     sampler_tani = _train_tanimoto(data)
     sampler = Sampler(data, sampler_tani, batch_structures=config.train.batch_structures,
                       hard_negatives=config.train.hard_negatives, n_bins=config.train.tanimoto_bins,
@@ -234,6 +241,8 @@ def train(config: TrainConfig, *, stop_after_epochs: int | None = None,
                           "epoch_seconds_total": round(sum(h["seconds"] for h in history), 1),
                           "final": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}},
              "quality": quality_report}
+    if pretrain_report is not None:
+        extra["training"]["molecule_pretraining"] = pretrain_report
     from engine.models.training.data import write_attribution
 
     n_records = write_attribution(data, config.data.spectra, run_dir / "TRAINING_RECORDS.tsv.gz")
