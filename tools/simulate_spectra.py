@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.models.rdkit_util import parse_smiles, silence_rdkit  # noqa: E402
-from engine.queries.fragments import (  # noqa: E402
+from engine.models.rdkit_util import parse_smiles, silence_rdkit
+from engine.queries.fragments import (
     HYDROGEN,
     PROTON,
     FragmentSettings,
