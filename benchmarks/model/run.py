@@ -208,21 +208,28 @@ def random_hit(sizes: npt.NDArray[np.int64], k: int) -> float:
 
 def pair_rmse(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani: npt.NDArray[np.float32],
               positive: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_] | None = None,
-              block: int = 2048, clip: bool = False, tanimoto_map: TanimotoMap | None = None) -> dict[str, Any]:
+              block: int = 2048, clip: bool = False, tanimoto_map: TanimotoMap | None = None,
+              ensemble: list[tuple[npt.NDArray[np.float32], TanimotoMap | None]] | None = None) -> dict[str, Any]:
     """RMSE over all distinct spectrum pairs, by mode combination, optionally only pairs of kept spectra.
 
     With ``clip`` the predicted Tanimoto is ``clip(cosine, 0, 1)`` instead of the raw cosine; with
-    ``tanimoto_map`` it is the calibrated map of the cosine for the pair's mode pairing."""
+    ``tanimoto_map`` it is the calibrated map of the cosine for the pair's mode pairing. ``ensemble``
+    (embeddings of the same spectra by several models, each with its map) predicts the mean of the
+    members' (calibrated) predictions instead."""
     sums = {m: np.zeros(10) for m in ("positive", "negative", "cross", "all")}
     counts = {m: np.zeros(10, np.int64) for m in sums}
     n = emb.shape[0]
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
-        pred = emb[rows] @ emb.T
-        if clip:
-            pred = np.clip(pred, 0.0, 1.0)
-        if tanimoto_map is not None:
-            pred = tanimoto_map.apply(pred, mode_pairing(positive[rows][:, None], positive[None, :]))
+        pairing = mode_pairing(positive[rows][:, None], positive[None, :])
+        members = ensemble if ensemble is not None else [(emb, tanimoto_map)]
+        pred = np.zeros((rows.shape[0], n), np.float64)
+        for member_emb, member_map in members:
+            member = member_emb[rows] @ member_emb.T
+            if clip:
+                member = np.clip(member, 0.0, 1.0)
+            pred += member if member_map is None else member_map.apply(member, pairing)
+        pred /= len(members)
         true = tani[struct[rows]][:, struct]
         valid = np.arange(n)[None, :] > rows[:, None]          # each unordered pair once
         if keep is not None:

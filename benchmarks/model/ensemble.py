@@ -1,0 +1,191 @@
+"""Issue 18 lever: an ensemble of joint models, measured beside each member in one run (clean val only).
+
+Members are checkpoints with their calibrated cosine -> Tanimoto maps (each fitted on train's calibration
+fold by ``tools/fit_tanimoto_map.py``, never on val). The ensemble ranks candidates by the mean of the
+members' spectrum-molecule cosines (plus the fragment score, as ``engine rank`` adds it to one model's
+cosine) and predicts Tanimoto as the mean of the members' calibrated predictions. Candidate sets,
+spectra and fragment scores are those of ``benchmarks/model/run.py`` (same seed, same sets).
+
+Usage (reads ``../shared/data``; about 15 minutes on 2 cores for three members)::
+
+    python -m benchmarks.model.ensemble --member engine/data/model/default.pt:engine/data/calibration \\
+        --member runs/pretrain-molecules/model.pt:runs/pretrain-molecules \\
+        --member runs/simulated-finetune/model.pt:runs/simulated-finetune
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from benchmarks._results import markdown_table, write_results
+from benchmarks.model.run import (
+    KS,
+    ROOT,
+    candidate_sets,
+    clean_mask,
+    fingerprints,
+    fragment_terms,
+    pair_rmse,
+    random_hit,
+    rank_queries,
+)
+from engine.jobs.artifacts import open_model
+from engine.models.tanimoto_map import TanimotoMap, load_tanimoto_map
+from engine.models.training.candidates import CandidateTable
+from engine.models.training.data import massbank_batch, tanimoto_matrix
+from engine.models.training.metrics import hit_rates
+from engine.queries.fragments import FragmentScorer
+
+HERE = Path(__file__).resolve().parent
+
+
+def member_scores(model: Any, batch: pa.RecordBatch, cands: CandidateTable, rows: npt.NDArray[np.int64],
+                  s_smiles: list[str]) -> tuple[npt.NDArray[np.float32], dict[int, int], npt.NDArray[np.float32],
+                                                npt.NDArray[np.float32]]:
+    """(spectrum embeddings, candidate row -> matrix row, candidate embeddings, true-structure embeddings)."""
+    emb, _ = model.embed_spectra(batch, batch_size=1024)
+    cand = model.embed_molecules(cands.smiles_of(rows), on_invalid="skip")
+    index = {int(r): i for i, r in enumerate(rows[cand.valid])}
+    return emb, index, cand.embeddings, model.embed_smiles(s_smiles)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--member", action="append", required=True,
+                        help="CKPT:MAPDIR (MAPDIR holds tanimoto_map.json fitted for CKPT); give two or more")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-structures", type=int, default=0, help="a seeded subset of val structures (a smoke run; "
+                        "writes nothing)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    rng = np.random.default_rng(args.seed)
+    data = Path(args.data)
+    members = [(m.split(":")[0], m.split(":")[1]) for m in args.member]
+    models = [open_model(ckpt) for ckpt, _ in members]
+    maps: list[TanimotoMap | None] = [load_tanimoto_map(mod.encoder_hash, directory=d)
+                                      for mod, (_, d) in zip(models, members, strict=True)]
+    if any(m is None for m in maps):
+        raise SystemExit("every member needs a tanimoto_map.json fitted for it (tools/fit_tanimoto_map.py)")
+
+    table: Any = pq.read_table(data / "massbank" / "spectra.parquet")
+    table = table.filter(pc.equal(table.column("split"), pa.scalar("val")))
+    table = table.filter(pc.is_valid(table.column("precursor_mz")))
+    clean = clean_mask(table, models[0])
+    table = table.filter(pa.array(clean))
+    if args.max_structures:
+        keys = np.unique(np.asarray(table.column("inchikey14").to_pylist(), dtype=str))
+        picked = rng.choice(keys, min(args.max_structures, keys.shape[0]), replace=False)
+        table = table.filter(pc.is_in(table.column("inchikey14"), pa.array(picked.tolist())))
+    batch = massbank_batch(table)
+    ik14 = table.column("inchikey14").to_pylist()
+    structs, struct_of = np.unique(np.asarray(ik14, dtype=str), return_inverse=True)
+    first = {k: i for i, k in reversed(list(enumerate(ik14)))}
+    s_smiles = [table.column("smiles")[first[k]].as_py() for k in structs]
+    s_formula = [table.column("formula")[first[k]].as_py() for k in structs]
+    s_mass = [table.column("exact_mass")[first[k]].as_py() for k in structs]
+
+    cands = CandidateTable.load(data / "molecules" / "candidates.parquet")
+    sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)
+    rows = np.unique(np.concatenate([np.concatenate(v) for v in sets.values()]))
+    print(f"{table.num_rows} clean val spectra, {rows.shape[0]} candidate molecules", flush=True)
+    scored = [member_scores(mod, batch, cands, rows, s_smiles) for mod in models]
+    valid = set.intersection(*(set(s[1]) for s in scored))
+    sets = {name: [r[np.isin(r, list(valid))] for r in v] for name, v in sets.items()}
+    print(f"embedded by {len(models)} models", flush=True)
+
+    scorer = FragmentScorer()
+    keep = np.asarray(sorted(valid), np.int64)
+    cand_smiles = dict(zip(keep.tolist(), cands.smiles_of(keep), strict=True))
+    scorer.warm([*s_smiles, *cand_smiles.values()], processes=2)
+    frag = {name: fragment_terms(scorer, batch, models[0], struct_of, v, cand_smiles, s_smiles)
+            for name, v in sets.items()}
+    print("fragment scores done", flush=True)
+
+    labels = [Path(ckpt).parent.name if Path(ckpt).name == "model.pt" else Path(ckpt).stem for ckpt, _ in members]
+    ranking: dict[str, Any] = {}
+    for name, v in sets.items():
+        for extra_name, extra in (("", None), (" + fragments", frag[name])):
+            for label, (emb, index, matrix, true_emb) in zip(labels, scored, strict=True):
+                ranks, sizes = rank_queries(emb, struct_of, v, index, matrix, true_emb, extra=extra)
+                ranking[f"{label}: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
+                                                           "random_hit_rate@1": random_hit(sizes, 1)}
+            ranks = ensemble_ranks(scored, struct_of, v, extra)
+            ranking[f"ensemble: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
+                                                        "random_hit_rate@1": random_hit(sizes, 1)}
+            print(name + extra_name, {k: round(r["hit_rate@1"], 4) for k, r in ranking.items()
+                                      if k.endswith(f"{name}{extra_name}")}, flush=True)
+
+    tani = tanimoto_matrix(*(2 * [fingerprints(s_smiles)]))
+    positive = np.asarray(table.column("ion_mode").to_pylist()) == "positive"
+    rmse = {label: pair_rmse(s[0], struct_of, tani, positive, tanimoto_map=tmap)["all"]
+            for label, s, tmap in zip(labels, scored, maps, strict=True)}
+    rmse["ensemble"] = pair_rmse(scored[0][0], struct_of, tani, positive,
+                                 ensemble=[(s[0], tmap) for s, tmap in zip(scored, maps, strict=True)])["all"]
+    print({k: round(v["rmse_bin_mean"], 4) for k, v in rmse.items()}, flush=True)
+
+    rows_md = []
+    for label in [*labels, "ensemble"]:
+        row: dict[str, Any] = {"model": label}
+        for protocol in ("formula", "formula + fragments", "mass256", "mass256 + fragments"):
+            for k in (1, 20):
+                row[f"{protocol} hit@{k} %"] = round(100 * ranking[f"{label}: {protocol}"][f"hit_rate@{k}"], 2)
+        row["calibrated RMSE, bin mean"] = round(rmse[label]["rmse_bin_mean"], 4)
+        row["calibrated RMSE, all pairs"] = round(rmse[label]["rmse"], 4)
+        rows_md.append(row)
+    body = "\n".join([
+        f"Members: {', '.join(f'`{c}` (map `{d}/tanimoto_map.json`)' for c, d in members)}. "
+        f"Clean val spectra ({table.num_rows}; high-resolution, >= 5 peaks, |ppm| <= 20), the candidate sets of "
+        "`benchmarks/model/run.py` (same seed). The ensemble ranks by the mean of the members' spectrum-molecule "
+        "cosines (+ the fragment score in the `+ fragments` columns) and predicts Tanimoto as the mean of the "
+        "members' calibrated predictions (maps fitted on train's calibration fold). Hit rates in %; random "
+        f"hit@1: formula {100 * ranking['ensemble: formula']['random_hit_rate@1']:.1f}%, mass256 "
+        f"{100 * ranking['ensemble: mass256']['random_hit_rate@1']:.2f}%.",
+        "", markdown_table(rows_md), "",
+        "Targets of issue 18: mass256 + fragments hit@1 >= 58%, calibrated RMSE (bin mean) <= 0.17."])
+    if args.max_structures:
+        print(body)
+        return
+    write_results("model-ensemble", "Ensemble of joint models (issue 18 lever, measured, not shipped)", body,
+                  {"members": members, "ranking": ranking, "rmse": rmse, "seconds": time.time() - t_start},
+                  HERE / "results-model-ensemble.json")
+    print(f"done in {time.time() - t_start:.0f} s")
+
+
+def ensemble_ranks(scored: list[tuple[npt.NDArray[np.float32], dict[int, int], npt.NDArray[np.float32],
+                                      npt.NDArray[np.float32]]],
+                   struct_of: npt.NDArray[np.int64], sets: list[npt.NDArray[np.int64]],
+                   extra: dict[int, npt.NDArray[np.float64]] | None) -> npt.NDArray[np.int64]:
+    """Rank of the true structure when the score is the mean of the members' cosines (+ ``extra``)."""
+    ranks = np.empty(struct_of.shape[0], np.int64)
+    for s, rows in enumerate(sets):
+        queries = np.flatnonzero(struct_of == s)
+        if not queries.shape[0]:
+            continue
+        score = np.zeros((queries.shape[0], rows.shape[0] + 1))
+        for emb, index, matrix, true_emb in scored:
+            others = matrix[np.array([index[int(r)] for r in rows], np.int64)]
+            q = emb[queries]
+            score += np.hstack([(q @ true_emb[s])[:, None], q @ others.T])
+        score /= len(scored)
+        if extra is not None:
+            score += extra[s]
+        ranks[queries] = 1 + (score[:, 1:] >= score[:, :1]).sum(1)
+    return ranks
+
+
+if __name__ == "__main__":
+    main()
