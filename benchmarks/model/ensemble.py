@@ -37,6 +37,7 @@ from benchmarks.model.run import (
     pair_rmse,
     random_hit,
     rank_queries,
+    structures,
 )
 from engine.jobs.artifacts import open_model
 from engine.models.tanimoto_map import TanimotoMap, load_tanimoto_map
@@ -91,12 +92,7 @@ def main() -> None:
         picked = rng.choice(keys, min(args.max_structures, keys.shape[0]), replace=False)
         table = table.filter(pc.is_in(table.column("inchikey14"), pa.array(picked.tolist())))
     batch = massbank_batch(table)
-    ik14 = table.column("inchikey14").to_pylist()
-    structs, struct_of = np.unique(np.asarray(ik14, dtype=str), return_inverse=True)
-    first = {k: i for i, k in reversed(list(enumerate(ik14)))}
-    s_smiles = [table.column("smiles")[first[k]].as_py() for k in structs]
-    s_formula = [table.column("formula")[first[k]].as_py() for k in structs]
-    s_mass = [table.column("exact_mass")[first[k]].as_py() for k in structs]
+    structs, struct_of, s_smiles, s_formula, s_mass = structures(table)
 
     cands = CandidateTable.load(data / "molecules" / "candidates.parquet")
     sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)

@@ -72,6 +72,17 @@ def fingerprints(smiles: list[str]) -> npt.NDArray[np.uint8]:
     return np.stack([gen.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.uint8) for s in smiles])
 
 
+def structures(table: Any) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64], list[str], list[str], list[float]]:
+    """The spectra's structures (InChIKey first blocks, sorted), each spectrum's structure index, and per
+    structure the SMILES, formula and exact mass of its first spectrum."""
+    ik14 = table.column("inchikey14").to_pylist()
+    structs, struct_of = np.unique(np.asarray(ik14, dtype=str), return_inverse=True)
+    first = {k: i for i, k in reversed(list(enumerate(ik14)))}
+    return (structs, struct_of.astype(np.int64), [table.column("smiles")[first[k]].as_py() for k in structs],
+            [table.column("formula")[first[k]].as_py() for k in structs],
+            [table.column("exact_mass")[first[k]].as_py() for k in structs])
+
+
 def candidate_sets(cands: CandidateTable, ik14: list[str], smiles: list[str], formula: list[str],
                    mass: list[float], rng: np.random.Generator) -> dict[str, list[npt.NDArray[np.int64]]]:
     """Per structure, the rows of ``cands`` competing with the true structure (which is added to every
@@ -534,12 +545,7 @@ def main() -> None:
     emb, quality = model.embed_spectra(batch, batch_size=1024)
     print(f"val spectra: {table.num_rows} ({int(clean.sum())} clean); embedded", flush=True)
 
-    ik14_all = table.column("inchikey14").to_pylist()
-    structs, struct_of = np.unique(np.asarray(ik14_all, dtype=str), return_inverse=True)
-    first = {k: i for i, k in reversed(list(enumerate(ik14_all)))}
-    s_smiles = [table.column("smiles")[first[k]].as_py() for k in structs]
-    s_formula = [table.column("formula")[first[k]].as_py() for k in structs]
-    s_mass = [table.column("exact_mass")[first[k]].as_py() for k in structs]
+    structs, struct_of, s_smiles, s_formula, s_mass = structures(table)
 
     previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     reuse = args.reuse_ranking and previous.get("encoder_hash") == model.encoder_hash and not args.max_structures
