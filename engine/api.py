@@ -32,7 +32,7 @@ from engine.io.matchms_adapter import from_matchms_many
 from engine.io.stream import OnInvalid, ReadReport, batched, iter_spectrum_batches, keep_valid
 from engine.jobs.annotate import JobSummary, annotate_job
 from engine.jobs.artifacts import open_library as _open_library
-from engine.jobs.artifacts import open_library_and_model, open_model
+from engine.jobs.artifacts import open_library_and_model, open_members, open_model
 from engine.jobs.settings import AnnotateJobSettings
 from engine.models.embed import embedded_batches
 from engine.models.model import JointModel
@@ -199,12 +199,15 @@ def rank(spectra: Spectra, model: JointModel | str | Path | None = None, *, cand
          candidate_lists: str | Path | None = None, pubchem: bool = False, by: Literal["formula", "mass"] = "mass",
          tolerance_ppm: float = 10.0, library: SpectralLibrary | str | Path | None = None, fragments: bool = True,
          top_k: int = 20, on_invalid: OnInvalid = "error", ion_mode: IonMode | None = None,
-         batch_size: int = 1024, report: RankReport | None = None) -> pa.Table:
+         batch_size: int = 1024, report: RankReport | None = None, ensemble: bool = False,
+         ensemble_members: Sequence[str | Path] = ()) -> pa.Table:
     """Rank candidate structures for each spectrum: from the molecule table ``candidates`` (default: the
     bundled candidate set), per-query ``candidate_lists``, or PubChem, selected by neutral ``mass`` or by the
     spectrum's ``formula``. ``library`` adds library evidence (candidates whose own reference spectra do not
-    match are demoted); ``fragments`` adds in-silico fragment evidence. ``top_k`` rows per query."""
+    match are demoted); ``fragments`` adds in-silico fragment evidence. ``top_k`` rows per query.
+    ``ensemble`` averages the cosine with the bundled ensemble members', ``ensemble_members`` with more."""
     opened = _model(model)
+    members = open_members([str(m) for m in ensemble_members], bundled=ensemble, model=opened)
     evidence = None
     if library is not None:
         lib = library.library if isinstance(library, SpectralLibrary) else _open_library(library)
@@ -214,7 +217,7 @@ def rank(spectra: Spectra, model: JointModel | str | Path | None = None, *, cand
                               by=by, tolerance_ppm=tolerance_ppm, on_unusable=on_invalid)
     scorer = FragmentScorer() if fragments else None
     tables = [rank_candidates(batch, source.for_batch(batch), opened, top_k=top_k, report=report,
-                              evidence=evidence, fragments=scorer)
+                              evidence=evidence, fragments=scorer, members=members)
               for batch in spectrum_batches(spectra, on_invalid=on_invalid, ion_mode=ion_mode,
                                             batch_size=batch_size)]
     return pa.concat_tables(tables) if tables else RANK_SCHEMA.empty_table()

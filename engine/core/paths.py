@@ -8,6 +8,8 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 #: The bundled joint model checkpoint.
 DEFAULT_MODEL = DATA_DIR / "model" / "default.pt"
+#: The bundled ensemble members for candidate ranking (``engine rank --ensemble``; see their README).
+ENSEMBLE_MEMBERS = DATA_DIR / "model" / "members"
 #: The bundled MassBank reference library.
 DEFAULT_LIBRARY = DATA_DIR / "library"
 #: Search calibrations (fitted on train only).

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from engine.core.paths import CALIBRATION_DIR
 from engine.core.peaks import Peaks
 from engine.core.schema import SCHEMA_VERSION, versioned_schema
-from engine.jobs.artifacts import open_library_and_model, open_molecules
+from engine.jobs.artifacts import open_library_and_model, open_members, open_molecules
 from engine.jobs.rerun import digest_contents, digest_files
 from engine.jobs.settings import AnnotateSettings, AnnotatorSpec
 from engine.models.device import resolve_device
@@ -85,6 +85,8 @@ class Annotator:
                 candidates_path=spec.candidates, pubchem=s.pubchem, pubchem_cache=spec.pubchem_cache,
                 pubchem_timeout_s=spec.pubchem_timeout, by=s.candidates_by, tolerance_ppm=s.candidate_tolerance_ppm,
                 bundled_fallback=False, on_unusable="skip", table=open_molecules(spec.candidates))
+        self.members = (open_members((), bundled=True, model=self.model, device=resolve_device(spec.device))
+                        if spec.candidates and self.settings.candidate_ensemble else [])
         self._evidence: Any = None
         self._fragments: Any = None
         if self.settings.fragment_scoring and spec.candidates:   # only candidate ranking uses it
@@ -96,6 +98,7 @@ class Annotator:
     def fingerprint(self) -> dict[str, Any]:
         """What the results depend on; a change invalidates earlier results of a job."""
         lib = self.spec.resolved_library()
+        members = {"ensemble_members": [m.encoder_hash for m in self.members]} if self.members else {}
         return {
             "engine_schema_version": SCHEMA_VERSION,
             "encoder_hash": self.model.encoder_hash,
@@ -104,6 +107,7 @@ class Annotator:
             "candidates": digest_files([Path(self.spec.candidates)]) if self.spec.candidates else None,
             "calibrations": digest_contents(sorted(CALIBRATION_DIR.glob("*.json"))),
             "settings": asdict(self.settings),
+            **members,
         }
 
     def embed(self, batch: pa.RecordBatch, peaks: Peaks | None = None
@@ -162,7 +166,7 @@ class Annotator:
         assert self.candidates is not None
         cands, unusable = self.candidates.select(batch)
         ranked = rank_candidates(batch, cands, self.model, top_k=1, embeddings=(emb, quality),
-                                 evidence=self.evidence(), fragments=self._fragments, peaks=peaks)
+                                 evidence=self.evidence(), fragments=self._fragments, peaks=peaks, members=self.members)
         ids = batch.column("spectrum_id").to_pylist()
         selected = Counter(cands.column("query_id").to_pylist())
         top1 = ranked.filter(pc.field("rank") == 1) if ranked.num_rows else ranked

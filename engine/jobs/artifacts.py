@@ -28,6 +28,25 @@ def open_model(path: str | Path | None = None, *, device: str = "cpu") -> JointM
     return load_model(checkpoint_path(path), device=device)
 
 
+def open_members(paths: tuple[str, ...] | list[str], *, bundled: bool, model: JointModel,
+                 device: str = "cpu") -> list[JointModel]:
+    """Ensemble members for candidate ranking: the bundled ones (``bundled``) and then ``paths``; each a
+    joint model refused when missing, of another version, or the ranking model itself."""
+    from engine.core.paths import ENSEMBLE_MEMBERS
+
+    files = sorted(ENSEMBLE_MEMBERS.glob("*.pt")) if bundled else []
+    if bundled and not files:
+        raise MissingArtifactError(f"no bundled ensemble members in {ENSEMBLE_MEMBERS}")
+    members: list[JointModel] = []
+    for file in [*files, *(Path(p) for p in paths)]:
+        member = open_model(file, device=device)
+        if member.encoder_hash == model.encoder_hash or any(member.encoder_hash == m.encoder_hash for m in members):
+            raise EngineError(f"ensemble member {file} is the ranking model or another member "
+                              f"(encoder {member.encoder_hash}): each model counts once")
+        members.append(member)
+    return members
+
+
 def resolve_embedder(model_path: str | Path | None = None, *, fixed: bool = False, device: str = "cpu") -> Any:
     """The spectrum embedder a build asks for: the fixed binned-peak embedder, a checkpoint, or the
     bundled model (the fixed embedder, with a logged note, when no model is bundled)."""

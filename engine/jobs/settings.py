@@ -37,6 +37,8 @@ class AnnotateSettings(Settings):
     pubchem: bool = False
     library_evidence: bool = True
     fragment_scoring: bool = True
+    #: candidate ranking averages the model's cosine with the bundled ensemble members' (engine rank --ensemble)
+    candidate_ensemble: bool = False
     chunk_size: int = setting(4096, ge=1)
 
 
@@ -163,6 +165,10 @@ class RankSettings(Settings):
     top_k: int = setting(20, ge=1)
     out: str | None = None
     model: str | None = None
+    #: average the model's spectrum-molecule cosine with the bundled ensemble members' (engine/data/model/members)
+    ensemble: bool = False
+    #: further ensemble members (checkpoints)
+    ensemble_members: tuple[str, ...] = ()
     on_invalid: OnInvalid = "error"
     ion_mode: IonMode | None = None
     batch_size: int = setting(1024, ge=1)

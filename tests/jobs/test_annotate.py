@@ -230,3 +230,30 @@ def test_candidate_ranking_with_library_evidence(tmp_path: Path) -> None:
     assert summary["identity_hits_probable"] == sum(r["identity_score"] is not None and r["identity_score"] >= 0.5  # type: ignore[operator]
                                                     for r in on)
     assert f"({summary['identity_hits_probable']} with probability &gt;= 0.5)" in page  # HTML-escaped
+
+
+def test_candidate_ensemble_changes_only_candidate_columns(tmp_path: Path) -> None:
+    """--candidate-ensemble ranks with the bundled members too: identity and analogue columns stay as they
+    are, the job fingerprint names the members, and the flag given to a finished run without it replaces its
+    results (never a mix of the two)."""
+    bundled = Path(__file__).resolve().parents[2] / "engine" / "data" / "candidates" / "molecules.parquet"
+    query = [str(DATA / "massbank" / "massbank.msp")]
+    rows = {}
+    for flags in ((), ("--candidate-ensemble",)):
+        out = tmp_path / ("ensemble" if flags else "single")
+        result = CliRunner().invoke(main, ["annotate", *query, "--out", str(out), "--candidates", str(bundled),
+                                           "--no-fragments", "--quiet", *flags])
+        assert result.exit_code == 0, result.output
+        rows[flags] = results(out)
+    single, ensemble = rows[()], rows[("--candidate-ensemble",)]
+    cand_cols = {"candidate_score", "candidate_smiles", "candidate_inchikey", "candidate_formula"}
+    assert len(single) == len(ensemble) and sum(r["candidate_smiles"] is not None for r in ensemble) >= 20
+    for a, b in zip(single, ensemble, strict=True):
+        assert {k: v for k, v in a.items() if k not in cand_cols} == {k: v for k, v in b.items() if k not in cand_cols}
+    assert any(a["candidate_score"] != b["candidate_score"] for a, b in zip(single, ensemble, strict=True))
+    fingerprint = json.dumps(json.loads((tmp_path / "ensemble" / "job.json").read_text()))
+    assert "ensemble_members" in fingerprint
+    result = CliRunner().invoke(main, ["annotate", *query, "--out", str(tmp_path / "single"), "--candidates",
+                                       str(bundled), "--no-fragments", "--quiet", "--candidate-ensemble"])
+    assert result.exit_code == 0, result.output
+    assert results(tmp_path / "single") == ensemble

@@ -113,3 +113,45 @@ def test_rank_command_reports_skipped_records(tmp_path: Path, tiny_model: object
     rows = pq.read_table(rejects).to_pylist()
     assert [(r["file"], r["reason"]) for r in rows] == [(str(mgf), "parse_error"), (str(mgf), "negative_values")]
     assert "no_precursor" in rows[0]["record"] and "PEPMASS" in rows[0]["message"]
+
+
+def test_rank_ensemble_averages_member_cosines(tiny_model: object, sample_spectra: list[Spectrum]) -> None:
+    """With members the cosine is the mean of the model's and each member's own spectrum-molecule cosine."""
+    from engine.jobs.artifacts import open_model
+
+    member = open_model(None)   # the bundled default model: another space, another dimension
+    queries = spectra_to_batch(sample_spectra[:4])
+    smiles = ["CCO", "CCN", "c1ccccc1O", "CC(=O)O", "not a smiles"]
+    cands = pa.table({"query_id": [q for q in queries.column("spectrum_id").to_pylist() for _ in smiles],
+                      "smiles": smiles * 4})
+
+    def cosines(model: object, members: list[object]) -> dict[tuple[str, str], float]:
+        table = rank_candidates(queries, cands, model, top_k=10, members=members)
+        return {(r["query_id"], r["smiles"]): r["cosine"] for r in table.to_pylist()}
+
+    own, other, mean = cosines(tiny_model, []), cosines(member, []), cosines(tiny_model, [member])
+    assert len(mean) == 16 and set(mean) == set(own) == set(other)   # the invalid SMILES skipped once per query
+    for key, value in mean.items():
+        assert value == pytest.approx((own[key] + other[key]) / 2, abs=1e-5)
+
+
+def test_rank_command_with_bundled_ensemble(tmp_path: Path, sample_spectra: list[Spectrum]) -> None:
+    from engine.commands.rank import rank
+    from engine.core.paths import DEFAULT_MODEL, ENSEMBLE_MEMBERS
+
+    assert len(list(ENSEMBLE_MEMBERS.glob("*.pt"))) == 2
+    mgf = write_mgf(sample_spectra[:5], tmp_path / "q.mgf")
+    args = [str(mgf), "--candidates", str(BUNDLED), "--by", "mass", "--tolerance-ppm", "20", "--quiet",
+            "--no-fragments"]
+    single, ensemble = tmp_path / "single.parquet", tmp_path / "ensemble.parquet"
+    res = CliRunner().invoke(rank, [*args, "--out", str(single)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(rank, [*args, "--ensemble", "--out", str(ensemble)])
+    assert res.exit_code == 0, res.output
+    assert "ensemble: the model and 2 members" in res.output
+    a, b = pq.read_table(single).to_pylist(), pq.read_table(ensemble).to_pylist()
+    assert {r["query_id"] for r in a} == {r["query_id"] for r in b} and len(a) == len(b)
+    assert any(abs(x["cosine"] - y["cosine"]) > 1e-4 for x, y in zip(a, b, strict=True))
+    # a member counts once: the ranking model itself is refused with a message
+    res = CliRunner().invoke(rank, [*args, "--ensemble-member", str(DEFAULT_MODEL), "--out", str(ensemble)])
+    assert res.exit_code != 0 and "counts once" in res.output
