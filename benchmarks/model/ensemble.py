@@ -66,6 +66,11 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--split", choices=("val", "fold"), default="val",
+                        help="val, or train's calibration fold (clean, redistributable records: held out of every "
+                             "member's training) for choosing --cosine-scales")
+    parser.add_argument("--cosine-scales", default="1.0",
+                        help="comma-separated factors on the ensemble's mean cosine before the fragment score is added")
     parser.add_argument("--max-structures", type=int, default=0, help="a seeded subset of val structures (a smoke run; "
                         "writes nothing)")
     args = parser.parse_args()
@@ -83,7 +88,14 @@ def main() -> None:
         raise SystemExit("every member needs a tanimoto_map.json fitted for it (tools/fit_tanimoto_map.py)")
 
     table: Any = pq.read_table(data / "massbank" / "spectra.parquet")
-    table = table.filter(pc.equal(table.column("split"), pa.scalar("val")))
+    if args.split == "fold":
+        from benchmarks.search.common import calibration_fold
+        from engine.models.training.config import DataConfig
+
+        table = table.filter(pa.array(calibration_fold(table)))
+        table = table.filter(pc.is_in(table.column("license"), pa.array(list(DataConfig().licenses))))
+    else:
+        table = table.filter(pc.equal(table.column("split"), pa.scalar("val")))
     table = table.filter(pc.is_valid(table.column("precursor_mz")))
     clean = clean_mask(table, models[0])
     table = table.filter(pa.array(clean))
@@ -97,7 +109,7 @@ def main() -> None:
     cands = CandidateTable.load(data / "molecules" / "candidates.parquet")
     sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)
     rows = np.unique(np.concatenate([np.concatenate(v) for v in sets.values()]))
-    print(f"{table.num_rows} clean val spectra, {rows.shape[0]} candidate molecules", flush=True)
+    print(f"{table.num_rows} clean {args.split} spectra, {rows.shape[0]} candidate molecules", flush=True)
     scored = [member_scores(mod, batch, cands, rows, s_smiles) for mod in models]
     valid = set.intersection(*(set(s[1]) for s in scored))
     sets = {name: [r[np.isin(r, list(valid))] for r in v] for name, v in sets.items()}
@@ -113,15 +125,18 @@ def main() -> None:
 
     labels = [Path(ckpt).parent.name if Path(ckpt).name == "model.pt" else Path(ckpt).stem for ckpt, _ in members]
     ranking: dict[str, Any] = {}
+    scales = [float(x) for x in args.cosine_scales.split(",")]
     for name, v in sets.items():
         for extra_name, extra in (("", None), (" + fragments", frag[name])):
             for label, (emb, index, matrix, true_emb) in zip(labels, scored, strict=True):
                 ranks, sizes = rank_queries(emb, struct_of, v, index, matrix, true_emb, extra=extra)
                 ranking[f"{label}: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
                                                            "random_hit_rate@1": random_hit(sizes, 1)}
-            ranks = ensemble_ranks(scored, struct_of, v, extra)
-            ranking[f"ensemble: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
-                                                        "random_hit_rate@1": random_hit(sizes, 1)}
+            for scale in (scales if extra is not None else [1.0]):
+                ranks = ensemble_ranks(scored, struct_of, v, extra, scale=scale)
+                key = "ensemble" if scale == 1.0 else f"ensemble, cosine x {scale:g}"
+                ranking[f"{key}: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
+                                                         "random_hit_rate@1": random_hit(sizes, 1)}
             print(name + extra_name, {k: round(r["hit_rate@1"], 4) for k, r in ranking.items()
                                       if k.endswith(f"{name}{extra_name}")}, flush=True)
 
@@ -142,9 +157,17 @@ def main() -> None:
         row["calibrated RMSE, bin mean"] = round(rmse[label]["rmse_bin_mean"], 4)
         row["calibrated RMSE, all pairs"] = round(rmse[label]["rmse"], 4)
         rows_md.append(row)
+    for scale in scales:
+        if scale != 1.0:
+            key = f"ensemble, cosine x {scale:g}"
+            rows_md.append({"model": key, **{f"{protocol} hit@{k} %":
+                                             round(100 * ranking[f"{key}: {protocol}"][f"hit_rate@{k}"], 2)
+                                             for protocol in ("formula + fragments", "mass256 + fragments")
+                                             for k in (1, 20)}})
     body = "\n".join([
         f"Members: {', '.join(f'`{c}` (map `{d}/tanimoto_map.json`)' for c, d in members)}. "
-        f"Clean val spectra ({table.num_rows}; high-resolution, >= 5 peaks, |ppm| <= 20), the candidate sets of "
+        f"Clean {'val' if args.split == 'val' else 'calibration-fold (train, redistributable)'} spectra "
+        f"({table.num_rows}; high-resolution, >= 5 peaks, |ppm| <= 20), the candidate sets of "
         "`benchmarks/model/run.py` (same seed). The ensemble ranks by the mean of the members' spectrum-molecule "
         "cosines (+ the fragment score in the `+ fragments` columns) and predicts Tanimoto as the mean of the "
         "members' calibrated predictions (maps fitted on train's calibration fold). Hit rates in %; random "
@@ -155,17 +178,20 @@ def main() -> None:
     if args.max_structures:
         print(body)
         return
-    write_results("model-ensemble", "Ensemble of joint models (issue 18 lever, measured, not shipped)", body,
-                  {"members": members, "ranking": ranking, "rmse": rmse, "seconds": time.time() - t_start},
-                  HERE / "results-model-ensemble.json")
+    suffix = "" if args.split == "val" else "-fold"
+    write_results(f"model-ensemble{suffix}",
+                  "Ensemble of joint models (issue 18 lever; opt-in for candidate ranking)"
+                  + ("" if args.split == "val" else ", calibration fold"), body,
+                  {"members": members, "split": args.split, "ranking": ranking, "rmse": rmse,
+                   "seconds": time.time() - t_start}, HERE / f"results-model-ensemble{suffix}.json")
     print(f"done in {time.time() - t_start:.0f} s")
 
 
 def ensemble_ranks(scored: list[tuple[npt.NDArray[np.float32], dict[int, int], npt.NDArray[np.float32],
                                       npt.NDArray[np.float32]]],
                    struct_of: npt.NDArray[np.int64], sets: list[npt.NDArray[np.int64]],
-                   extra: dict[int, npt.NDArray[np.float64]] | None) -> npt.NDArray[np.int64]:
-    """Rank of the true structure when the score is the mean of the members' cosines (+ ``extra``)."""
+                   extra: dict[int, npt.NDArray[np.float64]] | None, *, scale: float = 1.0) -> npt.NDArray[np.int64]:
+    """Rank of the true structure when the score is ``scale`` x the mean of the members' cosines (+ ``extra``)."""
     ranks = np.empty(struct_of.shape[0], np.int64)
     for s, rows in enumerate(sets):
         queries = np.flatnonzero(struct_of == s)
@@ -176,7 +202,7 @@ def ensemble_ranks(scored: list[tuple[npt.NDArray[np.float32], dict[int, int], n
             others = matrix[np.array([index[int(r)] for r in rows], np.int64)]
             q = emb[queries]
             score += np.hstack([(q @ true_emb[s])[:, None], q @ others.T])
-        score /= len(scored)
+        score *= scale / len(scored)
         if extra is not None:
             score += extra[s]
         ranks[queries] = 1 + (score[:, 1:] >= score[:, :1]).sum(1)

@@ -14,7 +14,7 @@ from query_helpers import write_mgf
 from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
-from engine.queries.rank import RANK_SCHEMA, RankReport, rank_candidates
+from engine.queries.rank import ENSEMBLE_COSINE_SCALE, RANK_SCHEMA, RankReport, rank_candidates
 
 BUNDLED = Path(__file__).resolve().parents[2] / "engine" / "data" / "candidates" / "molecules.parquet"
 
@@ -127,6 +127,8 @@ def test_rank_ensemble_averages_member_cosines(tiny_model: object, sample_spectr
 
     def cosines(model: object, members: list[object]) -> dict[tuple[str, str], float]:
         table = rank_candidates(queries, cands, model, top_k=10, members=members)
+        factor = ENSEMBLE_COSINE_SCALE if members else 1.0   # no fragment or library evidence here
+        assert all(r["score"] == pytest.approx(factor * r["cosine"], abs=1e-5) for r in table.to_pylist())
         return {(r["query_id"], r["smiles"]): r["cosine"] for r in table.to_pylist()}
 
     own, other, mean = cosines(tiny_model, []), cosines(member, []), cosines(tiny_model, [member])
