@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +128,17 @@ def evidence_ranks(spec_emb: npt.NDArray[np.float32], spec_struct: npt.NDArray[n
                    true_emb: npt.NDArray[np.float32], cand_keys: npt.NDArray[np.str_],
                    struct_keys: npt.NDArray[np.str_], evidence: LibraryEvidence, truth_in_library: bool,
                    extra: dict[int, npt.NDArray[np.float64]] | None = None,
-                   spec_peaks: EntropyPeaks | None = None) -> npt.NDArray[np.int64]:
+                   spec_peaks: EntropyPeaks | None = None,
+                   base: Callable[[int, npt.NDArray[np.int64]], npt.NDArray[np.float64]] | None = None
+                   ) -> npt.NDArray[np.int64]:
     """Rank of the true structure when scores are adjusted by library evidence (:mod:`engine.queries.evidence`).
 
     ``evidence`` holds train + all val spectra. Without ``truth_in_library`` the true structure's own
     references (val spectra) are hidden, as for an unknown; with it, the query's other spectra of the
     same structure and ion mode stand as its references (the query spectrum itself is never one).
-    ``spec_peaks`` (all query spectra, prepared as ``evidence.query_peaks`` does) when it compares peaks."""
+    ``spec_peaks`` (all query spectra, prepared as ``evidence.query_peaks`` does) when it compares peaks.
+    ``base(s, queries)``: the scores of [true, *set] of structure ``s`` before evidence (default: the cosine of
+    ``spec_emb`` with the candidate embeddings), e.g. an ensemble's."""
     ranks = np.empty(spec_emb.shape[0], np.int64)
     for s, rows in enumerate(sets):
         queries = np.flatnonzero(spec_struct == s)
@@ -156,7 +161,7 @@ def evidence_ranks(spec_emb: npt.NDArray[np.float32], spec_struct: npt.NDArray[n
                     continue
                 sim[a, 0] = float(entropy_similarity(spec_peaks, spec_peaks, np.full(other.shape[0], i), other).max()
                                   if spec_peaks is not None else (spec_emb[other] @ spec_emb[i]).max())
-        score = evidence.adjust((q @ cand.T).astype(np.float64), sim)
+        score = evidence.adjust((q @ cand.T).astype(np.float64) if base is None else base(s, queries), sim)
         if extra is not None:
             score = score + extra[s]
         ranks[queries] = 1 + (score[:, 1:] >= score[:, :1]).sum(1)
