@@ -7,7 +7,11 @@ lever is an ordering of a query's candidates; the metric is the mean Tanimoto (R
 bits) of the top-ranked candidate's structure to the query's. Levers are chosen on the fold (5-fold
 cross-validation over its queries where a lever is fitted); val is only reported.
 
-Usage: ``python benchmarks/search/analogue_levers.py [--cache DIR] [--fold-queries 2000]``.
+With ``--members CKPT,...`` (the ensemble members of candidate ranking, ``engine/data/model/members``) every
+(query, candidate) pair also gets ``member_cosine``, the mean of the members' spectrum-spectrum cosines, and
+``ensemble_cosine``, the mean with the model's own: levers with them are measured beside the rest.
+
+Usage: ``python benchmarks/search/analogue_levers.py [--cache DIR] [--fold-queries 2000] [--members CKPT,...]``.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--fold-queries", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=HERE / "analogue_levers.json")
+    parser.add_argument("--members", default="", help="comma-separated ensemble members (checkpoints)")
     parser.add_argument("--save", action="store_true",
                         help=f"write the shipped re-ranker ({SHIPPED}) to the engine's {ANALOGUE_RERANKER}.json")
     args = parser.parse_args()
@@ -116,6 +121,7 @@ def main() -> None:
         mol[found.valid] = found.embeddings
         if mol_path is not None:
             np.save(mol_path, mol)
+    member_embs = [embed(open_model(m), table)[0] for m in args.members.split(",") if m]
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
     licensed = np.asarray(pc.is_in(table.column("license"), pa.array(list(REDISTRIBUTABLE_LICENSES)))
                           .to_numpy(zero_copy_only=False), dtype=bool)
@@ -141,6 +147,11 @@ def main() -> None:
             c["fps"] = fps[struct[c["rows"]]]
             # cross-modal: the query spectrum's embedding against the candidate structure's molecule embedding
             c["molecule_cosine"] = np.einsum("ij,ij->i", emb[q[c["qi"]]], mol[struct[c["rows"]]]).astype(np.float64)
+            if member_embs:
+                c["member_cosine"] = np.mean([np.einsum("ij,ij->i", m[q[c["qi"]]], m[c["rows"]]) for m in member_embs],
+                                             axis=0).astype(np.float64)
+                n_m = len(member_embs)
+                c["ensemble_cosine"] = (c["embedding_cosine"] + n_m * c["member_cosine"]) / (n_m + 1)
             print(name, len(q), "queries,", int(c["clean"].sum()), "hires clean,", len(c["qi"]), "pairs", flush=True)
     rows = evaluate(sets_c["fold"], sets_c["val"], load_calibration(ANALOGUE_RANKER, model.encoder_hash),
                     model.encoder_hash if args.save else None)
@@ -204,6 +215,15 @@ def evaluate(fold_c: Feats, val_c: Feats, shipped: Any, save_for: str | None = N
         return fixed(c) + np.asarray(c["molecule_cosine"], dtype=np.float64)
 
     rows.append(report("fixed sum + molecule_cosine", fold_c, val_c, fixed_mol(fold_c), fixed_mol(val_c)))
+    if "member_cosine" in fold_c:
+        rows.append(report("ensemble_cosine only (mean of the model's and the members' cosines)", fold_c, val_c,
+                           fold_c["ensemble_cosine"], val_c["ensemble_cosine"]))
+
+        def fixed_ens(c: Feats) -> npt.NDArray[np.float64]:
+            return np.asarray(c["entropy"] + c["modified_cosine"] + c["ensemble_cosine"], dtype=np.float64)
+
+        rows.append(report("fixed sum with ensemble_cosine for embedding_cosine", fold_c, val_c, fixed_ens(fold_c),
+                           fixed_ens(val_c)))
     rows.extend(direct_weights(fold_c, val_c))
     rows.extend(direct_weights(fold_c, val_c, tuple(f for f in WEIGHT_FEATURES if f != "molecule_cosine"),
                                " without molecule_cosine"))
@@ -318,6 +338,9 @@ def rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[
                 ("consensus + base features", ("first_logit", *[f"consensus_{f}" for f in factors], *BASE_FEATURES)),
                 ("consensus + base features + molecule_cosine", ("first_logit", *[f"consensus_{f}" for f in factors],
                                                                  *BASE_FEATURES, "molecule_cosine")),
+                *((("consensus + base features + member_cosine", ("first_logit", *[f"consensus_{f}" for f in factors],
+                                                                  *BASE_FEATURES, "member_cosine")),)
+                  if "member_cosine" in f_s else ()),
         ):
             for temp in (0.1, 0.5, 1.0):
                 cv = np.zeros(len(f_s["qi"]))
