@@ -107,6 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "levers.json")
+    parser.add_argument("--members", default="",
+                        help="comma-separated ensemble members (checkpoints): adds the lever '+ member cosine', "
+                             "the mean of the members' spectrum-spectrum cosines")
     args = parser.parse_args()
     from engine.jobs.artifacts import open_model
     from engine.models.training.config import REDISTRIBUTABLE_LICENSES
@@ -128,6 +131,10 @@ def main() -> None:
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(cache / "emb.npz", emb=emb, quality=quality)
+    member_embs = [embed(open_model(m), table)[0] for m in args.members.split(",") if m]
+    levers = dict(LEVERS)
+    if member_embs:
+        levers["+ member cosine (ensemble members' spectrum cosines)"] = (*BASE, "member_cosine")
     keys = np.asarray(table.column("inchikey14").to_pylist(), dtype=object)
     modes = np.asarray(table.column("ion_mode").to_pylist(), dtype=object)
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
@@ -157,6 +164,9 @@ def main() -> None:
             c["label"] = (keys[c["rows"]] == keys[q[c["qi"]]]).astype(np.float64)
             c["clean"] = sets.hires_clean[q]
             c.update(extra_similarities(peaks, q, c["qi"], c["rows"]))
+            if member_embs:
+                c["member_cosine"] = np.mean([np.einsum("ij,ij->i", m[q[c["qi"]]], m[c["rows"]]) for m in member_embs],
+                                             axis=0).astype(np.float64)
             print(name, len(q), "queries,", int(c["clean"].sum()), "hires clean,", len(c["qi"]), "pairs", flush=True)
     fold_c, val_c = sets_c["fold"], sets_c["val"]
     n_fold = fold_c["n"]
@@ -169,9 +179,9 @@ def main() -> None:
     perm = np.random.default_rng(5).permutation(n_fold)
     part = np.empty(n_fold, dtype=np.int64)
     part[perm] = np.arange(n_fold) % 5
-    listwise = {f"{name} [listwise fit]": names for name, names in LEVERS.items()
+    listwise = {f"{name} [listwise fit]": names for name, names in levers.items()
                 if name.startswith(("shipped", "+ structure aggregation", "+ cosine"))}
-    for name, names in {**LEVERS, **listwise}.items():
+    for name, names in {**levers, **listwise}.items():
         def fit(sel: npt.NDArray[np.bool_], names: tuple[str, ...] = names, name: str = name) -> Any:
             x = {f: fold_c[f][sel] for f in names}
             if name.endswith("[listwise fit]"):  # softmax over each query's candidates, target = right structure
