@@ -137,6 +137,7 @@ def test_pubchem_offline_is_fast_and_clear(tmp_path: Path, caplog: pytest.LogCap
 
 
 def test_pubchem_deadline_on_a_silent_server(tmp_path: Path) -> None:
+    threads_before = threading.active_count()   # other tests of the session may have left daemon threads
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)  # accepts connections, never answers
@@ -149,10 +150,10 @@ def test_pubchem_deadline_on_a_silent_server(tmp_path: Path) -> None:
         start = time.perf_counter()
         with pytest.raises(OfflineError):
             client.by_mass(180.06339, tolerance_ppm=10.0)
-        assert time.perf_counter() - start < 3.0
+        assert time.perf_counter() - start < 5.0   # the 1 s deadline, not pubchempy's own (much longer) wait
     finally:
         server.close()
-    assert threading.active_count() < 20
+    assert threading.active_count() <= threads_before + 2   # no thread piles up per request
 
 
 def test_pubchem_cache_serves_offline(tmp_path: Path) -> None:
