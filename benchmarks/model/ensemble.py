@@ -196,6 +196,8 @@ def main() -> None:
                                              round(100 * ranking[f"{key}: {protocol}"][f"hit_rate@{k}"], 2)
                                              for protocol in ("formula + fragments", "mass256 + fragments")
                                              for k in (1, 20)}})
+    timing = (product_timing(batch, 300, data / "molecules" / "candidates.parquet")
+              if args.split == "val" and not args.max_structures else [])
     body = "\n".join([
         f"Members: {', '.join(f'`{c}` (map `{d}/tanimoto_map.json`)' for c, d in members)}. "
         f"Clean {'val' if args.split == 'val' else 'calibration-fold (train, redistributable)'} spectra "
@@ -209,7 +211,12 @@ def main() -> None:
         "With library evidence as well (`engine rank --library`, on by default in `engine annotate`; library: "
         f"{'train and all val' if args.split == 'val' else 'train'} spectra embedded by the first model, the "
         "true structure's own spectra hidden, as for an unknown):", "", markdown_table(evidence_md), "",
-        "Targets of issue 18: mass256 + fragments hit@1 >= 58%, calibrated RMSE (bin mean) <= 0.17."])
+        "Targets of issue 18: mass256 + fragments hit@1 >= 58%, calibrated RMSE (bin mean) <= 0.17.",
+        *(["", "Cost through the product (`engine.queries.rank.rank_candidates` as `engine rank` calls it; bundled "
+               "model and members, 300 clean val spectra, `candidates.parquet` molecules by neutral mass at 10 ppm; "
+               "the candidates' "
+               "fragments computed beforehand, 1 torch thread per process as set by --threads):", "",
+           markdown_table(timing)] if timing else [])])
     if args.max_structures:
         print(body)
         return
@@ -217,9 +224,38 @@ def main() -> None:
     write_results(f"model-ensemble{suffix}",
                   "Ensemble of joint models (issue 18 lever; opt-in for candidate ranking)"
                   + ("" if args.split == "val" else ", calibration fold"), body,
-                  {"members": members, "split": args.split, "ranking": ranking, "rmse": rmse,
+                  {"members": members, "split": args.split, "ranking": ranking, "rmse": rmse, "timing": timing,
                    "seconds": time.time() - t_start}, HERE / f"results-model-ensemble{suffix}.json")
     print(f"done in {time.time() - t_start:.0f} s")
+
+
+def product_timing(batch: pa.RecordBatch, n: int, molecules: Path) -> list[dict[str, Any]]:
+    """Seconds of ``engine rank``'s library path (:func:`engine.queries.rank.rank_candidates`, bundled model,
+    candidates of ``molecules`` by mass at 10 ppm, fragment evidence on and off) for the first ``n`` spectra
+    of ``batch``, alone and with the bundled ensemble members."""
+    from engine.jobs.artifacts import open_members
+    from engine.queries.candidate_sources import candidate_source
+    from engine.queries.rank import RankReport, rank_candidates
+
+    model = open_model(None)
+    members = open_members((), bundled=True, model=model)
+    queries = batch.slice(0, n)
+    cands = candidate_source(candidates_path=str(molecules), by="mass", tolerance_ppm=10.0).for_batch(queries)
+    rows = []
+    for fragments in (False, True):
+        for label, used in (("default model", []), ("default + bundled members (--ensemble)", members)):
+            scorer = FragmentScorer() if fragments else None
+            if scorer is not None:   # fragments of the candidates computed beforehand: the same for both rows
+                scorer.warm(list(set(cands.column("smiles").to_pylist())), processes=2)
+            report = RankReport()
+            t0 = time.perf_counter()
+            rank_candidates(queries, cands, model, top_k=20, report=report, fragments=scorer, members=used)
+            seconds = time.perf_counter() - t0
+            rows.append({"ranking": label, "fragment evidence": "on" if fragments else "off",
+                         "spectra": queries.num_rows, "candidates scored": report.candidates,
+                         "seconds": round(seconds, 2), "spectra/s": round(queries.num_rows / seconds, 1)})
+            print(rows[-1], flush=True)
+    return rows
 
 
 def ensemble_scores(scored: list[tuple[npt.NDArray[np.float32], dict[int, int], npt.NDArray[np.float32],
