@@ -235,10 +235,11 @@ def pair_rmse(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani:
     sums = {m: np.zeros(10) for m in ("positive", "negative", "cross", "all")}
     counts = {m: np.zeros(10, np.int64) for m in sums}
     n = emb.shape[0]
+    members = ensemble if ensemble is not None else [(emb, tanimoto_map)]
+    mapped = any(member_map is not None for _, member_map in members)
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
-        pairing = mode_pairing(positive[rows][:, None], positive[None, :])
-        members = ensemble if ensemble is not None else [(emb, tanimoto_map)]
+        pairing = mode_pairing(positive[rows][:, None], positive[None, :]) if mapped else np.empty(0, np.int8)
         pred = np.zeros((rows.shape[0], n), np.float64)
         for member_emb, member_map in members:
             member = member_emb[rows] @ member_emb.T
@@ -519,7 +520,8 @@ def main() -> None:
     parser.add_argument("--max-structures", type=int, default=0,
                         help="evaluate on a random subset of val structures (quick check; 0 = all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the evaluation passes")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave results.json / RESULTS.md")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; leave results.json, RESULTS.md and the figures (drawn in a temporary folder)")
     parser.add_argument("--section", default="model",
                         help="RESULTS.md section and results file (results-<section>.json) for a model other than "
                              "the default, beside its section (with --figures in a folder of its own)")
@@ -530,6 +532,10 @@ def main() -> None:
     parser.add_argument("--reuse-ranking", action="store_true",
                         help="keep candidate ranking and throughput from the previous results.json (same model)")
     args = parser.parse_args()
+    if args.no_write:   # a quick check must not overwrite the figures RESULTS.md shows
+        import tempfile
+
+        args.figures = tempfile.mkdtemp(prefix="model-figures-")
     rng = np.random.default_rng(args.seed)
     import torch
 
