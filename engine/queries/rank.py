@@ -175,7 +175,11 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     report.candidates += cand.num_rows
     cosine = np.einsum("ij,ij->i", emb[qi].astype(np.float64), mol_emb[inverse].astype(np.float64))
     if members:
-        cosine = (cosine + sum(_member_cosine(m, batch, peaks, uniq.tolist(), valid, qi, inverse)
+        from engine.models.encoders.featurize import GraphStore, featurize
+
+        # RDKit featurisation does not depend on the model: once for every member
+        graphs = GraphStore.from_graphs([featurize(smi) for smi in uniq[valid].tolist()])
+        cosine = (cosine + sum(_member_cosine(m, batch, peaks, graphs, valid, qi, inverse)
                                for m in members)) / (1 + len(members))
     base = cosine * (ENSEMBLE_COSINE_SCALE if members else 1.0)
     score, lib_sim = base, np.full(cosine.shape[0], np.nan)
@@ -230,15 +234,13 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
     }, schema=RANK_SCHEMA)
 
 
-def _member_cosine(member: Any, batch: pa.RecordBatch, peaks: Peaks, smiles: list[str],
-                   valid: npt.NDArray[np.bool_], qi: npt.NDArray[np.int64], inverse: npt.NDArray[np.int64]
-                   ) -> npt.NDArray[np.float64]:
-    """Spectrum-molecule cosine of each (query ``qi[k]``, molecule ``smiles[inverse[k]]``) pair in an
-    ensemble member's space (molecules the model could embed, ``valid``, are the ones the member embeds)."""
+def _member_cosine(member: Any, batch: pa.RecordBatch, peaks: Peaks, graphs: Any, valid: npt.NDArray[np.bool_],
+                   qi: npt.NDArray[np.int64], inverse: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Spectrum-molecule cosine of each (query ``qi[k]``, unique molecule ``inverse[k]``) pair in an ensemble
+    member's space; ``graphs`` holds the featurised molecules that the model could embed (``valid``)."""
     emb, _ = member.embed_spectra(batch, peaks=peaks)
-    rows = np.flatnonzero(valid)
-    mol = np.zeros((len(smiles), member.dim), dtype=np.float32)
-    mol[rows] = member.embed_smiles([smiles[i] for i in rows])
+    mol = np.zeros((valid.shape[0], member.dim), dtype=np.float32)
+    mol[valid] = member.embed_graphs(graphs)
     return np.einsum("ij,ij->i", emb[qi].astype(np.float64), mol[inverse].astype(np.float64))
 
 
