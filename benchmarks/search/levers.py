@@ -110,6 +110,10 @@ def main() -> None:
     parser.add_argument("--members", default="",
                         help="comma-separated ensemble members (checkpoints): adds the lever '+ member cosine', "
                              "the mean of the members' spectrum-spectrum cosines")
+    parser.add_argument("--fold-all-spectra", action="store_true",
+                        help="every fold spectrum of a structure with >= 2 spectra (same ion mode) as a query, in 4 "
+                             "groups each searched against train without its group (about 11x the queries); CV "
+                             "folds grouped by structure")
     args = parser.parse_args()
     from engine.jobs.artifacts import open_model
     from engine.models.training.config import REDISTRIBUTABLE_LICENSES
@@ -151,9 +155,16 @@ def main() -> None:
     peaks = Peaks.from_arrow(table.select(["mz", "intensity", "precursor_mz"]))
     sets_c: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.fold_all_spectra:
+            fold_q, sets_c["fold"] = all_spectra_fold(table, groups, licensed, split, emb, quality,
+                                                      model.encoder_hash, Path(tmp), cache)
         for name, q, lib in (("fold", fold_q, fold_lib), ("val", sets.identity_queries, sets.identity_library)):
             path = cache / f"cand_{name}.npz" if cache is not None else None
-            if path is not None and path.is_file():
+            if name in sets_c:
+                path = None
+            if name in sets_c:
+                pass
+            elif path is not None and path.is_file():
                 sets_c[name] = dict(np.load(path, allow_pickle=True))
                 sets_c[name]["n"] = int(sets_c[name]["n"])
             else:
@@ -176,9 +187,13 @@ def main() -> None:
         rows.append({"lever": "stored identity_rank.json", **evaluate_fixed(shipped.linear, fold_c, val_c)})
     for name, score in (("entropy only", "entropy"), ("embedding cosine only", "embedding_cosine")):
         rows.append({"lever": name, **evaluate_fixed(lambda c, s=score: c[s], fold_c, val_c)})
-    perm = np.random.default_rng(5).permutation(n_fold)
-    part = np.empty(n_fold, dtype=np.int64)
-    part[perm] = np.arange(n_fold) % 5
+    if args.fold_all_spectra:  # queries of one structure share a part
+        uniq, inverse = np.unique(keys[fold_q], return_inverse=True)
+        part = (np.random.default_rng(5).permutation(len(uniq)) % 5)[inverse]
+    else:
+        perm = np.random.default_rng(5).permutation(n_fold)
+        part = np.empty(n_fold, dtype=np.int64)
+        part[perm] = np.arange(n_fold) % 5
     listwise = {f"{name} [listwise fit]": names for name, names in levers.items()
                 if name.startswith(("shipped", "+ structure aggregation", "+ cosine"))}
     for name, names in {**levers, **listwise}.items():
@@ -202,19 +217,86 @@ def main() -> None:
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "coef"}, flush=True)
     data = {"fold_queries": n_fold, "fold_hires_clean": int(fold_c["clean"].sum()), "val_queries": val_c["n"],
-            "val_hires_clean": int(val_c["clean"].sum()), "rows": rows}
+            "val_hires_clean": int(val_c["clean"].sum()), "rows": rows, "fold_all_spectra": args.fold_all_spectra}
+    fold_kind = ("every spectrum of a structure with >= 2 spectra, in 4 groups each against train without its "
+                 "group; cross-validation folds grouped by structure" if args.fold_all_spectra
+                 else "one spectrum per structure and ion mode")
+    anatomy = ""
+    if shipped is not None:
+        data["misses_hires_clean"] = miss_anatomy(val_c, shipped.linear(val_c), sets.spectra, sets.identity_queries)
+        anatomy = ("\nWhere the stored ranker misses on high-resolution clean val:\n\n"
+                   + markdown_table([data["misses_hires_clean"]]) + "\n")
     body = f"""
 Identity ranker levers (issue 18): each a logistic model over all window candidates (10 ppm), fitted on
-the calibration fold of train ({n_fold} queries, {data['fold_hires_clean']} high-resolution clean; redistributable
-records) and chosen by its 5-fold cross-validated top-1 there; val ({val_c['n']} queries,
+the calibration fold of train ({n_fold} queries: {fold_kind}; {data['fold_hires_clean']} high-resolution clean;
+redistributable records) and chosen by its 5-fold cross-validated top-1 there; val ({val_c['n']} queries,
 {data['val_hires_clean']} high-resolution clean) is reported, never chosen on. One fold query is
 {1 / n_fold:.4f} of top-1, one val query {1 / val_c['n']:.4f} (hires clean {1 / data['val_hires_clean']:.4f}).
 
 {markdown_table([{k: v for k, v in r.items() if k != 'coef'} for r in rows])}
-"""
+{anatomy}"""
     write_results("search-levers", "Search levers: identity ranker features (calibration fold -> val)", body,
                   data, args.out)
     print(body)
+
+
+def miss_anatomy(val_c: dict[str, Any], score: npt.NDArray[np.float64], table: pa.Table,
+                 queries: npt.NDArray[np.int64]) -> dict[str, int]:
+    """Counts over the high-resolution clean val queries: right, right structure outside the window, misses
+    whose top hit has the query's formula (an isomer), and queries where a wrong structure's spectrum is
+    near-identical (entropy >= 0.98) and at least as close as every right one (no spectral score can
+    separate them), with how many of those the ranker still gets right."""
+    n, qi = val_c["n"], val_c["qi"]
+    keep, _ = top_per_query(qi, score, 1)
+    right = np.zeros(n, dtype=bool)
+    right[qi[keep]] = val_c["label"][keep] > 0
+    in_window = np.zeros(n, dtype=bool)
+    np.logical_or.at(in_window, qi, val_c["label"] > 0)
+    formula = np.asarray(table.column("formula").to_pylist(), dtype=object)
+    top_row = np.full(n, -1)
+    top_row[qi[keep]] = val_c["rows"][keep]
+    isomer = (top_row >= 0) & (formula[np.maximum(top_row, 0)] == formula[queries])
+    best_right, best_wrong = np.zeros(n), np.zeros(n)
+    np.maximum.at(best_right, qi, np.where(val_c["label"] > 0, val_c["entropy"], 0.0))
+    np.maximum.at(best_wrong, qi, np.where(val_c["label"] > 0, 0.0, val_c["entropy"]))
+    twins = (best_wrong >= 0.98) & (best_wrong >= best_right)
+    clean = val_c["clean"]
+    return {"queries": int(clean.sum()), "right": int((clean & right).sum()),
+            "right_structure_not_in_window": int((clean & ~in_window).sum()),
+            "misses_in_window": int((clean & in_window & ~right).sum()),
+            "of_which_top_hit_is_an_isomer": int((clean & in_window & ~right & isomer).sum()),
+            "near_identical_wrong_isomer": int((clean & twins).sum()),
+            "of_which_right": int((clean & twins & right).sum())}
+
+
+def all_spectra_fold(table: pa.Table, groups: dict[tuple[str, str], list[int]], licensed: npt.NDArray[np.bool_],
+                     split: npt.NDArray[Any], emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32],
+                     encoder_hash: str, work: Path, cache: Path | None, n_groups: int = 4
+                     ) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
+    """Every fold spectrum of a (structure, ion mode) with >= 2 spectra as a query: the spectra of each
+    structure go round-robin into ``n_groups`` groups, each searched against train without its own group
+    (so a query still finds its structure's spectra of the other groups). Query positions follow the
+    returned rows."""
+    path = cache / "cand_fold_all.npz" if cache is not None else None
+    assign = {i: j % n_groups for g in groups.values() if len(g) >= 2 for j, i in enumerate(g)}
+    queries = np.asarray(sorted(assign, key=lambda i: (assign[i], i)), dtype=np.int64)
+    if path is not None and path.is_file():
+        loaded = dict(np.load(path, allow_pickle=True))
+        loaded["n"] = int(loaded["n"])
+        return queries, loaded
+    parts, offset = [], 0
+    for k in range(n_groups):
+        q = queries[[assign[int(i)] == k for i in queries]]
+        lib = np.setdiff1d(np.flatnonzero((split == "train") & licensed), q)
+        c = candidates(table, q, lib, emb, quality, encoder_hash, work / f"group{k}")
+        c["qi"] = c["qi"] + offset
+        parts.append(c)
+        offset += len(q)
+    out: dict[str, Any] = {k: np.concatenate([c[k] for c in parts]) for k in parts[0] if k != "n"}
+    out["n"] = offset
+    if path is not None:
+        np.savez(path, **out)
+    return queries, out
 
 
 def val_scores(score: npt.NDArray[np.float64], val_c: dict[str, Any]) -> dict[str, float]:

@@ -43,7 +43,7 @@ from engine.queries.hits import (
 )
 from engine.queries.identity import ScoreModel
 from engine.queries.references import SCORING_MAX_PEAKS, References
-from engine.queries.rerank import fits_first_stage, load_reranker, rerank_order
+from engine.queries.rerank import fits_first_stage, load_reranker, load_tree_reranker, rerank_order, tree_order
 from engine.queries.similarity import (
     cosine_greedy,
     entropy_similarity,
@@ -68,7 +68,7 @@ class AnalogueSettings(Settings):
     same_ion_mode: bool = True
     cosine_tolerance_da: float = 0.1
     min_library_quality: float | None = None
-    #: the stored second-stage re-ranker (engine.queries.rerank), when there is one for the model
+    #: the stored second-stage re-ranker (engine.queries.rerank: trees, else linear), when there is one for the model
     rerank: bool = True
 
 
@@ -121,13 +121,15 @@ def analogue_features(query_peaks: Peaks, references: References, query_index: n
     lib_quality = (np.nan_to_num(np.asarray(meta.column("quality").to_numpy(zero_copy_only=False), np.float64),
                                  nan=1.0)
                    if "quality" in meta.column_names else np.ones(unique_rows.shape[0]))
-    dm = np.abs(sqrt_l.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index])
+    signed_dm = sqrt_l.precursor_mz[lib_pos] - query_peaks.precursor_mz[query_index]
+    dm = np.abs(signed_dm)
     return {"embedding_cosine": emb_cos, "structure_cosine": _group_mean(group, emb_cos),
             "structure_max_cosine": _group_max(group, emb_cos),
             "structure_max_modified": _group_max(group, mod_cos),
             "structure_max_entropy": _group_max(group, entropy),
             "log_structure_spectra": np.log(n_struct), "modified_cosine": mod_cos, "entropy": entropy,
             "log_mass_difference": np.log1p(np.nan_to_num(dm, nan=1000.0)),
+            "mass_difference": np.nan_to_num(signed_dm, nan=0.0),
             "quality": np.asarray(query_quality, dtype=np.float64)[query_index],
             "library_quality": lib_quality[lib_pos]}
 
@@ -293,8 +295,11 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
         first = score_model.ranker.linear(feats)
         consensus = Consensus(qi, first, references.structure_fingerprints(rows))  # Tanimoto block made once
         order = analogue_order(qi, feats, rows, references, score_model.ranker, consensus=consensus)
+        trees = load_tree_reranker(embedder.encoder_hash) if settings.rerank else None
         reranker = load_reranker(embedder.encoder_hash) if settings.rerank else None
-        if reranker is not None and fits_first_stage(reranker, score_model.ranker):
+        if trees is not None and fits_first_stage(trees, score_model.ranker):
+            order, _ = tree_order(trees, qi, feats, first, consensus)
+        elif reranker is not None and fits_first_stage(reranker, score_model.ranker):
             order = rerank_order(feats, first, consensus, reranker)
     feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,

@@ -1,6 +1,17 @@
 """Second-stage analogue re-ranking (in the spirit of MS2Query, de Jonge et al. 2023).
 
-The first-stage ranker orders a query's candidates; its best ``top`` are re-scored by a linear model,
+The first-stage ranker orders a query's candidates; its best ``top`` are re-scored by a second model.
+Two kinds are stored; the tree re-ranker is used when it is there for the model in use, else the linear one.
+
+**Tree re-ranker** (:data:`ANALOGUE_RERANK_TREES`, :class:`engine.models.trees.TreeEnsemble`): gradient-boosted
+regression trees predicting the Tanimoto of each of the best ``top`` candidates' structure to the query's, as
+MS2Query's random forest does, from :func:`tree_features`: the similarity features, the first-stage logit,
+the signed precursor mass difference, the candidate's rank by the first stage, embedding cosine and modified
+cosine, its gaps to the query's best in four scores, and the structure consensus at the stored
+``(top, temperature)`` pairs. Fitted on the calibration fold of ``train``, chosen there by cross-validation
+grouped by structure (benchmarks/search/analogue_levers.py).
+
+**Linear re-ranker** (:data:`ANALOGUE_RERANKER`): a linear model,
 fitted listwise on the calibration fold of ``train`` to put the highest-Tanimoto structure first, over
 the first-stage logit, the structure consensus of each candidate at several temperatures (expected
 Tanimoto to the query's unknown structure, the candidates weighted by ``softmax(logit / temperature)``,
@@ -19,9 +30,20 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.models.calibration import Calibration, load_calibration
+from engine.models.trees import TreeEnsemble, load_trees
 
-#: Stored re-ranker (fitted by ``benchmarks/search/analogue_levers.py --save``).
-ANALOGUE_RERANKER = "analogue_rerank"
+#: Stored re-rankers (fitted by ``benchmarks/search/analogue_levers.py --save``): linear and trees.
+ANALOGUE_RERANKER, ANALOGUE_RERANK_TREES = "analogue_rerank", "analogue_rerank_trees"
+
+#: Similarity features the tree re-ranker reads as they are (:func:`engine.queries.analogue.analogue_features`)
+TREE_BASE_FEATURES = ("embedding_cosine", "structure_cosine", "structure_max_cosine", "structure_max_modified",
+                      "structure_max_entropy", "log_structure_spectra", "modified_cosine", "entropy",
+                      "log_mass_difference", "mass_difference", "quality", "library_quality")
+#: scores whose per-query rank (0 = best) and gap to the query's best are features
+TREE_RANKED = ("first_logit", "embedding_cosine", "modified_cosine")
+TREE_GAPS = ("first_logit", "embedding_cosine", "modified_cosine", "entropy")
+#: structure consensus features: (top, temperature as a factor of the stored first-stage logit spread)
+TREE_CONSENSUS = ((30, 0.1), (30, 0.2), (30, 0.5), (30, 1e3), (10, 0.2))
 
 
 def load_reranker(encoder_hash: str | None) -> Calibration | None:
@@ -32,13 +54,21 @@ def load_reranker(encoder_hash: str | None) -> Calibration | None:
     return cal
 
 
+def load_tree_reranker(encoder_hash: str | None) -> TreeEnsemble | None:
+    """The stored tree re-ranker for this encoder, or None."""
+    trees = load_trees(ANALOGUE_RERANK_TREES, encoder_hash)
+    if trees is None or int(trees.info.get("top", 0)) < 2 or "spread" not in trees.info:
+        return None
+    return trees
+
+
 def first_stage_info(ranker: Calibration) -> dict[str, object]:
     """What identifies a first-stage ranker (stored with the re-ranker)."""
     return {"name": ranker.name, "features": list(ranker.features), "coef": list(ranker.coef),
             "intercept": ranker.intercept, "mean": list(ranker.mean), "scale": list(ranker.scale)}
 
 
-def fits_first_stage(reranker: Calibration, ranker: Calibration) -> bool:
+def fits_first_stage(reranker: Calibration | TreeEnsemble, ranker: Calibration) -> bool:
     """Whether ``reranker`` was fitted on the orders of ``ranker`` (the logit it reads as ``first_logit``)."""
     stored = reranker.info.get("first_stage")
     current = first_stage_info(ranker)
@@ -72,3 +102,57 @@ def rerank_order(features: dict[str, npt.NDArray[np.float64]], first_logit: npt.
         feats[consensus_name(i)] = np.where(inside, cons, 0.0)
     score = reranker.linear(feats)
     return np.where(inside, 1e3 + score, first_logit - 1e3)
+
+
+def rank_in_query(query_index: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each row's rank among its query's rows by descending ``values`` (0 = best; ties in row order)."""
+    order = np.lexsort((-values, query_index))
+    q = query_index[order]
+    start = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
+    position = np.arange(q.shape[0]) - np.repeat(start, np.diff(np.r_[start, q.shape[0]]))
+    rank = np.empty(q.shape[0])
+    rank[order] = position
+    return rank
+
+
+def gap_to_best(query_index: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """How far each row's ``values`` lies below its query's best."""
+    best = np.full(int(query_index.max()) + 1 if query_index.size else 0, -np.inf)
+    np.maximum.at(best, query_index, values)
+    return best[query_index] - values
+
+
+def consensus_feature_name(top: int, factor: float) -> str:
+    return f"consensus_top{top}_x{factor:g}"
+
+
+def tree_features(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
+                  first_logit: npt.NDArray[np.float64], consensus: Callable[[int, float], npt.NDArray[np.float64]],
+                  spread: float) -> dict[str, npt.NDArray[np.float64]]:
+    """The tree re-ranker's features of every candidate row (see module docs); ``consensus`` as for
+    :func:`rerank_order`, ``spread`` the first-stage logit spread the temperatures are factors of. A row
+    outside a consensus's ``top`` gets -1 there."""
+    out = {f: np.asarray(features[f], dtype=np.float64) for f in TREE_BASE_FEATURES}
+    scores = {**features, "first_logit": first_logit}
+    out["first_logit"] = np.asarray(first_logit, dtype=np.float64)
+    for f in TREE_RANKED:
+        out[f"rank_{f}"] = rank_in_query(query_index, np.asarray(scores[f], dtype=np.float64))
+    for f in TREE_GAPS:
+        out[f"gap_{f}"] = gap_to_best(query_index, np.asarray(scores[f], dtype=np.float64))
+    for top, factor in TREE_CONSENSUS:
+        out[consensus_feature_name(top, factor)] = np.nan_to_num(consensus(top, factor * spread), nan=-1.0)
+    return out
+
+
+def tree_order(trees: TreeEnsemble, query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
+               first_logit: npt.NDArray[np.float64], consensus: Callable[[int, float], npt.NDArray[np.float64]]
+               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Ordering key of every candidate row under the tree re-ranker (its ``top`` by ``first_logit`` by the
+    trees' predicted Tanimoto, the others in first-stage order below) and that prediction (NaN outside)."""
+    top = int(trees.info["top"])
+    inside = np.isfinite(consensus(top, 1e3))
+    predicted = np.full(first_logit.shape[0], np.nan)
+    if inside.any():
+        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]))
+        predicted[inside] = trees.predict({f: v[inside] for f, v in feats.items()})
+    return np.where(inside, 1e3 + np.nan_to_num(predicted), first_logit - 1e3), predicted

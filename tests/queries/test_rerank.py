@@ -14,10 +14,22 @@ from query_helpers import build_test_library, split_queries
 from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.models.calibration import Calibration
+from engine.models.trees import TreeEnsemble
 from engine.queries.analogue import AnalogueSettings, analogue_score_model, analogue_search, consensus_scores
 from engine.queries.hits import top_per_query
 from engine.queries.references import References
-from engine.queries.rerank import consensus_name, fits_first_stage, load_reranker, rerank_order
+from engine.queries.rerank import (
+    TREE_BASE_FEATURES,
+    consensus_name,
+    fits_first_stage,
+    gap_to_best,
+    load_reranker,
+    load_tree_reranker,
+    rank_in_query,
+    rerank_order,
+    tree_features,
+    tree_order,
+)
 
 
 def _reranker(consensus_weight: float, *, top: int = 3) -> Calibration:
@@ -73,6 +85,24 @@ def test_stored_reranker_belongs_to_the_bundled_model() -> None:
                                                             coef=first.coef[:-1]))
 
 
+def test_stored_tree_reranker_belongs_to_the_bundled_model() -> None:
+    from engine.models.checkpoint import load_checkpoint
+    from engine.models.model import DEFAULT_MODEL
+
+    model_hash = load_checkpoint(DEFAULT_MODEL)["content_hash"]
+    trees = load_tree_reranker(model_hash)
+    assert trees is not None, "analogue_rerank_trees.json missing or fitted for another model"
+    assert load_tree_reranker("another-encoder") is None
+    first = analogue_score_model(model_hash).ranker
+    assert first is not None and fits_first_stage(trees, first)
+    # its features are exactly what tree_features computes, and it predicts a Tanimoto-like value
+    names = tree_features(np.zeros(2, np.int64), {f: np.array([0.5, 0.2]) for f in TREE_BASE_FEATURES},
+                          np.array([1.0, 0.0]), lambda top, temp: np.array([0.4, 0.3]), 1.0)
+    assert set(trees.features) == set(names)
+    predicted = trees.predict(names)
+    assert np.all((predicted > -0.2) & (predicted < 1.2))
+
+
 @pytest.mark.slow
 def test_analogue_search_reranks_with_the_bundled_model(tmp_path: Path, sample_spectra: list[Spectrum]) -> None:
     from engine.models.model import DEFAULT_MODEL, load_model
@@ -95,3 +125,39 @@ def test_analogue_search_reranks_with_the_bundled_model(tmp_path: Path, sample_s
     top_on = {r["query_id"]: r["library_id"] for r in on.to_pylist() if r["rank"] == 1}
     top_off = {r["query_id"]: r["library_id"] for r in off.to_pylist() if r["rank"] == 1}
     assert top_on.keys() == top_off.keys()
+
+
+def test_ranks_and_gaps_within_each_query() -> None:
+    qi = np.array([0, 0, 0, 1, 1], dtype=np.int64)
+    values = np.array([0.2, 0.9, 0.5, 3.0, 4.0])
+    assert rank_in_query(qi, values).tolist() == [2, 0, 1, 1, 0]
+    assert np.allclose(gap_to_best(qi, values), [0.7, 0.0, 0.4, 1.0, 0.0])
+
+
+def _constant_trees(feature: str, top: int) -> TreeEnsemble:
+    """One stump: rows with ``feature`` <= 0.5 predict 0.9, others 0.1 (so low values win)."""
+    names = tuple(tree_features(np.zeros(1, np.int64), dict.fromkeys(TREE_BASE_FEATURES, np.zeros(1)),
+                                np.zeros(1), lambda t, temp: np.zeros(1), 1.0))
+    return TreeEnsemble("t", features=names, baseline=0.0, roots=np.array([0]),
+                        feature=np.array([names.index(feature), 0, 0]), threshold=np.array([0.5, 0, 0]),
+                        left=np.array([1, 0, 0]), right=np.array([2, 0, 0]),
+                        missing_left=np.zeros(3, bool), is_leaf=np.array([False, True, True]),
+                        value=np.array([0.0, 0.9, 0.1]), info={"top": top, "spread": 1.0})
+
+
+def test_tree_order_rescores_only_the_top_and_keeps_the_rest_below() -> None:
+    # one query, four candidates; the stump prefers a low embedding cosine, so inside the top 3 the
+    # first-stage order is reversed where it disagrees; candidate 3 (outside the top) stays last
+    qi = np.zeros(4, dtype=np.int64)
+    first = np.array([3.0, 2.9, 2.8, 0.0])
+    feats = {f: np.zeros(4) for f in TREE_BASE_FEATURES}
+    feats["embedding_cosine"] = np.array([0.9, 0.8, 0.1, 0.0])
+    fps = _fingerprints([[0], [1], [2], [3]])
+
+    def consensus(top: int, temperature: float) -> npt.NDArray[np.float64]:
+        return consensus_scores(qi, first, fps, top=top, temperature=temperature)
+
+    order, predicted = tree_order(_constant_trees("embedding_cosine", 3), qi, feats, first, consensus)
+    keep, _ = top_per_query(qi, order, 4)
+    assert keep.tolist() == [2, 0, 1, 3]
+    assert np.allclose(predicted[:3], [0.1, 0.1, 0.9]) and np.isnan(predicted[3])
