@@ -235,8 +235,12 @@ redistributable records) and chosen by its 5-fold cross-validated top-1 there; v
 
 {markdown_table([{k: v for k, v in r.items() if k != 'coef'} for r in rows])}
 {anatomy}"""
-    write_results("search-levers", "Search levers: identity ranker features (calibration fold -> val)", body,
-                  data, args.out)
+    if args.fold_all_spectra:
+        write_results("search-levers-all-spectra", "Search levers: identity ranker features, every fold spectrum as a "
+                      "query (calibration fold -> val)", body, data, args.out.with_name("levers_all_spectra.json"))
+    else:
+        write_results("search-levers", "Search levers: identity ranker features (calibration fold -> val)", body,
+                      data, args.out)
     print(body)
 
 

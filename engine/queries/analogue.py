@@ -14,8 +14,10 @@ a minimum-Bayes-risk choice, since the best guess is the structure central among
 the **reliability** scale, a
 logistic model with the Tanimoto of (query, hit) structures as soft label: a 0..1 estimate of that
 Tanimoto from the ranker's logit, the rank, the similarities and the query's embedding quality, so it
-falls for low-quality embeddings. Without calibrations for the model in use, hits are ordered by
-embedding cosine and the reliability is ``max(cosine, 0) * quality``.
+falls for low-quality embeddings. A second stage (:mod:`engine.queries.rerank`) re-scores each query's
+best 30 with gradient-boosted trees that predict the candidate structure's Tanimoto to the query's
+(MS2Query's approach), or with a linear re-ranker when only that is stored. Without calibrations for the
+model in use, hits are ordered by embedding cosine and the reliability is ``max(cosine, 0) * quality``.
 """
 
 from __future__ import annotations
