@@ -74,6 +74,9 @@ def main() -> None:
                              "member's training) for choosing --cosine-scales")
     parser.add_argument("--cosine-scales", default="1.0",
                         help="comma-separated factors on the ensemble's mean cosine before the fragment score is added")
+    parser.add_argument("--name", default="ensemble",
+                        help="section name: model-NAME (val) or model-NAME-fold; another name keeps the shipped "
+                             "ensemble's sections (e.g. ensemble4 for a fourth member)")
     parser.add_argument("--max-structures", type=int, default=0, help="a seeded subset of val structures (a smoke run; "
                         "writes nothing)")
     args = parser.parse_args()
@@ -197,7 +200,7 @@ def main() -> None:
                                              for protocol in ("formula + fragments", "mass256 + fragments")
                                              for k in (1, 20)}})
     timing = (product_timing(batch, 300, data / "molecules" / "candidates.parquet")
-              if args.split == "val" and not args.max_structures else [])
+              if args.split == "val" and not args.max_structures and args.name == "ensemble" else [])
     body = "\n".join([
         f"Members: {', '.join(f'`{c}` (map `{d}/tanimoto_map.json`)' for c, d in members)}. "
         f"Clean {'val' if args.split == 'val' else 'calibration-fold (train, redistributable)'} spectra "
@@ -221,11 +224,11 @@ def main() -> None:
         print(body)
         return
     suffix = "" if args.split == "val" else "-fold"
-    write_results(f"model-ensemble{suffix}",
-                  "Ensemble of joint models (issue 18 lever; opt-in for candidate ranking)"
-                  + ("" if args.split == "val" else ", calibration fold"), body,
+    title = ("Ensemble of joint models (issue 18 lever; opt-in for candidate ranking)" if args.name == "ensemble"
+             else f"Ensemble of joint models, {args.name} (issue 18 lever)")
+    write_results(f"model-{args.name}{suffix}", title + ("" if args.split == "val" else ", calibration fold"), body,
                   {"members": members, "split": args.split, "ranking": ranking, "rmse": rmse, "timing": timing,
-                   "seconds": time.time() - t_start}, HERE / f"results-model-ensemble{suffix}.json")
+                   "seconds": time.time() - t_start}, HERE / f"results-model-{args.name}{suffix}.json")
     print(f"done in {time.time() - t_start:.0f} s")
 
 

@@ -182,11 +182,21 @@ figures (tree re-rankers: folds grouped by the query's structure); val is report
 engine ships the tree re-ranker with the best fold figure (`analogue_rerank_trees.json`, preferred over the
 linear `analogue_rerank.json`, which stays as the fallback).
 
-{markdown_table([{k: v for k, v in r.items() if k != 'coef'} for r in rows])}
-"""
+{markdown_table([{k: v for k, v in r.items() if k not in ('coef', 'reliability_val')} for r in rows])}
+{reliability_text(rows)}"""
     write_results("search-analogue-levers", "Search levers: analogue ordering (calibration fold -> val)", body, data,
                   args.out)
     print(body)
+
+
+def reliability_text(rows: list[dict[str, Any]]) -> str:
+    """The val reliability table of the tree re-ranker chosen on the fold (its own scale), if any."""
+    chosen = [r for r in rows if "reliability_val" in r]
+    if not chosen:
+        return ""
+    return (f"\nReliability of the chosen trees' top hit on val ({chosen[0]['lever']}; scale "
+            "`analogue_rerank_scale.json`, fitted on the fold's cross-validated tree order): predicted Tanimoto "
+            "binned vs the observed mean Tanimoto\n\n" + markdown_table(chosen[0]["reliability_val"]) + "\n")
 
 
 def report(name: str, fold_c: Feats, val_c: Feats, fold_order: npt.NDArray[np.float64],
@@ -432,14 +442,53 @@ def tree_rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDA
                            np.where(in_v, 1e3 + pred_v, logit_v - 1e3)))
         if rows[-1]["fold_top1"] > best[0]:
             best = (rows[-1]["fold_top1"], model, label)
-    if save_for is not None and best[1] is not None:
-        info = {"kind": "second-stage gradient-boosted regression trees (predicted Tanimoto)", "top": TREE_TOP,
-                "spread": spread, "consensus": [list(p) for p in TREE_CONSENSUS], "chosen": best[2],
-                "first_stage": first_stage_info(first_cal),
-                "fitted_on": "calibration fold of train (queries) vs train outside the fold",
-                "queries": fold_c["n"], "fold_cv_top1": best[0], "licences": sorted(REDISTRIBUTABLE_LICENSES)}
-        from_sklearn(best[1], ANALOGUE_RERANK_TREES, names, encoder_hash=save_for, info=info).save()
+            predictions = (np.where(in_f, cv, 0.0), pred_v)
+    if best[1] is None or first_cal is None:
+        return rows
+    info = {"kind": "second-stage gradient-boosted regression trees (predicted Tanimoto)", "top": TREE_TOP,
+            "spread": spread, "consensus": [list(p) for p in TREE_CONSENSUS], "chosen": best[2],
+            "first_stage": first_stage_info(first_cal),
+            "fitted_on": "calibration fold of train (queries) vs train outside the fold",
+            "queries": fold_c["n"], "fold_cv_top1": best[0], "licences": sorted(REDISTRIBUTABLE_LICENSES)}
+    trees = from_sklearn(best[1], ANALOGUE_RERANK_TREES, names, encoder_hash=save_for, info=info)
+    scale, reliability = tree_scale(fold_c, val_c, first_cal, (logit_f, logit_v), (in_f, in_v), predictions,
+                                    trees.content_sha(), save_for, info)
+    rows[-1]["reliability_val"] = reliability
+    if save_for is not None:
+        trees.save()
+        scale.save()
     return rows
+
+
+def tree_scale(fold_c: Feats, val_c: Feats, first_cal: Any, logits: tuple[npt.NDArray[np.float64], ...],
+               inside: tuple[npt.NDArray[np.bool_], ...], predictions: tuple[npt.NDArray[np.float64], ...],
+               trees_sha: str, encoder_hash: str | None, info: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """The reliability scale of tree-ordered hits (the analogue scale's features plus ``predicted_tanimoto``),
+    fitted on the top 10 per fold query in the order of the trees' cross-validated predictions (soft label:
+    the hit's Tanimoto); with its reliability table on val (top hit, the trees fitted on the whole fold)."""
+    from benchmarks.search.calibrate import ANALOGUE_SCALE_FEATURES, fit_scale
+    from engine.models.calibration import reliability_table
+    from engine.queries.rerank import ANALOGUE_RERANK_SCALE
+
+    top = int(first_cal.info.get("consensus_top", 0))
+    temperature = float(first_cal.info.get("consensus_temperature", 0.0))
+    prepared = []
+    for c, logit, ins, pred in zip((fold_c, val_c), logits, inside, predictions, strict=True):
+        feats = {k: v for k, v in c.items() if isinstance(v, np.ndarray) and v.shape == c["qi"].shape}
+        feats["consensus"] = np.nan_to_num(consensus_scores(c["qi"], logit, c["fps"], top=top,
+                                                            temperature=temperature), nan=0.0)
+        feats["predicted_tanimoto"] = np.where(ins, pred, 0.0)
+        prepared.append((feats, np.where(ins, 1e3 + pred, logit - 1e3)))
+    names = (*ANALOGUE_SCALE_FEATURES, "predicted_tanimoto")
+    scale = fit_scale(ANALOGUE_RERANK_SCALE, fold_c["qi"], prepared[0][0], first_cal, fold_c["tanimoto"], names,
+                      encoder_hash, {**info, "kind": "reliability of tree-ordered analogue hits",
+                                     "target": "Tanimoto of the hit, soft label", "trees_sha": trees_sha},
+                      order=prepared[0][1])
+    feats_v, order_v = prepared[1]
+    keep, _ = top_per_query(val_c["qi"], order_v, 1)
+    sub = {k: v[keep] for k, v in feats_v.items()}
+    sub["rank_logit"], sub["log_rank"] = logits[1][keep], np.zeros(len(keep))
+    return scale, reliability_table(scale.predict(sub), val_c["tanimoto"][keep])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ benchmarks; the engine evaluates the JSON).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,13 @@ class TreeEnsemble:
                 active = ~self.is_leaf[node]
             out += self.value[node]
         return out
+
+    def content_sha(self) -> str:
+        """SHA-256 of the trees and their feature names (what a scale fitted on their output depends on)."""
+        digest = hashlib.sha256(json.dumps([list(self.features), self.baseline]).encode())
+        for a in ("roots", *_ARRAYS):
+            digest.update(np.ascontiguousarray(getattr(self, a)).tobytes())
+        return digest.hexdigest()
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"format": TREES_FORMAT, "kind": "gradient-boosted regression trees",

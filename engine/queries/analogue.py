@@ -45,7 +45,14 @@ from engine.queries.hits import (
 )
 from engine.queries.identity import ScoreModel
 from engine.queries.references import SCORING_MAX_PEAKS, References
-from engine.queries.rerank import fits_first_stage, load_reranker, load_tree_reranker, rerank_order, tree_order
+from engine.queries.rerank import (
+    fits_first_stage,
+    load_reranker,
+    load_tree_reranker,
+    load_tree_scale,
+    rerank_order,
+    tree_order,
+)
 from engine.queries.similarity import (
     cosine_greedy,
     entropy_similarity,
@@ -280,6 +287,7 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     """Top-k analogue hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`);
     ``embeddings`` and ``peaks`` may be given as for :func:`~engine.queries.identity.identity_search`."""
     settings = settings or AnalogueSettings()
+    scale_is_stored = score_model is None  # a caller's own score model keeps its scale
     if score_model is None:
         score_model = analogue_score_model(embedder.encoder_hash)
     schema = search_schema("analogue", "modified_cosine")
@@ -293,15 +301,21 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
         return schema.empty_table()
     qi, rows, feats = cand.query_index, cand.row_id, cand.features
     order: npt.NDArray[np.float64] | None = None
-    if score_model.ranker is not None:
-        first = score_model.ranker.linear(feats)
+    ranker = score_model.ranker
+    if ranker is not None:
+        first = ranker.linear(feats)
         consensus = Consensus(qi, first, references.structure_fingerprints(rows))  # Tanimoto block made once
-        order = analogue_order(qi, feats, rows, references, score_model.ranker, consensus=consensus)
+        order = analogue_order(qi, feats, rows, references, ranker, consensus=consensus)
         trees = load_tree_reranker(embedder.encoder_hash) if settings.rerank else None
         reranker = load_reranker(embedder.encoder_hash) if settings.rerank else None
-        if trees is not None and fits_first_stage(trees, score_model.ranker):
-            order, _ = tree_order(trees, qi, feats, first, consensus)
-        elif reranker is not None and fits_first_stage(reranker, score_model.ranker):
+        # the trees read ranks and consensus among a pool as large as they were fitted on (at least ``top``)
+        if trees is not None and settings.n_candidates >= int(trees.info["top"]) and fits_first_stage(trees, ranker):
+            order, predicted = tree_order(trees, qi, feats, first, consensus)
+            feats["predicted_tanimoto"] = np.nan_to_num(predicted, nan=0.0)
+            tree_scale = load_tree_scale(embedder.encoder_hash, trees) if scale_is_stored else None
+            if tree_scale is not None:  # hits in the trees' order, scored with their prediction
+                score_model = ScoreModel(ranker, tree_scale)
+        elif reranker is not None and fits_first_stage(reranker, ranker):
             order = rerank_order(feats, first, consensus, reranker)
     feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,

@@ -9,7 +9,10 @@ MS2Query's random forest does, from :func:`tree_features`: the similarity featur
 the signed precursor mass difference, the candidate's rank by the first stage, embedding cosine and modified
 cosine, its gaps to the query's best in four scores, and the structure consensus at the stored
 ``(top, temperature)`` pairs. Fitted on the calibration fold of ``train``, chosen there by cross-validation
-grouped by structure (benchmarks/search/analogue_levers.py).
+grouped by structure (benchmarks/search/analogue_levers.py), over pools of 200 candidates; analogue search
+applies it when it retrieves at least ``top`` candidates per query (the annotate job's small pools keep the
+linear re-ranker). Hits in its order are scored by their own reliability scale
+(:data:`ANALOGUE_RERANK_SCALE`), which also reads the trees' predicted Tanimoto.
 
 **Linear re-ranker** (:data:`ANALOGUE_RERANKER`): a linear model,
 fitted listwise on the calibration fold of ``train`` to put the highest-Tanimoto structure first, over
@@ -34,6 +37,9 @@ from engine.models.trees import TreeEnsemble, load_trees
 
 #: Stored re-rankers (fitted by ``benchmarks/search/analogue_levers.py --save``): linear and trees.
 ANALOGUE_RERANKER, ANALOGUE_RERANK_TREES = "analogue_rerank", "analogue_rerank_trees"
+#: The reliability scale of hits ordered by the tree re-ranker: the analogue scale's features plus the
+#: trees' predicted Tanimoto (``predicted_tanimoto``), fitted on the fold's cross-validated tree order.
+ANALOGUE_RERANK_SCALE = "analogue_rerank_scale"
 
 #: Similarity features the tree re-ranker reads as they are (:func:`engine.queries.analogue.analogue_features`)
 TREE_BASE_FEATURES = ("embedding_cosine", "structure_cosine", "structure_max_cosine", "structure_max_modified",
@@ -60,6 +66,14 @@ def load_tree_reranker(encoder_hash: str | None) -> TreeEnsemble | None:
     if trees is None or int(trees.info.get("top", 0)) < 2 or "spread" not in trees.info:
         return None
     return trees
+
+
+def load_tree_scale(encoder_hash: str | None, trees: TreeEnsemble) -> Calibration | None:
+    """The reliability scale fitted with ``trees`` (same ``info.trees_sha``), or None."""
+    scale = load_calibration(ANALOGUE_RERANK_SCALE, encoder_hash)
+    if scale is None or scale.info.get("trees_sha") != trees.content_sha():
+        return None
+    return scale
 
 
 def first_stage_info(ranker: Calibration) -> dict[str, object]:

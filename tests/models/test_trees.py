@@ -41,6 +41,8 @@ def test_json_round_trip_and_refusals(tmp_path: Path) -> None:
     assert back is not None and back.features == trees.features and back.info == {"top": 30}
     x = {"a": np.linspace(-1, 2, 50), "b": np.linspace(-3, 4, 50)}
     assert np.array_equal(back.predict(x), trees.predict(x))
+    assert back.content_sha() == trees.content_sha()  # what a scale fitted on the trees' output refers to
+    assert dataclasses.replace(trees, value=trees.value + 0.1).content_sha() != trees.content_sha()
     assert load_trees("test_trees", "another-encoder", directory=tmp_path) is None
     assert load_trees("absent", "enc", directory=tmp_path) is None
     text = (tmp_path / "test_trees.json").read_text().replace('"format": 1', '"format": 99')

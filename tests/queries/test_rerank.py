@@ -25,6 +25,7 @@ from engine.queries.rerank import (
     gap_to_best,
     load_reranker,
     load_tree_reranker,
+    load_tree_scale,
     rank_in_query,
     rerank_order,
     tree_features,
@@ -101,6 +102,10 @@ def test_stored_tree_reranker_belongs_to_the_bundled_model() -> None:
     assert set(trees.features) == set(names)
     predicted = trees.predict(names)
     assert np.all((predicted > -0.2) & (predicted < 1.2))
+    # the reliability of tree-ordered hits was fitted on these very trees, and reads their prediction
+    scale = load_tree_scale(model_hash, trees)
+    assert scale is not None and "predicted_tanimoto" in scale.features
+    assert load_tree_scale(model_hash, dataclasses.replace(trees, baseline=trees.baseline + 0.01)) is None
 
 
 @pytest.mark.slow
