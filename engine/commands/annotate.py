@@ -48,7 +48,7 @@ from engine.commands.common import (
                    "spectrum its in-silico fragments explain and how many of its likely fragments it shows.")
 @click.option("--candidate-ensemble", is_flag=True,
               help="Candidate ranking averages the model's spectrum-molecule cosine with the bundled ensemble "
-                   "members' (as engine rank --ensemble): better rankings in about 2-2.5x the time of candidate "
+                   "members' (as engine rank --ensemble): better rankings in about 3x the time of candidate "
                    "ranking.")
 @click.option("--precursor-tolerance-ppm", default=10.0, show_default=True, type=float,
               help="Precursor m/z window of library matching, in ppm.")

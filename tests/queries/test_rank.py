@@ -141,7 +141,7 @@ def test_rank_command_with_bundled_ensemble(tmp_path: Path, sample_spectra: list
     from engine.commands.rank import rank
     from engine.core.paths import DEFAULT_MODEL, ENSEMBLE_MEMBERS
 
-    assert len(list(ENSEMBLE_MEMBERS.glob("*.pt"))) == 2
+    assert len(list(ENSEMBLE_MEMBERS.glob("*.pt"))) == 3
     mgf = write_mgf(sample_spectra[:5], tmp_path / "q.mgf")
     args = [str(mgf), "--candidates", str(BUNDLED), "--by", "mass", "--tolerance-ppm", "20", "--quiet",
             "--no-fragments"]
@@ -150,7 +150,7 @@ def test_rank_command_with_bundled_ensemble(tmp_path: Path, sample_spectra: list
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(rank, [*args, "--ensemble", "--out", str(ensemble)])
     assert res.exit_code == 0, res.output
-    assert "ensemble: the model and 2 members" in res.output
+    assert "ensemble: the model and 3 members" in res.output
     a, b = pq.read_table(single).to_pylist(), pq.read_table(ensemble).to_pylist()
     assert {r["query_id"] for r in a} == {r["query_id"] for r in b} and len(a) == len(b)
     assert any(abs(x["cosine"] - y["cosine"]) > 1e-4 for x, y in zip(a, b, strict=True))
