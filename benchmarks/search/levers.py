@@ -196,9 +196,13 @@ def main() -> None:
         part[perm] = np.arange(n_fold) % 5
     listwise = {f"{name} [listwise fit]": names for name, names in levers.items()
                 if name.startswith(("shipped", "+ structure aggregation", "+ cosine"))}
-    for name, names in {**levers, **listwise}.items():
+    trees = {f"{name} [gradient-boosted trees, 15 leaves x 200]": names for name, names in levers.items()
+             if name.startswith(("shipped", "+ cosine, matched peaks", "+ structure aggregation + margins + cosine"))}
+    for name, names in {**levers, **listwise, **trees}.items():
         def fit(sel: npt.NDArray[np.bool_], names: tuple[str, ...] = names, name: str = name) -> Any:
             x = {f: fold_c[f][sel] for f in names}
+            if name.endswith("x 200]"):  # a classifier of the right structure; its log-odds order the window
+                return TreeLever(names).fit(x, fold_c["label"][sel])
             if name.endswith("[listwise fit]"):  # softmax over each query's candidates, target = right structure
                 return fit_listwise("lever", x, fold_c["qi"][sel], fold_c["label"][sel], feature_names=names,
                                     temperature=0.1)
@@ -213,7 +217,8 @@ def main() -> None:
         row = {"lever": name, "fold_cv_top1": top1(fold_c["qi"], cv_score, fold_c["label"], all_q),
                "fold_cv_top1_hires_clean": top1(fold_c["qi"], cv_score, fold_c["label"],
                                                 all_q[fold_c["clean"]]),
-               **val_scores(cal.linear(val_c), val_c), "coef": dict(zip(names, cal.coef, strict=True))}
+               **val_scores(cal.linear(val_c), val_c),
+               "coef": dict(zip(names, cal.coef, strict=True)) if cal.coef else {}}
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "coef"}, flush=True)
     data = {"fold_queries": n_fold, "fold_hires_clean": int(fold_c["clean"].sum()), "val_queries": val_c["n"],
@@ -242,6 +247,25 @@ redistributable records) and chosen by its 5-fold cross-validated top-1 there; v
         write_results("search-levers", "Search levers: identity ranker features (calibration fold -> val)", body,
                       data, args.out)
     print(body)
+
+
+class TreeLever:
+    """Gradient-boosted trees (scikit-learn) as an identity ranker: ``linear`` gives their log-odds."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        self.names = names
+        self.model = HistGradientBoostingClassifier(max_leaf_nodes=15, max_iter=200, learning_rate=0.05,
+                                                    min_samples_leaf=50, random_state=0)
+        self.coef: tuple[float, ...] = ()
+
+    def fit(self, x: dict[str, npt.NDArray[np.float64]], label: npt.NDArray[np.float64]) -> TreeLever:
+        self.model.fit(np.stack([x[f] for f in self.names], axis=1), label > 0)
+        return self
+
+    def linear(self, x: dict[str, Any]) -> npt.NDArray[np.float64]:
+        return np.asarray(self.model.decision_function(np.stack([x[f] for f in self.names], axis=1)))
 
 
 def miss_anatomy(val_c: dict[str, Any], score: npt.NDArray[np.float64], table: pa.Table,
