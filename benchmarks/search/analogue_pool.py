@@ -1,0 +1,86 @@
+"""Analogue quality and speed against the candidate pool size (``AnalogueSettings.n_candidates``).
+
+``engine search --mode analogue`` retrieves 200 candidates per query; ``engine annotate`` retrieves
+``--analogue-candidates`` (10 by default, for throughput). The tree re-ranker applies from pools of 30.
+A seeded sample of val queries against the train library (as the ``search`` section), mean top-1
+Tanimoto (RDKit fingerprint, 2048 bits; a query without a hit counts 0) on all of them and on the
+high-resolution clean ones, and analogue queries/s (embeddings given, so search and re-scoring only).
+
+Usage: ``python benchmarks/search/analogue_pool.py [--queries 2000] [--pools 10,30,200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also runnable as a script
+
+import numpy as np
+import pyarrow as pa
+
+from benchmarks._results import markdown_table, write_results
+from benchmarks.search.common import build_library, embed
+from benchmarks.search.data import fingerprints, load_sets, tanimoto
+from engine.queries.analogue import AnalogueSettings, analogue_search
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--pools", default="10,30,200")
+    args = parser.parse_args()
+    from engine.jobs.artifacts import open_model
+
+    model = open_model()
+    sets = load_sets()
+    table = sets.spectra
+    emb, quality, _ = embed(model, table)
+    smiles = np.asarray(table.column("smiles").to_pylist(), dtype=object).astype(str)
+    uniq, struct = np.unique(smiles, return_inverse=True)
+    fps = fingerprints(uniq.tolist())
+    position = {s: i for i, s in enumerate(table.column("spectrum_id").to_pylist())}
+    queries = np.sort(np.random.default_rng(0).choice(sets.analogue_queries, args.queries, replace=False))
+    clean = sets.hires_clean[queries]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index, refs, _ = build_library(Path(tmp), table, sets.train_rows, emb, quality,
+                                       encoder_hash=model.encoder_hash)
+        refs.prepare()
+        for pool in (int(p) for p in args.pools.split(",")):
+            settings = AnalogueSettings(top_k=1, n_candidates=pool)
+            hit = np.full(len(queries), -1, dtype=np.int64)
+            start = time.perf_counter()
+            for s in range(0, len(queries), 500):
+                part = queries[s:s + 500]
+                result = analogue_search(table.take(pa.array(part)), index, refs, model, settings=settings,
+                                         embeddings=(emb[part], quality[part]))
+                for query_id, library_id in zip(result.column("query_id").to_pylist(),
+                                                result.column("library_id").to_pylist(), strict=True):
+                    hit[np.searchsorted(queries, position[query_id])] = position[library_id]
+            seconds = time.perf_counter() - start
+            tani = np.where(hit >= 0, tanimoto(fps[struct[queries]], fps[struct[np.maximum(hit, 0)]]), 0.0)
+            rows.append({"candidates per query": pool, "re-ranker": "trees" if pool >= 30 else "linear",
+                         "mean_top1_tanimoto": float(tani.mean()), "mean_hires_clean": float(tani[clean].mean()),
+                         "queries_per_s": len(queries) / seconds})
+            print(rows[-1], flush=True)
+    body = f"""
+Analogue search by candidate pool size: {len(queries):,} seeded val queries ({int(clean.sum()):,} high-resolution
+clean) against the {len(sets.train_rows):,} train spectra; `engine search` uses 200 candidates, `engine annotate`
+`--analogue-candidates` (default 10); the tree re-ranker applies from 30. Queries/s: search and re-scoring with
+the embeddings given.
+
+{markdown_table(rows)}
+"""
+    write_results("search-analogue-pool", "Analogue search: candidate pool size (val)", body, {"rows": rows},
+                  HERE / "analogue_pool.json")
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
