@@ -50,6 +50,8 @@ TREE_RANKED = ("first_logit", "embedding_cosine", "modified_cosine")
 TREE_GAPS = ("first_logit", "embedding_cosine", "modified_cosine", "entropy")
 #: structure consensus features: (top, temperature as a factor of the stored first-stage logit spread)
 TREE_CONSENSUS = ((30, 0.1), (30, 0.2), (30, 0.5), (30, 1e3), (10, 0.2))
+#: the smallest candidate pool the tree re-ranker is used with (its ``top``: the fitted trees re-score 30)
+TREE_MIN_POOL = 30
 
 
 def load_reranker(encoder_hash: str | None) -> Calibration | None:
