@@ -49,6 +49,7 @@ from engine.queries.rerank import (
     ANALOGUE_RERANK_TREES,
     ANALOGUE_RERANKER,
     TREE_CONSENSUS,
+    TREE_MIN_POOL,
     consensus_name,
     first_stage_info,
     tree_features,
@@ -398,7 +399,7 @@ def rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[
 #: tree re-ranker variants (max leaf nodes, boosting iterations); the engine ships the best by the fold's
 #: cross-validated top-1 Tanimoto (folds grouped by the query's structure)
 TREE_VARIANTS = ((15, 200), (31, 300), (63, 300))
-TREE_TOP = 30
+TREE_TOP = TREE_MIN_POOL  # the candidates the trees re-score: the engine applies them from pools this large
 
 
 def tree_rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[np.float64]],

@@ -160,9 +160,7 @@ def main() -> None:
                                                       model.encoder_hash, Path(tmp), cache)
         for name, q, lib in (("fold", fold_q, fold_lib), ("val", sets.identity_queries, sets.identity_library)):
             path = cache / f"cand_{name}.npz" if cache is not None else None
-            if name in sets_c:
-                path = None
-            if name in sets_c:
+            if name in sets_c:  # the all-spectra fold, made (and cached) above
                 pass
             elif path is not None and path.is_file():
                 sets_c[name] = dict(np.load(path, allow_pickle=True))
@@ -201,7 +199,7 @@ def main() -> None:
     for name, names in {**levers, **listwise, **trees}.items():
         def fit(sel: npt.NDArray[np.bool_], names: tuple[str, ...] = names, name: str = name) -> Any:
             x = {f: fold_c[f][sel] for f in names}
-            if name.endswith("x 200]"):  # a classifier of the right structure; its log-odds order the window
+            if name in trees:  # a classifier of the right structure; its log-odds order the window
                 return TreeLever(names).fit(x, fold_c["label"][sel])
             if name.endswith("[listwise fit]"):  # softmax over each query's candidates, target = right structure
                 return fit_listwise("lever", x, fold_c["qi"][sel], fold_c["label"][sel], feature_names=names,

@@ -310,7 +310,6 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
         # small pools (the annotate job's) never read the trees' file (34 ms a batch)
         trees = (load_tree_reranker(embedder.encoder_hash)
                  if settings.rerank and settings.n_candidates >= TREE_MIN_POOL else None)
-        reranker = load_reranker(embedder.encoder_hash) if settings.rerank else None
         # the trees read ranks and consensus among a pool as large as they were fitted on (at least ``top``)
         if trees is not None and settings.n_candidates >= int(trees.info["top"]) and fits_first_stage(trees, ranker):
             order, predicted = tree_order(trees, qi, feats, first, consensus)
@@ -318,8 +317,10 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
             tree_scale = load_tree_scale(embedder.encoder_hash, trees) if scale_is_stored else None
             if tree_scale is not None:  # hits in the trees' order, scored with their prediction
                 score_model = ScoreModel(ranker, tree_scale)
-        elif reranker is not None and fits_first_stage(reranker, ranker):
-            order = rerank_order(feats, first, consensus, reranker)
+        else:  # the linear re-ranker is read only when the trees do not apply
+            reranker = load_reranker(embedder.encoder_hash) if settings.rerank else None
+            if reranker is not None and fits_first_stage(reranker, ranker):
+                order = rerank_order(feats, first, consensus, reranker)
     feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
                                        scale=score_model.scale, fallback_rank="embedding_cosine",
