@@ -51,6 +51,9 @@ OVERFETCH_MAX = 1024
 LOOP_MIN_WINDOW = 64
 #: Largest compact copy of a partition's allowed vectors kept for exact whole-partition searches.
 COMPACT_MAX_BYTES = 256 << 20
+#: An IVF search probes at least enough lists to hold this many times ``top_k`` rows on average (a top-1000
+#: search at the index's default 16 probes would otherwise read lists that hold fewer than 1000 rows).
+PROBE_COVER = 4
 _POS_BITS = 40
 _POS_MASK = (1 << _POS_BITS) - 1
 
@@ -242,7 +245,7 @@ def _search_all(part: PartitionData, q: npt.NDArray[np.float32], k: int, *, allo
     """Top-k over a whole partition (no mass window) among the ``allowed`` rows."""
     entry = part.entry
     flat = exact or part.index is None
-    probe = 0 if flat else _probe(part, n_probe)
+    probe = 0 if flat else _probe(part, n_probe, k)
     if allowed is None:
         return exact_knn(q, part.vectors, k, use_gpu=use_gpu) if flat else _ivf(part, q, k, probe, use_gpu=use_gpu)
     n_valid = int(allowed.sum())
@@ -256,8 +259,12 @@ def _search_all(part: PartitionData, q: npt.NDArray[np.float32], k: int, *, allo
     return _ivf(part, q, k, _scaled_probe(probe, entry.nlist, n_valid / entry.n_rows), selector)
 
 
-def _probe(part: PartitionData, n_probe: int | None) -> int:
-    return int(min(max(n_probe if n_probe is not None else part.n_probe, 1), part.entry.nlist))
+def _probe(part: PartitionData, n_probe: int | None, k: int) -> int:
+    """Lists to probe: the one asked for (else the index default), and enough that the probed lists hold
+    about :data:`PROBE_COVER` x ``k`` rows."""
+    entry = part.entry
+    cover = math.ceil(PROBE_COVER * k * entry.nlist / max(entry.n_rows, 1))
+    return int(min(max(n_probe if n_probe is not None else part.n_probe, cover, 1), entry.nlist))
 
 
 def _scaled_probe(probe: int, nlist: int, fraction: float) -> int:
@@ -283,7 +290,7 @@ def _search_windows(part: PartitionData, q: npt.NDArray[np.float32], lo: npt.NDA
         use_exact = np.ones(q.shape[0], dtype=bool)
         probe = 0
     else:
-        probe = _probe(part, n_probe)
+        probe = _probe(part, n_probe, k)
         use_exact = (b - a) <= _exact_limit(part, probe)
     narrow = np.flatnonzero(use_exact & ((b - a) <= GATHER_MAX_WINDOW))
     if narrow.size:

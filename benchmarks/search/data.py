@@ -91,8 +91,15 @@ def fingerprints(smiles: list[str]) -> npt.NDArray[np.uint8]:
     return out
 
 
-def tanimoto(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
-    """Row-wise Tanimoto of packed fingerprints."""
-    inter = np.unpackbits(a & b, axis=1).sum(axis=1)
-    union = np.unpackbits(a | b, axis=1).sum(axis=1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint16)
+
+
+def tanimoto(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], chunk: int = 262_144) -> npt.NDArray[np.float64]:
+    """Row-wise Tanimoto of packed fingerprints (in chunks of rows: millions of pairs stay small)."""
+    out = np.zeros(a.shape[0])
+    for s in range(0, a.shape[0], chunk):
+        x, y = a[s:s + chunk], b[s:s + chunk]
+        inter = _POPCOUNT[x & y].sum(axis=1)
+        union = _POPCOUNT[x | y].sum(axis=1)
+        out[s:s + chunk] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return out

@@ -121,3 +121,19 @@ def test_ivf_window_selector_exact_at_full_probe(embedded: Embedded, tmp_path: P
     best = np.argsort(-scores)[:10] + 100
     np.testing.assert_allclose(s[0], np.sort(scores)[::-1][:10], atol=1e-5)
     assert set(i[0].tolist()) == set(best.tolist())
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+def test_large_top_k_probes_enough_lists(embedded: Embedded, tmp_path: Path, kind: str) -> None:
+    """A top-k larger than the probed lists hold still returns k hits (the probe count grows with k)."""
+    policy = replace(POLICY, force_kind=kind, min_nlist=32, max_nlist=32, n_probe=1, pq_dims_per_code=2, pq_nbits=4)
+    build_vector_index(tmp_path, embedded.light(), embedded.batches(), dim=DIM, encoder_hash="e", table="spectra",
+                       key_column="spectrum_id", mass_column="precursor_mz", table_rows=len(embedded), policy=policy)
+    index = VectorIndex.open(tmp_path)
+    assert all(p.nlist == 32 for p in index.manifest.partitions if p.n_rows)
+    q, _, modes = _queries(embedded)
+    k = 400
+    hits = search(index, q, top_k=k, ion_mode=modes)
+    per_query = np.bincount(hits.column("query_index").to_numpy(), minlength=len(q))
+    available = np.array([(embedded.ion_mode == m).sum() for m in modes])
+    np.testing.assert_array_equal(per_query, np.minimum(k, available))
