@@ -142,6 +142,7 @@ def embed_spectra(spectra: Spectra, model: JointModel | str | Path | None = None
 
 def search_tables(spectra: Spectra, library: SpectralLibrary, *, mode: Literal["identity", "analogue"] = "identity",
                   top_k: int = 10, precursor_tolerance_ppm: float = 10.0, max_mass_difference: float | None = None,
+                  analogue_candidates: int = AnalogueSettings().n_candidates,
                   min_library_quality: float | None = None, cross_mode: bool = False, fdr: float | None = None,
                   on_invalid: OnInvalid = "error", ion_mode: IonMode | None = None, batch_size: int = 2048,
                   report: ReadReport | None = None, progress: Any = None) -> Iterator[pa.Table]:
@@ -155,6 +156,7 @@ def search_tables(spectra: Spectra, library: SpectralLibrary, *, mode: Literal["
     id_settings = IdentitySettings(top_k=top_k, precursor_tolerance_ppm=precursor_tolerance_ppm,
                                    min_library_quality=min_library_quality)
     an_settings = AnalogueSettings(top_k=top_k, max_mass_difference=max_mass_difference,
+                                   n_candidates=analogue_candidates,
                                    min_library_quality=min_library_quality, same_ion_mode=not cross_mode)
     lib, refs, model = library.library, library.references, library.model
 
@@ -188,7 +190,8 @@ def search(spectra: Spectra, library: SpectralLibrary | str | Path | None = None
     the bundled library). ``identity``: the same compound within ``precursor_tolerance_ppm`` (calibrated
     probability, exact spectral similarity, target-decoy ``q_value`` with a decoy library, ``fdr`` to
     filter on it); ``analogue``: similar compounds at any precursor mass (``max_mass_difference`` in Da,
-    ``cross_mode`` for the other ion mode too). One row per hit, ``top_k`` per query; the other keywords
+    ``cross_mode`` for the other ion mode too, ``analogue_candidates`` embedding neighbours re-scored per
+    query). One row per hit, ``top_k`` per query; the other keywords
     are those of :func:`search_tables`."""
     opened = library if isinstance(library, SpectralLibrary) else open_library(library)
     tables = list(search_tables(spectra, opened, mode=mode, top_k=top_k, **options))

@@ -1,8 +1,10 @@
 """Analogue-search levers, fitted on the calibration fold of train and measured on val (all and hires clean).
 
-Candidates as :func:`engine.queries.analogue.analogue_candidates` gives them (the 200 nearest library
-spectra by embedding cosine). Fold: calibration-fold queries (redistributable records, seeded sample)
-against train outside the fold; val: every val spectrum against train (as the search benchmark). Each
+Candidates as :func:`engine.queries.analogue.analogue_candidates` gives them (the ``--pool`` nearest
+library spectra by embedding cosine; by default as many as ``engine search`` retrieves; another pool
+writes its own section, ``search-analogue-levers-pool<N>``). Fold: calibration-fold queries
+(redistributable records, seeded sample) against train outside the fold; val: every val spectrum
+against train (as the search benchmark). Each
 lever is an ordering of a query's candidates; the metric is the mean Tanimoto (RDKit fingerprint, 2048
 bits) of the top-ranked candidate's structure to the query's. Levers are chosen on the fold (5-fold
 cross-validation over its queries where a lever is fitted); val is only reported.
@@ -11,7 +13,8 @@ With ``--members CKPT,...`` (the ensemble members of candidate ranking, ``engine
 (query, candidate) pair also gets ``member_cosine``, the mean of the members' spectrum-spectrum cosines, and
 ``ensemble_cosine``, the mean with the model's own: levers with them are measured beside the rest.
 
-Usage: ``python benchmarks/search/analogue_levers.py [--cache DIR] [--fold-queries 5000] [--members CKPT,...]``.
+Usage: ``python benchmarks/search/analogue_levers.py [--cache DIR] [--fold-queries 5000] [--pool N]
+[--members CKPT,...] [--save]``.
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ from engine.queries.hits import top_per_query
 from engine.queries.rerank import (
     ANALOGUE_RERANK_TREES,
     ANALOGUE_RERANKER,
-    TREE_CONSENSUS,
     TREE_MIN_POOL,
     consensus_name,
     first_stage_info,
+    tree_consensus_pairs,
     tree_features,
 )
 
@@ -61,13 +64,25 @@ Feats = dict[str, Any]
 
 def candidates(table: pa.Table, queries: npt.NDArray[np.int64], library: npt.NDArray[np.int64],
                emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32], encoder_hash: str,
-               work: Path, fps: npt.NDArray[np.uint8], struct: npt.NDArray[np.int64]) -> Feats:
+               work: Path, fps: npt.NDArray[np.uint8], struct: npt.NDArray[np.int64], pool: int) -> Feats:
     index, refs, _ = build_library(work, table, library, emb, quality, encoder_hash=encoder_hash)
     refs.prepare()
     qi, rows, feats = batched_candidates(analogue_candidates, table, queries, emb, quality, index, refs,
-                                         AnalogueSettings())
-    feats["tanimoto"] = tanimoto(fps[struct[queries[qi]]], fps[struct[rows]])
+                                         AnalogueSettings(n_candidates=pool))
+    a, b = struct[queries[qi]], struct[rows]
+    feats["tanimoto"] = np.concatenate([tanimoto(fps[a[s:s + CHUNK]], fps[b[s:s + CHUNK]])
+                                        for s in range(0, len(a), CHUNK)])
     return {"qi": qi, "rows": rows, "n": len(queries), **feats}
+
+
+CHUNK = 1 << 19  # pairs at a time where a pair expands to vectors (millions of pairs at large pools)
+
+
+def rowwise_dot(a: npt.NDArray[np.float32], ia: npt.NDArray[np.int64], b: npt.NDArray[np.float32],
+                ib: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """``a[ia] . b[ib]`` row by row, in chunks."""
+    return np.concatenate([np.einsum("ij,ij->i", a[ia[s:s + CHUNK]], b[ib[s:s + CHUNK]])
+                           for s in range(0, len(ia), CHUNK)] or [np.zeros(0)]).astype(np.float64)
 
 
 def top1_mean(qi: npt.NDArray[np.int64], order: npt.NDArray[np.float64], tani: npt.NDArray[np.float64],
@@ -95,8 +110,13 @@ def main() -> None:
                         help="calibration-fold queries (seeded sample; the fold holds 4,951 redistributable spectra)")
     parser.add_argument("--out", type=Path, default=HERE / "analogue_levers.json")
     parser.add_argument("--members", default="", help="comma-separated ensemble members (checkpoints)")
+    parser.add_argument("--pool", type=int, default=AnalogueSettings().n_candidates,
+                        help="candidates per query (the nearest library spectra by embedding cosine; default: "
+                             "engine search's)")
     parser.add_argument("--save", action="store_true",
-                        help=f"write the shipped re-ranker ({SHIPPED}) to the engine's {ANALOGUE_RERANKER}.json")
+                        help="store the re-rankers: the trees (best on the fold) and their scale when --pool is "
+                             f"engine search's, the linear one ({SHIPPED}, {ANALOGUE_RERANKER}.json) when it is "
+                             f"{LINEAR_POOL}")
     args = parser.parse_args()
     from engine.jobs.artifacts import open_model
     from engine.models.training.config import REDISTRIBUTABLE_LICENSES
@@ -148,24 +168,24 @@ def main() -> None:
     sets_c: dict[str, Feats] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, q, lib in (("fold", fold_q, fold_lib), ("val", sets.analogue_queries, sets.train_rows)):
-            path = cache / f"an_{name}.npz" if cache is not None else None
+            path = cache / f"an_{name}_{args.pool}.npz" if cache is not None else None
             if path is not None and path.is_file():
                 sets_c[name] = dict(np.load(path))
                 sets_c[name]["n"] = int(sets_c[name]["n"])
             else:
                 sets_c[name] = candidates(table, q, lib, emb, quality, model.encoder_hash, Path(tmp) / name, fps,
-                                          struct)
+                                          struct, args.pool)
                 if path is not None:
                     np.savez(path, **sets_c[name])
             c = sets_c[name]
             c["clean"] = sets.hires_clean[q]
+            c["pool"] = args.pool
             c["query_structure"] = struct[q]
             c["fps"] = fps[struct[c["rows"]]]
             # cross-modal: the query spectrum's embedding against the candidate structure's molecule embedding
-            c["molecule_cosine"] = np.einsum("ij,ij->i", emb[q[c["qi"]]], mol[struct[c["rows"]]]).astype(np.float64)
+            c["molecule_cosine"] = rowwise_dot(emb, q[c["qi"]], mol, struct[c["rows"]])
             if member_embs:
-                c["member_cosine"] = np.mean([np.einsum("ij,ij->i", m[q[c["qi"]]], m[c["rows"]]) for m in member_embs],
-                                             axis=0).astype(np.float64)
+                c["member_cosine"] = np.mean([rowwise_dot(m, q[c["qi"]], m, c["rows"]) for m in member_embs], axis=0)
                 n_m = len(member_embs)
                 c["ensemble_cosine"] = (c["embedding_cosine"] + n_m * c["member_cosine"]) / (n_m + 1)
             print(name, len(q), "queries,", int(c["clean"].sum()), "hires clean,", len(c["qi"]), "pairs", flush=True)
@@ -175,7 +195,7 @@ def main() -> None:
     data = {"fold_queries": fold_c["n"], "fold_hires_clean": int(fold_c["clean"].sum()), "val_queries": val_c["n"],
             "val_hires_clean": int(val_c["clean"].sum()), "rows": rows}
     body = f"""
-Analogue ordering levers (issue 18), over each query's 200 nearest library spectra by embedding cosine.
+Analogue ordering levers (issue 18), over each query's {args.pool} nearest library spectra by embedding cosine.
 Fold: {fold_c['n']:,} calibration-fold queries ({data['fold_hires_clean']:,} high-resolution clean; seeded sample,
 redistributable records) against train outside the fold; val: {val_c['n']:,} queries ({data['val_hires_clean']:,}
 high-resolution clean) against train. Mean top-1 Tanimoto; fitted levers show cross-validated fold
@@ -185,8 +205,13 @@ linear `analogue_rerank.json`, which stays as the fallback).
 
 {markdown_table([{k: v for k, v in r.items() if k not in ('coef', 'reliability_val')} for r in rows])}
 {reliability_text(rows)}"""
-    write_results("search-analogue-levers", "Search levers: analogue ordering (calibration fold -> val)", body, data,
-                  args.out)
+    if args.pool == AnalogueSettings().n_candidates:
+        write_results("search-analogue-levers", "Search levers: analogue ordering (calibration fold -> val)", body,
+                      data, args.out)
+    else:
+        write_results(f"search-analogue-levers-pool{args.pool}", f"Search levers: analogue ordering, {args.pool} "
+                      "candidates per query (calibration fold -> val)", body, data,
+                      args.out.with_name(f"{args.out.stem}_pool{args.pool}.json"))
     print(body)
 
 
@@ -217,8 +242,8 @@ def report(name: str, fold_c: Feats, val_c: Feats, fold_order: npt.NDArray[np.fl
 def evaluate(fold_c: Feats, val_c: Feats, shipped: Any, save_for: str | None = None) -> list[dict[str, Any]]:
     """Every lever's row; with ``save_for`` (an encoder hash) the :data:`SHIPPED` re-ranker is saved."""
     rows = []
-    rows.append(report("oracle (best Tanimoto among the 200 candidates)", fold_c, val_c, fold_c["tanimoto"],
-                       val_c["tanimoto"]))
+    rows.append(report(f"oracle (best Tanimoto among the {fold_c['pool']} candidates)", fold_c, val_c,
+                       fold_c["tanimoto"], val_c["tanimoto"]))
     for f in ("embedding_cosine", "modified_cosine", "entropy"):
         rows.append(report(f"{f} only", fold_c, val_c, fold_c[f], val_c[f]))
     def fixed(c: Feats) -> npt.NDArray[np.float64]:
@@ -256,12 +281,17 @@ def evaluate(fold_c: Feats, val_c: Feats, shipped: Any, save_for: str | None = N
     rows.extend(direct_weights(fold_c, val_c, tuple(f for f in WEIGHT_FEATURES if f != "molecule_cosine"),
                                " without molecule_cosine"))
     # the second stage re-ranks the engine's first stage: the stored ranker (the fixed sum without one)
+    # the linear re-ranker serves the annotate job's small pools: it is stored from pools of LINEAR_POOL only
     rows.extend(rerankers(fold_c, val_c, shipped.linear if shipped is not None else fixed,
-                          save_for if shipped is not None else None, shipped))
-    rows.extend(tree_rerankers(fold_c, val_c, shipped.linear if shipped is not None else fixed,
-                               save_for if shipped is not None else None, shipped))
+                          save_for if shipped is not None and fold_c["pool"] == LINEAR_POOL else None, shipped))
+    # the trees (and their scale) are stored from engine search's own pool only
+    tree_save = save_for if shipped is not None and fold_c["pool"] == AnalogueSettings().n_candidates else None
+    rows.extend(tree_rerankers(fold_c, val_c, shipped.linear if shipped is not None else fixed, tree_save, shipped))
     return rows
 
+
+#: the candidate pool the stored linear re-ranker is fitted on (``--save`` at another pool leaves it as it is)
+LINEAR_POOL = 200
 
 WEIGHT_FEATURES = ("entropy", "modified_cosine", "embedding_cosine", "molecule_cosine", "structure_max_entropy",
                    "structure_max_modified", "structure_max_cosine", "structure_cosine", "log_structure_spectra",
@@ -396,65 +426,70 @@ def rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[
     return rows
 
 
-#: tree re-ranker variants (max leaf nodes, boosting iterations); the engine ships the best by the fold's
-#: cross-validated top-1 Tanimoto (folds grouped by the query's structure)
-TREE_VARIANTS = ((15, 200), (31, 300), (63, 300))
-TREE_TOP = TREE_MIN_POOL  # the candidates the trees re-score: the engine applies them from pools this large
+#: tree re-ranker variants (candidates re-scored per query, max leaf nodes, boosting iterations); the engine
+#: ships the best by the fold's cross-validated top-1 Tanimoto (folds grouped by the query's structure)
+TREE_VARIANTS = ((TREE_MIN_POOL, 15, 200), (TREE_MIN_POOL, 31, 300), (TREE_MIN_POOL, 63, 300), (60, 31, 300),
+                 (60, 63, 300))
 
 
 def tree_rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDArray[np.float64]],
                    save_for: str | None = None, first_cal: Any = None) -> list[dict[str, Any]]:
     """Second-stage gradient-boosted trees (MS2Query-style, predicting the candidate's Tanimoto) over each
-    query's top :data:`TREE_TOP` by ``first``, with :func:`engine.queries.rerank.tree_features`; fold figures
-    by 5-fold cross-validation grouped by the query's structure (queries of one structure share a part)."""
+    query's best ``top`` by ``first`` (:data:`TREE_VARIANTS`), with :func:`engine.queries.rerank.tree_features`;
+    fold figures by 5-fold cross-validation grouped by the query's structure (queries of one structure share
+    a part)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from engine.models.training.config import REDISTRIBUTABLE_LICENSES
     from engine.models.trees import from_sklearn
 
     spread = float(np.std(first(fold_c)))
-    data = {}
-    for name, c in (("fold", fold_c), ("val", val_c)):
-        logit = first(c)
-        cons = Consensus(c["qi"], logit, c["fps"])
-        feats = tree_features(c["qi"], c, logit, cons, spread)
-        inside = np.isfinite(cons(TREE_TOP, 1e3))
-        names = tuple(feats)
-        data[name] = (np.stack([feats[f] for f in names], axis=1), inside, logit)
-    x_f, in_f, logit_f = data["fold"]
-    x_v, in_v, logit_v = data["val"]
+    logits = {name: first(c) for name, c in (("fold", fold_c), ("val", val_c))}
     structure = fold_c["query_structure"]
     uniq, inverse = np.unique(structure, return_inverse=True)
     part = (np.random.default_rng(5).permutation(len(uniq)) % 5)[inverse][fold_c["qi"]]
-    rows, best = [], (-1.0, None, "")
-    for leaves, iterations in TREE_VARIANTS:
-        params = {"max_leaf_nodes": leaves, "max_iter": iterations, "learning_rate": 0.05, "min_samples_leaf": 200,
-                  "random_state": 0}
-        cv = np.zeros(len(fold_c["qi"]))
-        for k in range(5):
-            train, test = (part != k) & in_f, (part == k) & in_f
-            model = HistGradientBoostingRegressor(**params).fit(x_f[train], fold_c["tanimoto"][train])
-            cv[test] = model.predict(x_f[test])
-        model = HistGradientBoostingRegressor(**params).fit(x_f[in_f], fold_c["tanimoto"][in_f])
-        pred_v = np.zeros(len(val_c["qi"]))
-        pred_v[in_v] = model.predict(x_v[in_v])
-        label = f"re-rank top {TREE_TOP}: gradient-boosted trees, {leaves} leaves x {iterations} (predicted Tanimoto)"
-        rows.append(report(label, fold_c, val_c, np.where(in_f, 1e3 + cv, logit_f - 1e3),
-                           np.where(in_v, 1e3 + pred_v, logit_v - 1e3)))
-        if rows[-1]["fold_top1"] > best[0]:
-            best = (rows[-1]["fold_top1"], model, label)
-            predictions = (np.where(in_f, cv, 0.0), pred_v)
+    rows, best = [], (-1.0, None, "", 0, ())
+    for top in sorted({v[0] for v in TREE_VARIANTS}):
+        pairs = tree_consensus_pairs(top)
+        data = {}
+        for name, c in (("fold", fold_c), ("val", val_c)):
+            cons = Consensus(c["qi"], logits[name], c["fps"])
+            feats = tree_features(c["qi"], c, logits[name], cons, spread, pairs)
+            names = tuple(feats)
+            data[name] = (np.stack([feats.pop(f) for f in names], axis=1).astype(np.float32),
+                          np.isfinite(cons(top, 1e3)))
+        (x_f, in_f), (x_v, in_v) = data["fold"], data["val"]
+        for _, leaves, iterations in (v for v in TREE_VARIANTS if v[0] == top):
+            params = {"max_leaf_nodes": leaves, "max_iter": iterations, "learning_rate": 0.05,
+                      "min_samples_leaf": 200, "random_state": 0}
+            cv = np.zeros(len(fold_c["qi"]))
+            for k in range(5):
+                train, test = (part != k) & in_f, (part == k) & in_f
+                model = HistGradientBoostingRegressor(**params).fit(x_f[train], fold_c["tanimoto"][train])
+                cv[test] = model.predict(x_f[test])
+            model = HistGradientBoostingRegressor(**params).fit(x_f[in_f], fold_c["tanimoto"][in_f])
+            pred_v = np.zeros(len(val_c["qi"]))
+            pred_v[in_v] = model.predict(x_v[in_v])
+            label = f"re-rank top {top}: gradient-boosted trees, {leaves} leaves x {iterations} (predicted Tanimoto)"
+            rows.append(report(label, fold_c, val_c, np.where(in_f, 1e3 + cv, logits["fold"] - 1e3),
+                               np.where(in_v, 1e3 + pred_v, logits["val"] - 1e3)))
+            if rows[-1]["fold_top1"] > best[0]:
+                best = (rows[-1]["fold_top1"], model, label, top, pairs, names, len(rows) - 1)
+                predictions = (np.where(in_f, cv, 0.0), pred_v)
+                insides = (in_f, in_v)
+        del data, x_f, x_v
     if best[1] is None or first_cal is None:
         return rows
-    info = {"kind": "second-stage gradient-boosted regression trees (predicted Tanimoto)", "top": TREE_TOP,
-            "spread": spread, "consensus": [list(p) for p in TREE_CONSENSUS], "chosen": best[2],
+    _, chosen, label, top, pairs, names, at = best
+    info = {"kind": "second-stage gradient-boosted regression trees (predicted Tanimoto)", "top": top,
+            "pool": fold_c["pool"], "spread": spread, "consensus": [list(p) for p in pairs], "chosen": label,
             "first_stage": first_stage_info(first_cal),
             "fitted_on": "calibration fold of train (queries) vs train outside the fold",
             "queries": fold_c["n"], "fold_cv_top1": best[0], "licences": sorted(REDISTRIBUTABLE_LICENSES)}
-    trees = from_sklearn(best[1], ANALOGUE_RERANK_TREES, names, encoder_hash=save_for, info=info)
-    scale, reliability = tree_scale(fold_c, val_c, first_cal, (logit_f, logit_v), (in_f, in_v), predictions,
+    trees = from_sklearn(chosen, ANALOGUE_RERANK_TREES, names, encoder_hash=save_for, info=info)
+    scale, reliability = tree_scale(fold_c, val_c, first_cal, (logits["fold"], logits["val"]), insides, predictions,
                                     trees.content_sha(), save_for, info)
-    rows[-1]["reliability_val"] = reliability
+    rows[at]["reliability_val"] = reliability
     if save_for is not None:
         trees.save()
         scale.save()

@@ -1,12 +1,13 @@
 """Analogue quality and speed against the candidate pool size (``AnalogueSettings.n_candidates``).
 
-``engine search --mode analogue`` retrieves 200 candidates per query; ``engine annotate`` retrieves
-``--analogue-candidates`` (10 by default, for throughput). The tree re-ranker applies from pools of 30.
+``engine search --mode analogue`` retrieves ``AnalogueSettings().n_candidates`` per query (1000; its
+``--analogue-candidates``); ``engine annotate`` retrieves its ``--analogue-candidates`` (10 by default, for
+throughput). The tree re-ranker applies from pools as large as its ``top``.
 A seeded sample of val queries against the train library (as the ``search`` section), mean top-1
 Tanimoto (RDKit fingerprint, 2048 bits; a query without a hit counts 0) on all of them and on the
 high-resolution clean ones, and analogue queries/s (embeddings given, so search and re-scoring only).
 
-Usage: ``python benchmarks/search/analogue_pool.py [--queries 2000] [--pools 10,30,200]``.
+Usage: ``python benchmarks/search/analogue_pool.py [--queries 2000] [--pools 10,60,200,1000]``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=2000)
-    parser.add_argument("--pools", default="10,30,200")
+    parser.add_argument("--pools", default="10,60,200,1000")
     args = parser.parse_args()
     from engine.jobs.artifacts import open_model
+    from engine.queries.rerank import load_tree_reranker
 
     model = open_model()
+    trees = load_tree_reranker(model.encoder_hash)
+    tree_top = int(trees.info["top"]) if trees is not None else None
     sets = load_sets()
     table = sets.spectra
     emb, quality, _ = embed(model, table)
@@ -65,15 +69,16 @@ def main() -> None:
                     hit[np.searchsorted(queries, position[query_id])] = position[library_id]
             seconds = time.perf_counter() - start
             tani = np.where(hit >= 0, tanimoto(fps[struct[queries]], fps[struct[np.maximum(hit, 0)]]), 0.0)
-            rows.append({"candidates per query": pool, "re-ranker": "trees" if pool >= 30 else "linear",
+            rows.append({"candidates per query": pool,
+                         "re-ranker": "trees" if tree_top is not None and pool >= tree_top else "linear",
                          "mean_top1_tanimoto": float(tani.mean()), "mean_hires_clean": float(tani[clean].mean()),
                          "queries_per_s": len(queries) / seconds})
             print(rows[-1], flush=True)
     body = f"""
 Analogue search by candidate pool size: {len(queries):,} seeded val queries ({int(clean.sum()):,} high-resolution
-clean) against the {len(sets.train_rows):,} train spectra; `engine search` uses 200 candidates, `engine annotate`
-`--analogue-candidates` (default 10); the tree re-ranker applies from 30. Queries/s: search and re-scoring with
-the embeddings given.
+clean) against the {len(sets.train_rows):,} train spectra; `engine search` uses {AnalogueSettings().n_candidates}
+candidates, `engine annotate` `--analogue-candidates` (default 10); the tree re-ranker applies from {tree_top}.
+Queries/s: search and re-scoring with the embeddings given.
 
 {markdown_table(rows)}
 """

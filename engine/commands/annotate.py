@@ -54,10 +54,10 @@ from engine.commands.common import (
               help="Precursor m/z window of library matching, in ppm.")
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
 @click.option("--analogue-candidates", default=10, show_default=True,
-              help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 200; "
+              help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 1000; "
                    "fewer is faster at repository scale). Clean val mean top-1 Tanimoto / analogue queries/s on "
-                   "2 cores: 10 -> 0.424 / 1,729; 30 (the tree re-ranker applies) -> 0.446 / 1,502; 200 -> "
-                   "0.470 / 732 (benchmarks/search/analogue_pool.py).")
+                   "2 cores: 10 -> 0.424 / 2,228; 60 (the tree re-ranker applies) -> 0.460 / 782; 200 -> "
+                   "0.471 / 525; 1000 -> 0.479 / 185 (benchmarks/search/analogue_pool.py).")
 @click.option("--cross-mode", is_flag=True,
               help="Analogue search also searches the library spectra of the other ion mode (the result gives "
                    "the hit's ion mode in analogue_ion_mode); library matches stay within the spectrum's mode.")

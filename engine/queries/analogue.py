@@ -15,9 +15,13 @@ the **reliability** scale, a
 logistic model with the Tanimoto of (query, hit) structures as soft label: a 0..1 estimate of that
 Tanimoto from the ranker's logit, the rank, the similarities and the query's embedding quality, so it
 falls for low-quality embeddings. A second stage (:mod:`engine.queries.rerank`) re-scores each query's
-best 30 with gradient-boosted trees that predict the candidate structure's Tanimoto to the query's
-(MS2Query's approach), or with a linear re-ranker when only that is stored. Without calibrations for the
-model in use, hits are ordered by embedding cosine and the reliability is ``max(cosine, 0) * quality``.
+best ``top`` (stored with the trees) with gradient-boosted trees that predict the candidate structure's
+Tanimoto to the query's (MS2Query's approach), or with a linear re-ranker when only that is stored or the
+pool is smaller than the trees' ``top``. A larger pool finds better analogues (the embedding's nearest
+spectra are not always the structurally closest; modified cosine and entropy re-score them): the default
+1000 was chosen on the calibration fold (benchmarks/RESULTS.md, ``search-analogue-levers``). Without
+calibrations for the model in use, hits are ordered by embedding cosine and the reliability is
+``max(cosine, 0) * quality``.
 """
 
 from __future__ import annotations
@@ -72,7 +76,9 @@ class AnalogueSettings(Settings):
     """Knobs of analogue search."""
 
     top_k: int = setting(10, ge=1)
-    n_candidates: int = setting(200, ge=1)
+    #: library spectra re-scored per query (1000: chosen on the calibration fold, see benchmarks/RESULTS.md
+    #: search-analogue-levers; the annotate job asks for 10)
+    n_candidates: int = setting(1000, ge=1)
     max_mass_difference: float | None = setting(None, gt=0)
     #: False: search every ion mode of the library (cross-mode analogues; hits carry their ion mode)
     same_ion_mode: bool = True

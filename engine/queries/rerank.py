@@ -9,10 +9,10 @@ MS2Query's random forest does, from :func:`tree_features`: the similarity featur
 the signed precursor mass difference, the candidate's rank by the first stage, embedding cosine and modified
 cosine, its gaps to the query's best in four scores, and the structure consensus at the stored
 ``(top, temperature)`` pairs. Fitted on the calibration fold of ``train``, chosen there by cross-validation
-grouped by structure (benchmarks/search/analogue_levers.py), over pools of 200 candidates; analogue search
-applies it when it retrieves at least ``top`` candidates per query (the annotate job's small pools keep the
-linear re-ranker). Hits in its order are scored by their own reliability scale
-(:data:`ANALOGUE_RERANK_SCALE`), which also reads the trees' predicted Tanimoto.
+grouped by structure (benchmarks/search/analogue_levers.py), over pools of ``info.pool`` candidates
+(engine search's default); analogue search applies it when it retrieves at least ``top`` candidates per
+query (the annotate job's small pools keep the linear re-ranker). Hits in its order are scored by their
+own reliability scale (:data:`ANALOGUE_RERANK_SCALE`), which also reads the trees' predicted Tanimoto.
 
 **Linear re-ranker** (:data:`ANALOGUE_RERANKER`): a linear model,
 fitted listwise on the calibration fold of ``train`` to put the highest-Tanimoto structure first, over
@@ -48,10 +48,17 @@ TREE_BASE_FEATURES = ("embedding_cosine", "structure_cosine", "structure_max_cos
 #: scores whose per-query rank (0 = best) and gap to the query's best are features
 TREE_RANKED = ("first_logit", "embedding_cosine", "modified_cosine")
 TREE_GAPS = ("first_logit", "embedding_cosine", "modified_cosine", "entropy")
-#: structure consensus features: (top, temperature as a factor of the stored first-stage logit spread)
+#: structure consensus features: (top, temperature as a factor of the stored first-stage logit spread);
+#: trees that re-score more than 30 candidates add their own ``top`` (:func:`tree_consensus_pairs`)
 TREE_CONSENSUS = ((30, 0.1), (30, 0.2), (30, 0.5), (30, 1e3), (10, 0.2))
-#: the smallest candidate pool the tree re-ranker is used with (its ``top``: the fitted trees re-score 30)
+#: the smallest candidate pool a tree re-ranker is used with (the smallest ``top`` one is fitted with; the
+#: stored trees' own ``top`` decides after that)
 TREE_MIN_POOL = 30
+
+
+def tree_consensus_pairs(top: int) -> tuple[tuple[int, float], ...]:
+    """The consensus (top, temperature factor) pairs of trees that re-score each query's best ``top``."""
+    return TREE_CONSENSUS + (((top, 0.2), (top, 1e3)) if top > 30 else ())
 
 
 def load_reranker(encoder_hash: str | None) -> Calibration | None:
@@ -144,10 +151,11 @@ def consensus_feature_name(top: int, factor: float) -> str:
 
 def tree_features(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
                   first_logit: npt.NDArray[np.float64], consensus: Callable[[int, float], npt.NDArray[np.float64]],
-                  spread: float) -> dict[str, npt.NDArray[np.float64]]:
+                  spread: float, pairs: tuple[tuple[int, float], ...] = TREE_CONSENSUS
+                  ) -> dict[str, npt.NDArray[np.float64]]:
     """The tree re-ranker's features of every candidate row (see module docs); ``consensus`` as for
-    :func:`rerank_order`, ``spread`` the first-stage logit spread the temperatures are factors of. A row
-    outside a consensus's ``top`` gets -1 there."""
+    :func:`rerank_order`, ``spread`` the first-stage logit spread the temperatures are factors of, ``pairs``
+    the consensus (top, factor) pairs. A row outside a consensus's ``top`` gets -1 there."""
     out = {f: np.asarray(features[f], dtype=np.float64) for f in TREE_BASE_FEATURES}
     scores = {**features, "first_logit": first_logit}
     out["first_logit"] = np.asarray(first_logit, dtype=np.float64)
@@ -155,8 +163,8 @@ def tree_features(query_index: npt.NDArray[np.int64], features: dict[str, npt.ND
         out[f"rank_{f}"] = rank_in_query(query_index, np.asarray(scores[f], dtype=np.float64))
     for f in TREE_GAPS:
         out[f"gap_{f}"] = gap_to_best(query_index, np.asarray(scores[f], dtype=np.float64))
-    for top, factor in TREE_CONSENSUS:
-        out[consensus_feature_name(top, factor)] = np.nan_to_num(consensus(top, factor * spread), nan=-1.0)
+    for top, factor in pairs:
+        out[consensus_feature_name(int(top), float(factor))] = np.nan_to_num(consensus(top, factor * spread), nan=-1.0)
     return out
 
 
@@ -169,6 +177,7 @@ def tree_order(trees: TreeEnsemble, query_index: npt.NDArray[np.int64], features
     inside = np.isfinite(consensus(top, 1e3))
     predicted = np.full(first_logit.shape[0], np.nan)
     if inside.any():
-        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]))
+        pairs = tuple((int(t), float(f)) for t, f in trees.info.get("consensus", TREE_CONSENSUS))
+        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]), pairs)
         predicted[inside] = trees.predict({f: v[inside] for f, v in feats.items()})
     return np.where(inside, 1e3 + np.nan_to_num(predicted), first_logit - 1e3), predicted

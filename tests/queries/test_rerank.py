@@ -28,6 +28,7 @@ from engine.queries.rerank import (
     load_tree_scale,
     rank_in_query,
     rerank_order,
+    tree_consensus_pairs,
     tree_features,
     tree_order,
 )
@@ -141,13 +142,40 @@ def test_ranks_and_gaps_within_each_query() -> None:
 
 def _constant_trees(feature: str, top: int) -> TreeEnsemble:
     """One stump: rows with ``feature`` <= 0.5 predict 0.9, others 0.1 (so low values win)."""
+    pairs = tree_consensus_pairs(top)
     names = tuple(tree_features(np.zeros(1, np.int64), dict.fromkeys(TREE_BASE_FEATURES, np.zeros(1)),
-                                np.zeros(1), lambda t, temp: np.zeros(1), 1.0))
+                                np.zeros(1), lambda t, temp: np.zeros(1), 1.0, pairs))
     return TreeEnsemble("t", features=names, baseline=0.0, roots=np.array([0]),
                         feature=np.array([names.index(feature), 0, 0]), threshold=np.array([0.5, 0, 0]),
                         left=np.array([1, 0, 0]), right=np.array([2, 0, 0]),
                         missing_left=np.zeros(3, bool), is_leaf=np.array([False, True, True]),
-                        value=np.array([0.0, 0.9, 0.1]), info={"top": top, "spread": 1.0})
+                        value=np.array([0.0, 0.9, 0.1]),
+                        info={"top": top, "spread": 1.0, "consensus": [list(p) for p in pairs]})
+
+
+def test_trees_over_a_larger_top_read_their_own_consensus_pairs() -> None:
+    # trees re-scoring the best 60 carry consensus among those 60; tree_order computes it from the stored
+    # pairs: 60 candidates of 60 structures, the one least central among them (structure 59, no shared bits
+    # with the others) gets the lowest consensus and the stump's 0.9
+    assert tree_consensus_pairs(30) == tree_consensus_pairs(20) and (60, 0.2) in tree_consensus_pairs(60)
+    n = 60
+    qi = np.zeros(n, dtype=np.int64)
+    first = np.linspace(3.0, 0.0, n)
+    feats = {f: np.zeros(n) for f in TREE_BASE_FEATURES}
+    fps = _fingerprints([[0, 1, 2 + i] for i in range(n - 1)] + [[200]])
+
+    def consensus(top: int, temperature: float) -> npt.NDArray[np.float64]:
+        return consensus_scores(qi, first, fps, top=top, temperature=temperature)
+
+    trees = _constant_trees("consensus_top60_x1000", n)
+    low = np.sort(np.nan_to_num(consensus(n, 1e3)))
+    stump = float(low[:2].mean())  # between the outlier and the rest
+    assert low[0] < stump < low[1]
+    trees = dataclasses.replace(trees, threshold=np.array([stump, 0.0, 0.0]))
+    order, predicted = tree_order(trees, qi, feats, first, consensus)
+    assert np.isfinite(predicted).all()
+    keep, _ = top_per_query(qi, order, 1)
+    assert keep.tolist() == [n - 1]
 
 
 def test_tree_order_rescores_only_the_top_and_keeps_the_rest_below() -> None:

@@ -157,6 +157,12 @@ def test_search_command(tmp_path: Path, fixed_library: tuple) -> None:
                                  "--max-mass-difference", "30", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert np.abs(pq.read_table(out).column("mass_difference").to_numpy()).max() <= 30
+    # the analogue pool bounds the hits: 3 embedding neighbours re-scored, so at most 3 hits per query
+    res = runner.invoke(search, [str(mgf), "--library", str(lib_path), "--mode", "analogue", "--top-k", "10",
+                                 "--analogue-candidates", "3", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    per_query = pc.value_counts(pq.read_table(out).column("query_id")).field("counts").to_numpy()
+    assert per_query.size and per_query.max() == 3
     res = runner.invoke(search, ["--library", str(lib_path)])
     assert res.exit_code != 0 and "QUERIES" in res.output
     res = runner.invoke(search, [str(mgf), "--library", str(lib_path), "--smiles", "CCO"])
