@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from benchmarks._results import markdown_table, write_results
 from benchmarks.search.calibrate import batched_candidates
-from benchmarks.search.common import build_library, calibration_fold, embed
+from benchmarks.search.common import build_library, calibration_fold, embed, molecule_embeddings
 from benchmarks.search.data import SPECTRA, fingerprints, load_sets, tanimoto
 from engine.models.calibration import fit_listwise, load_calibration
 from engine.queries.analogue import (
@@ -138,8 +138,9 @@ def main() -> None:
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(cache / "emb.npz", emb=emb, quality=quality)
+    mol, struct = molecule_embeddings(model, table, cache)
     smiles = np.asarray(table.column("smiles").to_pylist(), dtype=object).astype(str)
-    uniq, struct = np.unique(smiles, return_inverse=True)
+    uniq = np.unique(smiles)
     fps_path = cache / "fps.npy" if cache is not None else None
     if fps_path is not None and fps_path.is_file():
         fps = np.load(fps_path)
@@ -147,15 +148,6 @@ def main() -> None:
         fps = fingerprints(uniq.tolist())
         if fps_path is not None:
             np.save(fps_path, fps)
-    mol_path = cache / "mol.npy" if cache is not None else None
-    if mol_path is not None and mol_path.is_file():
-        mol = np.load(mol_path)
-    else:
-        found = model.embed_molecules(list(uniq), on_invalid="skip")
-        mol = np.zeros((len(uniq), found.embeddings.shape[1]), dtype=np.float32)
-        mol[found.valid] = found.embeddings
-        if mol_path is not None:
-            np.save(mol_path, mol)
     member_embs = [embed(open_model(m), table)[0] for m in args.members.split(",") if m]
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
     licensed = np.asarray(pc.is_in(table.column("license"), pa.array(list(REDISTRIBUTABLE_LICENSES)))

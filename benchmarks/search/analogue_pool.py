@@ -7,7 +7,7 @@ A seeded sample of val queries against the train library (as the ``search`` sect
 Tanimoto (RDKit fingerprint, 2048 bits; a query without a hit counts 0) on all of them and on the
 high-resolution clean ones, and analogue queries/s (embeddings given, so search and re-scoring only).
 
-Usage: ``python benchmarks/search/analogue_pool.py [--queries 2000] [--pools 10,60,200,1000]``.
+Usage: ``python benchmarks/search/analogue_pool.py [--queries 2000] [--pools 10,60,200,1000,2000]``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=2000)
-    parser.add_argument("--pools", default="10,60,200,1000")
+    parser.add_argument("--pools", default="10,60,200,1000,2000")
     args = parser.parse_args()
     from engine.jobs.artifacts import open_model
     from engine.queries.rerank import load_tree_reranker

@@ -98,3 +98,20 @@ def calibration_fold(table: pa.Table) -> npt.NDArray[np.bool_]:
     for i in np.flatnonzero(split == "train"):
         fold[i] = _in_calibration(_group_key(scaffold[i], ik14[i], counts), config.calibration_fraction)
     return fold
+
+
+def molecule_embeddings(model: Any, table: pa.Table, cache: Path | None
+                        ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Molecule embeddings of the table's unique structures (zeros where RDKit fails) and each row's structure
+    (cached as ``mol.npy`` in ``cache``)."""
+    smiles = np.asarray(table.column("smiles").to_pylist(), dtype=object).astype(str)
+    uniq, struct = np.unique(smiles, return_inverse=True)
+    path = cache / "mol.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        return np.load(path), struct
+    found = model.embed_molecules(list(uniq), on_invalid="skip")
+    mol = np.zeros((len(uniq), found.embeddings.shape[1]), dtype=np.float32)
+    mol[found.valid] = found.embeddings
+    if path is not None:
+        np.save(path, mol)
+    return mol, struct

@@ -28,12 +28,13 @@ import pyarrow.parquet as pq
 
 from benchmarks._results import markdown_table, write_results
 from benchmarks.search.calibrate import batched_candidates
-from benchmarks.search.common import build_library, calibration_fold, embed
+from benchmarks.search.common import build_library, calibration_fold, embed, molecule_embeddings
 from benchmarks.search.data import SPECTRA, load_sets
 from engine.core.peaks import Peaks
 from engine.models.calibration import fit_listwise, fit_logistic, load_calibration
 from engine.queries.hits import top_per_query
 from engine.queries.identity import IDENTITY_RANKER, IdentitySettings, identity_candidates
+from engine.queries.rerank import gap_to_best
 from engine.queries.similarity import cosine_greedy, entropy_similarity, prepare_entropy
 from engine.queries.structure_evidence import structure_features, structure_index
 
@@ -60,6 +61,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "+ entropy without precursor": (*BASE, "entropy_no_precursor"),
     "+ cosine at 0.02 Da": (*BASE, "cosine_02"),
     "+ all four other similarities": BASE + EXTRA,
+    # cross-modal: the query spectrum's embedding against the candidate structure's molecule embedding
+    "+ molecule cosine (query spectrum vs candidate structure)": (*BASE, "molecule_cosine"),
+    "+ molecule cosine and its gap to the window's best": (*BASE, "molecule_cosine", "molecule_gap"),
 }
 
 
@@ -136,6 +140,7 @@ def main() -> None:
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(cache / "emb.npz", emb=emb, quality=quality)
     member_embs = [embed(open_model(m), table)[0] for m in args.members.split(",") if m]
+    mol, struct = molecule_embeddings(model, table, cache)
     levers = dict(LEVERS)
     if member_embs:
         levers["+ member cosine (ensemble members' spectrum cosines)"] = (*BASE, "member_cosine")
@@ -173,6 +178,8 @@ def main() -> None:
             c["label"] = (keys[c["rows"]] == keys[q[c["qi"]]]).astype(np.float64)
             c["clean"] = sets.hires_clean[q]
             c.update(extra_similarities(peaks, q, c["qi"], c["rows"]))
+            c["molecule_cosine"] = np.einsum("ij,ij->i", emb[q[c["qi"]]], mol[struct[c["rows"]]]).astype(np.float64)
+            c["molecule_gap"] = gap_to_best(c["qi"], c["molecule_cosine"])
             if member_embs:
                 c["member_cosine"] = np.mean([np.einsum("ij,ij->i", m[q[c["qi"]]], m[c["rows"]]) for m in member_embs],
                                              axis=0).astype(np.float64)
