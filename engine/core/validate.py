@@ -156,7 +156,8 @@ def _peaks_ok(spectra: list[Spectrum]) -> npt.NDArray[np.bool_]:
         return np.zeros(n, dtype=bool)
     owner = np.repeat(np.arange(n), lengths)
     bad_peak = ~np.isfinite(mz) | ~np.isfinite(inten) | (mz <= 0) | (mz > MAX_MZ) | (inten < 0)
-    step = np.diff(mz)
+    with np.errstate(invalid="ignore"):  # inf - inf: such peaks are flagged as not finite above
+        step = np.diff(mz)
     same = owner[1:] == owner[:-1]
     bad_step = same & ~(step > 0)
     bad = np.zeros(n, dtype=bool)

@@ -98,8 +98,10 @@ def test_stored_tree_reranker_belongs_to_the_bundled_model() -> None:
     first = analogue_score_model(model_hash).ranker
     assert first is not None and fits_first_stage(trees, first)
     # its features are exactly what tree_features computes, and it predicts a Tanimoto-like value
+    pairs = tuple((int(t), float(f)) for t, f in trees.info["consensus"])
+    assert pairs == tree_consensus_pairs(int(trees.info["top"]))
     names = tree_features(np.zeros(2, np.int64), {f: np.array([0.5, 0.2]) for f in TREE_BASE_FEATURES},
-                          np.array([1.0, 0.0]), lambda top, temp: np.array([0.4, 0.3]), 1.0)
+                          np.array([1.0, 0.0]), lambda top, temp: np.array([0.4, 0.3]), 1.0, pairs)
     assert set(trees.features) == set(names)
     predicted = trees.predict(names)
     assert np.all((predicted > -0.2) & (predicted < 1.2))

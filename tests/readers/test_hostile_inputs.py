@@ -146,3 +146,12 @@ def test_an_ordinary_gz_is_read(tmp_path: Path) -> None:
     report = ReadReport()
     assert len(list(read_indexed_spectra(path, on_invalid="skip", report=report))) == 800
     assert report.skipped == {"invalid_charge": 400}
+
+
+def test_infinite_mz_peaks_are_refused_not_crashing(tmp_path: Path) -> None:
+    """Found by the generated-records test: two ``inf`` m/z peaks (inf - inf in the step check)."""
+    path = tmp_path / "inf.mgf"
+    path.write_text("BEGIN IONS\nTITLE=t0\ninf 0.0\ninf 0.0\nEND IONS\n")
+    report = ReadReport()
+    assert list(read_indexed_spectra(path, on_invalid="skip", report=report)) == []
+    assert report.n_skipped == 1 and report.rejects[0]["file"] == str(path)
