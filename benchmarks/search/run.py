@@ -165,7 +165,9 @@ def main() -> None:
                     "subsample_top1_tanimoto": float(t_sub.mean()),
                     "subsample_hires_clean": float(t_sub[clean_sub].mean()), "queries_per_s": qps}
 
-        rows_an.append(an_row("engine analogue (embedding kNN + features, calibrated reliability)", tani, tani[sub],
+        pool = AnalogueSettings().n_candidates
+        rows_an.append(an_row(f"engine analogue ({pool} embedding neighbours re-scored and re-ranked, calibrated "
+                              "reliability)", tani, tani[sub],
                               len(q) / secs))
         print(rows_an[-1])
         quart = np.nanquantile(qual, [0.25, 0.5, 0.75])
