@@ -2,8 +2,9 @@
 
 Members are checkpoints with their calibrated cosine -> Tanimoto maps (each fitted on train's calibration
 fold by ``tools/fit_tanimoto_map.py``, never on val). The ensemble ranks candidates by the mean of the
-members' spectrum-molecule cosines (plus the fragment score, as ``engine rank`` adds it to one model's
-cosine) and predicts Tanimoto as the mean of the members' calibrated predictions. Candidate sets,
+members' spectrum-molecule cosines (plus the fragment score, each member alone with the scorer's weights, the
+ensemble with :data:`engine.queries.rank.ENSEMBLE_FRAGMENT_WEIGHTS`, as ``engine rank --ensemble`` adds it) and
+predicts Tanimoto as the mean of the members' calibrated predictions. Candidate sets,
 spectra and fragment scores are those of ``benchmarks/model/run.py`` (same seed, same sets).
 
 Usage (reads ``../shared/data``; about 15 minutes on 2 cores for three members)::
@@ -48,6 +49,7 @@ from engine.models.training.data import massbank_batch, tanimoto_matrix
 from engine.models.training.metrics import hit_rates
 from engine.queries.evidence import LibraryEvidence
 from engine.queries.fragments import FragmentScorer
+from engine.queries.rank import ENSEMBLE_FRAGMENT_WEIGHTS
 
 HERE = Path(__file__).resolve().parent
 
@@ -127,19 +129,22 @@ def main() -> None:
     scorer.warm([*s_smiles, *cand_smiles.values()], processes=2)
     frag = {name: fragment_terms(scorer, batch, models[0], struct_of, v, cand_smiles, s_smiles)
             for name, v in sets.items()}
+    scorer.weights = ENSEMBLE_FRAGMENT_WEIGHTS   # the ensemble's own weights (engine rank --ensemble)
+    frag_ens = {name: fragment_terms(scorer, batch, models[0], struct_of, v, cand_smiles, s_smiles)
+                for name, v in sets.items()}
     print("fragment scores done", flush=True)
 
     labels = [Path(ckpt).parent.name if Path(ckpt).name == "model.pt" else Path(ckpt).stem for ckpt, _ in members]
     ranking: dict[str, Any] = {}
     scales = [float(x) for x in args.cosine_scales.split(",")]
     for name, v in sets.items():
-        for extra_name, extra in (("", None), (" + fragments", frag[name])):
+        for extra_name, extra, extra_ens in (("", None, None), (" + fragments", frag[name], frag_ens[name])):
             for label, (emb, index, matrix, true_emb) in zip(labels, scored, strict=True):
                 ranks, sizes = rank_queries(emb, struct_of, v, index, matrix, true_emb, extra=extra)
                 ranking[f"{label}: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
                                                            "random_hit_rate@1": random_hit(sizes, 1)}
             for scale in (scales if extra is not None else [1.0]):
-                ranks = ensemble_ranks(scored, struct_of, v, extra, scale=scale)
+                ranks = ensemble_ranks(scored, struct_of, v, extra_ens, scale=scale)
                 key = "ensemble" if scale == 1.0 else f"ensemble, cosine x {scale:g}"
                 ranking[f"{key}: {name}{extra_name}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0]),
                                                          "random_hit_rate@1": random_hit(sizes, 1)}
@@ -166,7 +171,8 @@ def main() -> None:
                 "ensemble" if scale == 1.0 else f"ensemble, cosine x {scale:g}",
                 (lambda s_, q_, v_=v, sc=scale: ensemble_scores(scored, s_, q_, v_[s_], sc))) for scale in scales)]:
             ranks = evidence_ranks(emb0, struct_of, modes, v, index0, matrix0, true0, cands.inchikey14, structs,
-                                   evidence, False, extra=frag[name], spec_peaks=q_peaks, base=base)
+                                   evidence, False, extra=frag[name] if base is None else frag_ens[name],
+                                   spec_peaks=q_peaks, base=base)
             ranking[f"{key}: {label}"] = {**hit_rates(ranks, KS), "queries": int(ranks.shape[0])}
         print(label, {k: round(r["hit_rate@1"], 4) for k, r in ranking.items() if k.endswith(label)}, flush=True)
 
@@ -184,6 +190,7 @@ def main() -> None:
                                                      for p in ("formula", "mass256") for k in (1, 20)}}
                    for key in ranking if key.endswith("mass256 + fragments + library evidence")]
     rows_md = []
+    one = FragmentScorer().weights
     for label in [*labels, "ensemble"]:
         row: dict[str, Any] = {"model": label}
         for protocol in ("formula", "formula + fragments", "mass256", "mass256 + fragments"):
@@ -206,7 +213,10 @@ def main() -> None:
         f"Clean {'val' if args.split == 'val' else 'calibration-fold (train, redistributable)'} spectra "
         f"({table.num_rows}; high-resolution, >= 5 peaks, |ppm| <= 20), the candidate sets of "
         "`benchmarks/model/run.py` (same seed). The ensemble ranks by the mean of the members' spectrum-molecule "
-        "cosines (+ the fragment score in the `+ fragments` columns) and predicts Tanimoto as the mean of the "
+        "cosines (+ the fragment score in the `+ fragments` columns: a member alone with the scorer's weights "
+        f"{one.share:g} / {one.recall:g} / {one.size:g}, "
+        f"the ensemble with its own {ENSEMBLE_FRAGMENT_WEIGHTS.share:g} / {ENSEMBLE_FRAGMENT_WEIGHTS.recall:g} / "
+        f"{ENSEMBLE_FRAGMENT_WEIGHTS.size:g}, share / recall / size) and predicts Tanimoto as the mean of the "
         "members' calibrated predictions (maps fitted on train's calibration fold). Hit rates in %; random "
         f"hit@1: formula {100 * ranking['ensemble: formula']['random_hit_rate@1']:.1f}%, mass256 "
         f"{100 * ranking['ensemble: mass256']['random_hit_rate@1']:.2f}%.",

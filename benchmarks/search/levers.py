@@ -65,6 +65,46 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "+ molecule cosine (query spectrum vs candidate structure)": (*BASE, "molecule_cosine"),
     "+ molecule cosine and its gap to the window's best": (*BASE, "molecule_cosine", "molecule_gap"),
 }
+#: in-silico fragment evidence of the candidate's structure for the query's peaks (engine.queries.fragments, as
+#: candidate ranking adds it): explained share, predicted recall, log fragment masses, and the score's gap to the
+#: window's best (isomer-aware tie-breaking: isomers share a mass but not their fragments)
+FRAGMENT = ("fragment_share", "fragment_recall", "fragment_log_size")
+FRAGMENT_LEVERS: dict[str, tuple[str, ...]] = {
+    "+ fragment evidence (share, recall, size)": BASE + FRAGMENT,
+    "+ fragment score and its gap to the window's best": (*BASE, "fragment_score", "fragment_gap"),
+    "+ fragment evidence + score gap": (*BASE, *FRAGMENT, "fragment_gap"),
+    "+ structure aggregation + margins + fragment evidence + score gap": BASE + STRUCT + MARGIN + FRAGMENT
+    + ("fragment_gap",),
+}
+
+
+def fragment_evidence(table: pa.Table, queries: npt.NDArray[np.int64], qi: npt.NDArray[np.int64],
+                      rows: npt.NDArray[np.int64], model: Any, cache: Path | None, name: str
+                      ) -> dict[str, npt.NDArray[np.float64]]:
+    """:data:`FRAGMENT` terms, the default-weighted fragment score and its gap to the query's best for every
+    (query, library row) pair: the query's peaks against the library row's structure (cached per set)."""
+    path = cache / f"fragments_{name}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        return dict(np.load(path))
+    from engine.queries.fragments import FragmentScorer, FragmentWeights
+    from engine.queries.rank import fragment_scores
+
+    used, local = np.unique(queries[qi], return_inverse=True)
+    batch = table.take(pa.array(used)).combine_chunks().to_batches()[0]
+    smiles = [str(s) for s in np.asarray(table.column("smiles").to_pylist(), dtype=object)[rows]]
+    scorer = FragmentScorer()
+    scorer.warm(sorted(set(smiles)), processes=2)
+    out = {}
+    for term, weights in (("fragment_share", FragmentWeights(1.0, 0.0, 0.0)),
+                          ("fragment_recall", FragmentWeights(0.0, 1.0, 0.0)),
+                          ("fragment_log_size", FragmentWeights(0.0, 0.0, -1.0)),
+                          ("fragment_score", FragmentWeights())):
+        scorer.weights = weights
+        out[term] = np.nan_to_num(fragment_scores(scorer, batch, model, local, smiles)[0]).astype(np.float64)
+    out["fragment_gap"] = gap_to_best(qi, out["fragment_score"])
+    if path is not None:
+        np.savez(path, **out)
+    return out
 
 
 def extra_similarities(peaks: Peaks, queries: npt.NDArray[np.int64], qi: npt.NDArray[np.int64],
@@ -114,6 +154,9 @@ def main() -> None:
     parser.add_argument("--members", default="",
                         help="comma-separated ensemble members (checkpoints): adds the lever '+ member cosine', "
                              "the mean of the members' spectrum-spectrum cosines")
+    parser.add_argument("--fragments", action="store_true",
+                        help="adds the fragment-evidence levers (the in-silico fragmenter's evidence of each "
+                             "candidate structure for the query's peaks)")
     parser.add_argument("--fold-all-spectra", action="store_true",
                         help="every fold spectrum of a structure with >= 2 spectra (same ion mode) as a query, in 4 "
                              "groups each searched against train without its group (about 11x the queries); CV "
@@ -144,6 +187,8 @@ def main() -> None:
     levers = dict(LEVERS)
     if member_embs:
         levers["+ member cosine (ensemble members' spectrum cosines)"] = (*BASE, "member_cosine")
+    if args.fragments:
+        levers.update(FRAGMENT_LEVERS)
     keys = np.asarray(table.column("inchikey14").to_pylist(), dtype=object)
     modes = np.asarray(table.column("ion_mode").to_pylist(), dtype=object)
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
@@ -180,6 +225,9 @@ def main() -> None:
             c.update(extra_similarities(peaks, q, c["qi"], c["rows"]))
             c["molecule_cosine"] = np.einsum("ij,ij->i", emb[q[c["qi"]]], mol[struct[c["rows"]]]).astype(np.float64)
             c["molecule_gap"] = gap_to_best(c["qi"], c["molecule_cosine"])
+            if args.fragments:
+                c.update(fragment_evidence(table, q, c["qi"], c["rows"], model, cache,
+                                           name + ("_all" if args.fold_all_spectra and name == "fold" else "")))
             if member_embs:
                 c["member_cosine"] = np.mean([np.einsum("ij,ij->i", m[q[c["qi"]]], m[c["rows"]]) for m in member_embs],
                                              axis=0).astype(np.float64)
@@ -200,9 +248,10 @@ def main() -> None:
         part = np.empty(n_fold, dtype=np.int64)
         part[perm] = np.arange(n_fold) % 5
     listwise = {f"{name} [listwise fit]": names for name, names in levers.items()
-                if name.startswith(("shipped", "+ structure aggregation", "+ cosine"))}
+                if name.startswith(("shipped", "+ structure aggregation", "+ cosine", "+ fragment"))}
     trees = {f"{name} [gradient-boosted trees, 15 leaves x 200]": names for name, names in levers.items()
-             if name.startswith(("shipped", "+ cosine, matched peaks", "+ structure aggregation + margins + cosine"))}
+             if name.startswith(("shipped", "+ cosine, matched peaks", "+ structure aggregation + margins + cosine",
+                                 "+ fragment evidence + score gap"))}
     for name, names in {**levers, **listwise, **trees}.items():
         def fit(sel: npt.NDArray[np.bool_], names: tuple[str, ...] = names, name: str = name) -> Any:
             x = {f: fold_c[f][sel] for f in names}

@@ -524,10 +524,10 @@ class FragmentScorer:
         return self._evidence(peaks, smiles, ion_mode or "positive", carries_sodium(adduct))
 
     def score_pairs(self, peaks: Peaks, ion_modes: Sequence[str | None], adducts: Sequence[str | None],
-                    query: npt.NDArray[np.int64], smiles: Sequence[str]
+                    query: npt.NDArray[np.int64], smiles: Sequence[str], *, weights: FragmentWeights | None = None
                     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Fragment score (the term candidate ranking adds) and explained share of every pair (spectrum
-        ``query[k]`` of ``peaks``, candidate ``smiles[k]``); NaN for unparsable SMILES.
+        """Fragment score (the term candidate ranking adds; by ``weights``, else the scorer's own) and explained
+        share of every pair (spectrum ``query[k]`` of ``peaks``, candidate ``smiles[k]``); NaN for unparsable SMILES.
 
         The same numbers as :meth:`evidence` pair by pair, computed by a compiled kernel over all pairs
         (:func:`engine.queries.kernels.fragment_pair_evidence`) that reads the candidates' ion tables where
@@ -546,7 +546,7 @@ class FragmentScorer:
         ion_modes, adducts = [ion_modes[i] for i in used.tolist()], [adducts[i] for i in used.tolist()]
         modes = [m or "positive" for m in ion_modes]
         sodium = [carries_sodium(a) for a in adducts]
-        w, s = self.weights, self.settings
+        w, s = weights if weights is not None else self.weights, self.settings
         store = self._store
         for a in range(0, query.shape[0], PAIR_CHUNK):
             q = query[a:a + PAIR_CHUNK]

@@ -14,9 +14,10 @@ the model would split its belief among them.
 With ensemble ``members`` (other joint models, e.g. the bundled ``engine/data/model/members``), ``cosine``
 is the mean of the spectrum-molecule cosines of the model and every member, each in its own space, and
 the score starts from :data:`ENSEMBLE_COSINE_SCALE` times that mean (a mean of cosines spreads less than
-one model's, and the fragment weights were chosen for one model). On clean val the bundled ensemble (the
-model and three members) lifted mass256 + fragments hit@1 from 53.8% to 57.7% (``benchmarks/model/ensemble.py``).
-Library evidence and the probability's temperature stay the model's.
+one model's), and the fragment evidence enters with the ensemble's own weights (:data:`ENSEMBLE_FRAGMENT_WEIGHTS`,
+fitted with the factor on train's calibration fold; a scorer's weights apply to one model). On clean val the
+bundled ensemble (the model and three members) lifts mass256 + fragments hit@1 from 53.8% to 58.0%
+(``benchmarks/model/ensemble_fit.py``). Library evidence and the probability's temperature stay the model's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from engine.core.schema import column, versioned_schema
 from engine.models.encoders.base import MoleculeEmbedder, SpectrumEmbedder
 from engine.models.rdkit_util import parse_smiles
 from engine.queries.evidence import LibraryEvidence
-from engine.queries.fragments import FragmentScorer
+from engine.queries.fragments import FragmentScorer, FragmentWeights
 from engine.queries.hits import as_batch, top_per_query
 
 #: Factor on an ensemble's mean cosine, chosen among 0.75 / 1 / 1.25 / 1.5 / 2 / 3 on train's calibration fold
@@ -43,6 +44,11 @@ from engine.queries.hits import as_batch, top_per_query
 #: evidence (formula and mass256 hit@1 both best at 1.5 with two members; with three, 1.5 again best of 1 / 1.5 / 2,
 #: RESULTS.md ``model-ensemble4-fold``); never on val.
 ENSEMBLE_COSINE_SCALE = 1.5
+#: Fragment-evidence weights of an ensemble's score (share, recall, size), chosen with the cosine factor by a grid
+#: search (factor 1-2.5 x share 0.5-1 x recall 0.25-1 x size 0-0.075) on the same fold by the mean of formula and
+#: mass256 hit@1 (RESULTS.md ``model-ensemble-fit``: fold mass256 55.0% -> 55.6%, formula 63.7% -> 63.8%); a
+#: single model keeps the scorer's own weights.
+ENSEMBLE_FRAGMENT_WEIGHTS = FragmentWeights(share=1.0, recall=0.75, size=0.05)
 
 RANK_SCHEMA = versioned_schema([
     "query_id", "rank", "score", column("smiles", nullable=False), "inchikey", "formula",
@@ -199,7 +205,8 @@ def rank_candidates(queries: pa.RecordBatch | pa.Table, candidates: pa.Table, mo
         report.candidates_demoted += int((score < base).sum())
     frag = share = np.full(cosine.shape[0], np.nan)
     if fragments is not None:
-        frag, share = fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist(), peaks=peaks)
+        frag, share = fragment_scores(fragments, batch, model, qi, uniq[inverse].tolist(), peaks=peaks,
+                                      weights=ENSEMBLE_FRAGMENT_WEIGHTS if members else None)
         score = score + np.nan_to_num(frag)
         report.candidates_fragmented += int(np.isfinite(frag).sum())
     scale = _logit_scale(model)
@@ -246,11 +253,11 @@ def _member_cosine(member: Any, batch: pa.RecordBatch, peaks: Peaks, graphs: Any
 
 
 def fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, qi: npt.NDArray[np.int64],
-                    smiles: list[str], *, peaks: Peaks | None = None
+                    smiles: list[str], *, peaks: Peaks | None = None, weights: FragmentWeights | None = None
                     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Fragment score and explained share of each (query ``batch`` row ``qi[k]``, candidate ``smiles[k]``)
     pair, on the peaks (``peaks``, else read from ``batch``) as the model's pipeline leaves them (the
-    embedding's preprocessing of the same container, made once)."""
+    embedding's preprocessing of the same container, made once); ``weights`` instead of the scorer's own."""
     from engine.models.encoders.spectrum import preprocess_flat
     from engine.models.model import model_pipeline
 
@@ -260,7 +267,7 @@ def fragment_scores(scorer: FragmentScorer, batch: pa.RecordBatch, model: Any, q
     names = batch.schema.names
     modes = batch.column("ion_mode").to_pylist() if "ion_mode" in names else [None] * batch.num_rows
     adducts = batch.column("adduct").to_pylist() if "adduct" in names else [None] * batch.num_rows
-    return scorer.score_pairs(peaks, modes, adducts, qi, smiles)
+    return scorer.score_pairs(peaks, modes, adducts, qi, smiles, weights=weights)
 
 
 def _logit_scale(model: Any) -> float | None:

@@ -14,7 +14,15 @@ from query_helpers import write_mgf
 from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.queries.candidates import CandidateQuery, MoleculeTable, read_candidate_lists, select_candidates
-from engine.queries.rank import ENSEMBLE_COSINE_SCALE, RANK_SCHEMA, RankReport, rank_candidates
+from engine.queries.fragments import FragmentScorer, FragmentWeights
+from engine.queries.rank import (
+    ENSEMBLE_COSINE_SCALE,
+    ENSEMBLE_FRAGMENT_WEIGHTS,
+    RANK_SCHEMA,
+    RankReport,
+    fragment_scores,
+    rank_candidates,
+)
 
 BUNDLED = Path(__file__).resolve().parents[2] / "engine" / "data" / "candidates" / "molecules.parquet"
 
@@ -135,6 +143,36 @@ def test_rank_ensemble_averages_member_cosines(tiny_model: object, sample_spectr
     assert len(mean) == 16 and set(mean) == set(own) == set(other)   # the invalid SMILES skipped once per query
     for key, value in mean.items():
         assert value == pytest.approx((own[key] + other[key]) / 2, abs=1e-5)
+
+
+def test_rank_ensemble_uses_its_own_fragment_weights(tiny_model: object) -> None:
+    """One model adds the scorer's fragment score; an ensemble adds the score at ENSEMBLE_FRAGMENT_WEIGHTS."""
+    from engine.jobs.artifacts import open_model
+
+    assert FragmentWeights() != ENSEMBLE_FRAGMENT_WEIGHTS
+    member = open_model(None)
+    # paracetamol [M+H]+ with its usual fragments (ketene loss 110.06, then NH3 93.03, 65.04)
+    spectra = [Spectrum(f"q{i}", np.array([65.0386, 93.0335, 110.0600, 152.0706]),
+                        np.array([20.0, 35.0, 100.0, 40.0 + i], dtype=np.float32), 152.0706, 1, "positive",
+                        adduct="[M+H]+") for i in range(3)]
+    queries = spectra_to_batch(spectra)
+    qids = queries.column("spectrum_id").to_pylist()
+    smiles = ["CC(=O)Nc1ccc(O)cc1", "CC(=O)Nc1ccccc1O", "COC(=O)c1ccc(N)cc1", "NC(=O)c1ccccc1OC"]
+    cands = pa.table({"query_id": [q for q in qids for _ in smiles], "smiles": smiles * 3})
+    scorer = FragmentScorer()
+    for members, weights in (([], FragmentWeights()), ([member], ENSEMBLE_FRAGMENT_WEIGHTS)):
+        table = rank_candidates(queries, cands, tiny_model, top_k=10, members=members, fragments=scorer)
+        rows = table.to_pylist()
+        qi = np.asarray([qids.index(r["query_id"]) for r in rows], dtype=np.int64)
+        expected, _ = fragment_scores(scorer, queries, tiny_model, qi, [r["smiles"] for r in rows], weights=weights)
+        other, _ = fragment_scores(scorer, queries, tiny_model, qi, [r["smiles"] for r in rows],
+                                   weights=FragmentWeights() if members else ENSEMBLE_FRAGMENT_WEIGHTS)
+        factor = ENSEMBLE_COSINE_SCALE if members else 1.0
+        assert np.isfinite(expected).all() and len(rows) == 12 and not np.allclose(expected, other)
+        for r, frag in zip(rows, expected, strict=True):
+            assert r["fragment_score"] == pytest.approx(frag, abs=1e-5)
+            assert r["score"] == pytest.approx(factor * r["cosine"] + frag, abs=1e-4)
+    assert scorer.weights == FragmentWeights()   # the caller's scorer is left as it was
 
 
 def test_rank_command_with_bundled_ensemble(tmp_path: Path, sample_spectra: list[Spectrum]) -> None:
