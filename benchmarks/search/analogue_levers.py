@@ -446,7 +446,7 @@ def tree_rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDA
         data = {}
         for name, c in (("fold", fold_c), ("val", val_c)):
             cons = Consensus(c["qi"], logits[name], c["fps"])
-            feats = tree_features(c["qi"], c, logits[name], cons, spread, pairs)
+            feats = tree_features(c["qi"], c, logits[name], cons, spread, pairs, top)
             names = tuple(feats)
             data[name] = (np.stack([feats.pop(f) for f in names], axis=1).astype(np.float32),
                           np.isfinite(cons(top, 1e3)))

@@ -208,6 +208,21 @@ class Consensus:
         out[block.keep[block.slot[valid]]] = mbr[valid]
         return out
 
+    def anchor(self, top: int, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Tanimoto of each of a query's ``top`` candidates (by logit) to the structure of the one among them
+        with the highest ``values`` (e.g. the best by modified cosine); NaN outside the ``top``."""
+        out = np.full(self.query_index.shape[0], np.nan)
+        if top not in self._blocks:
+            self._blocks[top] = self._block(top)
+        block = self._blocks[top]
+        if block is None:
+            return out
+        valid, at = block.valid, np.maximum(block.slot, 0)
+        best = np.argmax(np.where(valid, np.asarray(values, dtype=np.float64)[block.keep[at]], -np.inf), axis=1)
+        tani = block.tanimoto[np.arange(best.shape[0]), :, best]   # (queries, top): Tanimoto to each query's best
+        out[block.keep[block.slot[valid]]] = tani[valid]
+        return out
+
     def _block(self, top: int) -> _TopBlock | None:
         query_index = self.query_index
         keep, rank = top_per_query(query_index, self.logit, top)

@@ -28,6 +28,7 @@ it applies only after that same first stage (:func:`fits_first_stage`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,9 +52,34 @@ TREE_GAPS = ("first_logit", "embedding_cosine", "modified_cosine", "entropy")
 #: structure consensus features: (top, temperature as a factor of the stored first-stage logit spread);
 #: trees that re-score more than 30 candidates add their own ``top`` (:func:`tree_consensus_pairs`)
 TREE_CONSENSUS = ((30, 0.1), (30, 0.2), (30, 0.5), (30, 1e3), (10, 0.2))
+#: scores whose best candidate (among the trees' ``top``) anchors a structure-similarity feature (``anchor_<score>``)
+TREE_ANCHORS = ("embedding_cosine", "modified_cosine", "entropy")
+#: Mass differences (Da) of common biotransformations and neutral losses between related compounds: none, CH2, O,
+#: H2O, H2, CO, CO2, NH3, C2H4, C2H2O (acetyl), CH2O, SO3, HPO3, hexose, deoxyhexose, pentose, glucuronide,
+#: H2S, O2, C2H4O, C4H8, C3H2O3 (malonyl). ``mass_delta_distance`` is log10 of the distance of |mass difference|
+#: to the nearest one (+ 1 mDa); ``mass_delta_known``: within 0.01 Da of one.
+KNOWN_MASS_DELTAS = (0.0, 14.01565, 15.99491, 18.01056, 2.01565, 27.99491, 43.98983, 17.02655, 28.0313, 42.01057,
+                     30.01056, 79.95682, 79.96633, 162.05282, 146.05791, 132.04226, 176.03209, 33.96103, 31.98983,
+                     44.02621, 56.0626, 86.00039)
 #: the smallest candidate pool a tree re-ranker is used with (the smallest ``top`` one is fitted with; the
 #: stored trees' own ``top`` decides after that)
 TREE_MIN_POOL = 30
+
+
+class TopStructures(Protocol):
+    """Structure agreement among each query's best ``top`` candidates (:class:`engine.queries.analogue.Consensus`)."""
+
+    def __call__(self, top: int, temperature: float) -> npt.NDArray[np.float64]: ...
+
+    def anchor(self, top: int, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+
+
+def mass_delta_features(mass_difference: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
+    """``mass_delta_distance`` and ``mass_delta_known`` of every row (see :data:`KNOWN_MASS_DELTAS`)."""
+    diff = np.abs(np.nan_to_num(np.asarray(mass_difference, dtype=np.float64), nan=1e6))
+    deltas = np.asarray(KNOWN_MASS_DELTAS)
+    distance = np.min(np.abs(diff[:, None] - deltas[None, :]), axis=1) if diff.size else np.zeros(0)
+    return {"mass_delta_distance": np.log10(distance + 1e-3), "mass_delta_known": (distance < 0.01).astype(np.float64)}
 
 
 def tree_consensus_pairs(top: int) -> tuple[tuple[int, float], ...]:
@@ -150,12 +176,13 @@ def consensus_feature_name(top: int, factor: float) -> str:
 
 
 def tree_features(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
-                  first_logit: npt.NDArray[np.float64], consensus: Callable[[int, float], npt.NDArray[np.float64]],
-                  spread: float, pairs: tuple[tuple[int, float], ...] = TREE_CONSENSUS
+                  first_logit: npt.NDArray[np.float64], consensus: TopStructures,
+                  spread: float, pairs: tuple[tuple[int, float], ...] = TREE_CONSENSUS, top: int | None = None
                   ) -> dict[str, npt.NDArray[np.float64]]:
     """The tree re-ranker's features of every candidate row (see module docs); ``consensus`` as for
-    :func:`rerank_order`, ``spread`` the first-stage logit spread the temperatures are factors of, ``pairs``
-    the consensus (top, factor) pairs. A row outside a consensus's ``top`` gets -1 there."""
+    :func:`rerank_order` (with anchors: :class:`TopStructures`), ``spread`` the first-stage logit spread the
+    temperatures are factors of, ``pairs`` the consensus (top, factor) pairs, ``top`` the trees' own (the anchors'
+    candidates; none: no anchor features). A row outside a consensus's or the anchors' ``top`` gets -1 there."""
     out = {f: np.asarray(features[f], dtype=np.float64) for f in TREE_BASE_FEATURES}
     scores = {**features, "first_logit": first_logit}
     out["first_logit"] = np.asarray(first_logit, dtype=np.float64)
@@ -163,13 +190,18 @@ def tree_features(query_index: npt.NDArray[np.int64], features: dict[str, npt.ND
         out[f"rank_{f}"] = rank_in_query(query_index, np.asarray(scores[f], dtype=np.float64))
     for f in TREE_GAPS:
         out[f"gap_{f}"] = gap_to_best(query_index, np.asarray(scores[f], dtype=np.float64))
-    for top, factor in pairs:
-        out[consensus_feature_name(int(top), float(factor))] = np.nan_to_num(consensus(top, factor * spread), nan=-1.0)
+    for cons_top, factor in pairs:
+        out[consensus_feature_name(int(cons_top), float(factor))] = np.nan_to_num(consensus(cons_top, factor * spread),
+                                                                                  nan=-1.0)
+    if top is not None:
+        for f in TREE_ANCHORS:
+            out[f"anchor_{f}"] = np.nan_to_num(consensus.anchor(top, np.asarray(scores[f], dtype=np.float64)), nan=-1.0)
+    out.update(mass_delta_features(np.asarray(features["mass_difference"], dtype=np.float64)))
     return out
 
 
 def tree_order(trees: TreeEnsemble, query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
-               first_logit: npt.NDArray[np.float64], consensus: Callable[[int, float], npt.NDArray[np.float64]]
+               first_logit: npt.NDArray[np.float64], consensus: TopStructures
                ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Ordering key of every candidate row under the tree re-ranker (its ``top`` by ``first_logit`` by the
     trees' predicted Tanimoto, the others in first-stage order below) and that prediction (NaN outside)."""
@@ -178,6 +210,6 @@ def tree_order(trees: TreeEnsemble, query_index: npt.NDArray[np.int64], features
     predicted = np.full(first_logit.shape[0], np.nan)
     if inside.any():
         pairs = tuple((int(t), float(f)) for t, f in trees.info.get("consensus", TREE_CONSENSUS))
-        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]), pairs)
+        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]), pairs, top)
         predicted[inside] = trees.predict({f: v[inside] for f, v in feats.items()})
     return np.where(inside, 1e3 + np.nan_to_num(predicted), first_logit - 1e3), predicted

@@ -15,10 +15,18 @@ from engine.core.records import Spectrum
 from engine.core.schema import spectra_to_batch
 from engine.models.calibration import Calibration
 from engine.models.trees import TreeEnsemble
-from engine.queries.analogue import AnalogueSettings, analogue_score_model, analogue_search, consensus_scores
+from engine.queries.analogue import (
+    AnalogueSettings,
+    Consensus,
+    analogue_score_model,
+    analogue_search,
+    consensus_scores,
+)
 from engine.queries.hits import top_per_query
 from engine.queries.references import References
 from engine.queries.rerank import (
+    KNOWN_MASS_DELTAS,
+    TREE_ANCHORS,
     TREE_BASE_FEATURES,
     consensus_name,
     fits_first_stage,
@@ -26,6 +34,7 @@ from engine.queries.rerank import (
     load_reranker,
     load_tree_reranker,
     load_tree_scale,
+    mass_delta_features,
     rank_in_query,
     rerank_order,
     tree_consensus_pairs,
@@ -100,9 +109,11 @@ def test_stored_tree_reranker_belongs_to_the_bundled_model() -> None:
     # its features are exactly what tree_features computes, and it predicts a Tanimoto-like value
     pairs = tuple((int(t), float(f)) for t, f in trees.info["consensus"])
     assert pairs == tree_consensus_pairs(int(trees.info["top"]))
-    names = tree_features(np.zeros(2, np.int64), {f: np.array([0.5, 0.2]) for f in TREE_BASE_FEATURES},
-                          np.array([1.0, 0.0]), lambda top, temp: np.array([0.4, 0.3]), 1.0, pairs)
+    qi, first = np.zeros(2, np.int64), np.array([1.0, 0.0])
+    names = tree_features(qi, {f: np.array([0.5, 0.2]) for f in TREE_BASE_FEATURES}, first,
+                          Consensus(qi, first, _fingerprints([[0, 1], [1, 2]])), 1.0, pairs, int(trees.info["top"]))
     assert set(trees.features) == set(names)
+    assert {f"anchor_{f}" for f in TREE_ANCHORS} | {"mass_delta_distance", "mass_delta_known"} <= set(names)
     predicted = trees.predict(names)
     assert np.all((predicted > -0.2) & (predicted < 1.2))
     # the reliability of tree-ordered hits was fitted on these very trees, and reads their prediction
@@ -165,10 +176,7 @@ def test_trees_over_a_larger_top_read_their_own_consensus_pairs() -> None:
     first = np.linspace(3.0, 0.0, n)
     feats = {f: np.zeros(n) for f in TREE_BASE_FEATURES}
     fps = _fingerprints([[0, 1, 2 + i] for i in range(n - 1)] + [[200]])
-
-    def consensus(top: int, temperature: float) -> npt.NDArray[np.float64]:
-        return consensus_scores(qi, first, fps, top=top, temperature=temperature)
-
+    consensus = Consensus(qi, first, fps)
     trees = _constant_trees("consensus_top60_x1000", n)
     low = np.sort(np.nan_to_num(consensus(n, 1e3)))
     stump = float(low[:2].mean())  # between the outlier and the rest
@@ -188,11 +196,31 @@ def test_tree_order_rescores_only_the_top_and_keeps_the_rest_below() -> None:
     feats = {f: np.zeros(4) for f in TREE_BASE_FEATURES}
     feats["embedding_cosine"] = np.array([0.9, 0.8, 0.1, 0.0])
     fps = _fingerprints([[0], [1], [2], [3]])
-
-    def consensus(top: int, temperature: float) -> npt.NDArray[np.float64]:
-        return consensus_scores(qi, first, fps, top=top, temperature=temperature)
-
-    order, predicted = tree_order(_constant_trees("embedding_cosine", 3), qi, feats, first, consensus)
+    order, predicted = tree_order(_constant_trees("embedding_cosine", 3), qi, feats, first, Consensus(qi, first, fps))
     keep, _ = top_per_query(qi, order, 4)
     assert keep.tolist() == [2, 0, 1, 3]
     assert np.allclose(predicted[:3], [0.1, 0.1, 0.9]) and np.isnan(predicted[3])
+
+
+def test_anchor_is_the_tanimoto_to_each_querys_best_by_a_score() -> None:
+    """Consensus.anchor against a direct computation: two queries, their top 3 by logit, anchors by ``values``."""
+    qi = np.array([0, 0, 0, 0, 1, 1, 1], dtype=np.int64)
+    logit = np.array([3.0, 2.0, 1.0, 0.0, 5.0, 4.0, 3.5])
+    values = np.array([0.1, 0.9, 0.5, 5.0, 0.3, 0.2, 0.8])   # row 3 is outside query 0's top 3: never an anchor
+    bits = [[0, 1, 2], [1, 2, 3], [2, 3, 4, 5], [9], [0, 1], [0, 1, 7], [7, 8]]
+    fps = _fingerprints(bits)
+    got = Consensus(qi, logit, fps).anchor(3, values)
+
+    def tani(a: list[int], b: list[int]) -> float:
+        return len(set(a) & set(b)) / len(set(a) | set(b))
+
+    expected = [tani(bits[r], bits[1]) for r in (0, 1, 2)] + [np.nan] + [tani(bits[r], bits[6]) for r in (4, 5, 6)]
+    assert np.allclose(got, expected, equal_nan=True)
+
+
+def test_mass_delta_features_find_common_biotransformations() -> None:
+    assert 162.05282 in KNOWN_MASS_DELTAS and 0.0 in KNOWN_MASS_DELTAS
+    got = mass_delta_features(np.array([-162.0528, 15.99491 + 0.03, 0.002, 97.3, np.nan]))
+    assert got["mass_delta_known"].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
+    distance = 10 ** got["mass_delta_distance"] - 1e-3
+    assert np.allclose(distance[:4], [0.00002, 0.03, 0.002, 97.3 - 86.00039], atol=1e-6)
