@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,34 @@ def member_scores(model: Any, batch: pa.RecordBatch, cands: CandidateTable, rows
     cand = model.embed_molecules(cands.smiles_of(rows), on_invalid="skip")
     index = {int(r): i for i, r in enumerate(rows[cand.valid])}
     return emb, index, cand.embeddings, model.embed_smiles(s_smiles)
+
+
+@dataclass
+class MemberSets:
+    """Query spectra, their structures, candidate sets (rows every member could embed) and each member's scores."""
+
+    batch: pa.RecordBatch
+    structs: npt.NDArray[np.str_]
+    struct_of: npt.NDArray[np.int64]
+    smiles: list[str]
+    sets: dict[str, list[npt.NDArray[np.int64]]]
+    scored: list[tuple[npt.NDArray[np.float32], dict[int, int], npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+    valid: set[int]
+
+
+def member_sets(table: Any, models: list[Any], cands: CandidateTable, rng: np.random.Generator, split: str
+                ) -> MemberSets:
+    """The candidate sets of ``benchmarks/model/run.py`` for ``table``'s structures, scored by every member."""
+    batch = massbank_batch(table)
+    structs, struct_of, s_smiles, s_formula, s_mass = structures(table)
+    sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)
+    rows = np.unique(np.concatenate([np.concatenate(v) for v in sets.values()]))
+    print(f"{table.num_rows} clean {split} spectra, {rows.shape[0]} candidate molecules", flush=True)
+    scored = [member_scores(mod, batch, cands, rows, s_smiles) for mod in models]
+    valid = set.intersection(*(set(s[1]) for s in scored))
+    sets = {name: [r[np.isin(r, list(valid))] for r in v] for name, v in sets.items()}
+    print(f"embedded by {len(models)} models", flush=True)
+    return MemberSets(batch, structs, struct_of, s_smiles, sets, scored, valid)
 
 
 def main() -> None:
@@ -111,17 +140,10 @@ def main() -> None:
         keys = np.unique(np.asarray(table.column("inchikey14").to_pylist(), dtype=str))
         picked = rng.choice(keys, min(args.max_structures, keys.shape[0]), replace=False)
         table = table.filter(pc.is_in(table.column("inchikey14"), pa.array(picked.tolist())))
-    batch = massbank_batch(table)
-    structs, struct_of, s_smiles, s_formula, s_mass = structures(table)
-
     cands = CandidateTable.load(data / "molecules" / "candidates.parquet")
-    sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)
-    rows = np.unique(np.concatenate([np.concatenate(v) for v in sets.values()]))
-    print(f"{table.num_rows} clean {args.split} spectra, {rows.shape[0]} candidate molecules", flush=True)
-    scored = [member_scores(mod, batch, cands, rows, s_smiles) for mod in models]
-    valid = set.intersection(*(set(s[1]) for s in scored))
-    sets = {name: [r[np.isin(r, list(valid))] for r in v] for name, v in sets.items()}
-    print(f"embedded by {len(models)} models", flush=True)
+    m = member_sets(table, models, cands, rng, args.split)
+    batch, structs, struct_of, s_smiles, sets, scored, valid = (m.batch, m.structs, m.struct_of, m.smiles, m.sets,
+                                                                m.scored, m.valid)
 
     scorer = FragmentScorer()
     keep = np.asarray(sorted(valid), np.int64)

@@ -38,8 +38,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks._results import markdown_table, write_results
-from benchmarks.model.ensemble import member_scores
-from benchmarks.model.run import ROOT, candidate_sets, clean_mask, fingerprints, fragment_terms, pair_rmse, structures
+from benchmarks.model.ensemble import member_sets
+from benchmarks.model.run import ROOT, clean_mask, fingerprints, fragment_terms, pair_rmse
 from engine.core.adducts import default_adduct, parse_adduct
 from engine.core.paths import ENSEMBLE_MEMBERS
 from engine.jobs.artifacts import open_model
@@ -53,7 +53,7 @@ from engine.models.tanimoto_map import (
     mode_pairing,
 )
 from engine.models.training.candidates import CandidateTable
-from engine.models.training.data import massbank_batch, tanimoto_matrix
+from engine.models.training.data import tanimoto_matrix
 from engine.queries.fragments import FragmentScorer, FragmentWeights
 from engine.queries.rank import ENSEMBLE_COSINE_SCALE, ENSEMBLE_FRAGMENT_WEIGHTS
 
@@ -103,17 +103,10 @@ def spectra(data: Path, split: str, model: Any) -> Any:
 
 def collect(data: Path, split: str, models: list[Any], seed: int) -> Split:
     """Embeddings, cosines and fragment terms of one split (the sets as ``benchmarks/model/ensemble.py``)."""
-    rng = np.random.default_rng(seed)
     table = spectra(data, split, models[0])
-    batch = massbank_batch(table)
-    structs, struct_of, s_smiles, s_formula, s_mass = structures(table)
     cands = CandidateTable.load(data / "molecules" / "candidates.parquet")
-    sets = candidate_sets(cands, structs.tolist(), s_smiles, s_formula, s_mass, rng)
-    rows = np.unique(np.concatenate([np.concatenate(v) for v in sets.values()]))
-    print(f"{split}: {table.num_rows} clean spectra, {rows.shape[0]} candidate molecules", flush=True)
-    scored = [member_scores(mod, batch, cands, rows, s_smiles) for mod in models]
-    valid = set.intersection(*(set(s[1]) for s in scored))
-    sets = {name: [r[np.isin(r, list(valid))] for r in v] for name, v in sets.items()}
+    m = member_sets(table, models, cands, np.random.default_rng(seed), split)
+    batch, struct_of, s_smiles, sets, scored, valid = m.batch, m.struct_of, m.smiles, m.sets, m.scored, m.valid
     cosines: dict[str, list[npt.NDArray[np.float32] | None]] = {}
     for name, v in sets.items():
         cosines[name] = []

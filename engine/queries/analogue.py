@@ -195,9 +195,7 @@ class Consensus:
 
     def __call__(self, top: int, temperature: float) -> npt.NDArray[np.float64]:
         out = np.full(self.query_index.shape[0], np.nan)
-        if top not in self._blocks:
-            self._blocks[top] = self._block(top)
-        block = self._blocks[top]
+        block = self.block(top)
         if block is None:
             return out
         valid, at = block.valid, np.maximum(block.slot, 0)
@@ -212,9 +210,7 @@ class Consensus:
         """Tanimoto of each of a query's ``top`` candidates (by logit) to the structure of the one among them
         with the highest ``values`` (e.g. the best by modified cosine); NaN outside the ``top``."""
         out = np.full(self.query_index.shape[0], np.nan)
-        if top not in self._blocks:
-            self._blocks[top] = self._block(top)
-        block = self._blocks[top]
+        block = self.block(top)
         if block is None:
             return out
         valid, at = block.valid, np.maximum(block.slot, 0)
@@ -223,7 +219,13 @@ class Consensus:
         out[block.keep[block.slot[valid]]] = tani[valid]
         return out
 
-    def _block(self, top: int) -> _TopBlock | None:
+    def block(self, top: int) -> _TopBlock | None:
+        """The ``top`` block (computed on first use), None without candidates."""
+        if top not in self._blocks:
+            self._blocks[top] = self._make_block(top)
+        return self._blocks[top]
+
+    def _make_block(self, top: int) -> _TopBlock | None:
         query_index = self.query_index
         keep, rank = top_per_query(query_index, self.logit, top)
         if keep.size == 0:
