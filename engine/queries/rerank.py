@@ -56,7 +56,7 @@ TREE_CONSENSUS = ((30, 0.1), (30, 0.2), (30, 0.5), (30, 1e3), (10, 0.2))
 TREE_ANCHORS = ("embedding_cosine", "modified_cosine", "entropy")
 #: Mass differences (Da) of common biotransformations and neutral losses between related compounds: none, CH2, O,
 #: H2O, H2, CO, CO2, NH3, C2H4, C2H2O (acetyl), CH2O, SO3, HPO3, hexose, deoxyhexose, pentose, glucuronide,
-#: H2S, O2, C2H4O, C4H8, C3H2O3 (malonyl). ``mass_delta_distance`` is log10 of the distance of |mass difference|
+#: Cl for H, O2, C2H4O, C4H8, C3H2O3 (malonyl). ``mass_delta_distance`` is log10 of the distance of |mass difference|
 #: to the nearest one (+ 1 mDa); ``mass_delta_known``: within 0.01 Da of one.
 KNOWN_MASS_DELTAS = (0.0, 14.01565, 15.99491, 18.01056, 2.01565, 27.99491, 43.98983, 17.02655, 28.0313, 42.01057,
                      30.01056, 79.95682, 79.96633, 162.05282, 146.05791, 132.04226, 176.03209, 33.96103, 31.98983,
