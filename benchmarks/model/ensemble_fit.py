@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 from benchmarks._results import markdown_table, write_results
 from benchmarks.model.ensemble import member_sets
 from benchmarks.model.run import ROOT, clean_mask, fingerprints, fragment_terms, pair_rmse
-from engine.core.adducts import default_adduct, parse_adduct
+from engine.core.adducts import default_adduct
+from engine.core.errors import InvalidRecordError
 from engine.core.paths import ENSEMBLE_MEMBERS
 from engine.jobs.artifacts import open_model
 from engine.models.tanimoto_map import (
@@ -54,6 +55,7 @@ from engine.models.tanimoto_map import (
 )
 from engine.models.training.candidates import CandidateTable
 from engine.models.training.data import tanimoto_matrix
+from engine.queries.candidates import CandidateQuery
 from engine.queries.fragments import FragmentScorer, FragmentWeights
 from engine.queries.rank import ENSEMBLE_COSINE_SCALE, ENSEMBLE_FRAGMENT_WEIGHTS
 
@@ -139,17 +141,16 @@ def collect(data: Path, split: str, models: list[Any], seed: int) -> Split:
 
 
 def neutral(table: Any) -> npt.NDArray[np.float64]:
-    """Neutral mass of every spectrum: by its adduct, else [M+H]+ / [M-H]- by its ion mode."""
+    """Neutral mass of every spectrum (:meth:`CandidateQuery.neutral_mass`: by its adduct, else [M+H]+ / [M-H]- by
+    its ion mode), by its ion mode's default adduct where that refuses the record."""
     out = np.full(table.num_rows, np.nan)
     for i, (mz, adduct, mode) in enumerate(zip(table.column("precursor_mz").to_pylist(),
                                                table.column("adduct").to_pylist(),
                                                table.column("ion_mode").to_pylist(), strict=True)):
-        fallback = default_adduct("negative" if mode == "negative" else "positive")
         try:
-            parsed = parse_adduct(adduct) if adduct else fallback
-        except ValueError:
-            parsed = fallback
-        out[i] = parsed.neutral_from_mz(mz)
+            out[i] = CandidateQuery(str(i), mz, mode, adduct).neutral_mass()
+        except InvalidRecordError:
+            out[i] = default_adduct("negative" if mode == "negative" else "positive").neutral_from_mz(mz)
     return out
 
 
@@ -172,29 +173,23 @@ def mass_maps(split: Split, emb: npt.NDArray[np.float32], edges: tuple[float, ..
 
 
 def mapped_rmse(split: Split, emb: npt.NDArray[np.float32], maps: dict[tuple[int, int], Any],
-                edges: tuple[float, ...], block: int = 1024) -> dict[str, Any]:
-    """Bin-mean RMSE over all distinct spectrum pairs of ``split`` under (mass-aware) maps."""
+                edges: tuple[float, ...]) -> dict[str, Any]:
+    """Bin-mean RMSE over all distinct spectrum pairs of ``split`` under (mass-aware) maps (``pair_rmse``)."""
     assert split.neutral_mass is not None
-    n = emb.shape[0]
-    sums, counts = np.zeros(10), np.zeros(10)
-    for start in range(0, n, block):
-        rows = np.arange(start, min(start + block, n))
+    mass = split.neutral_mass
+
+    def predict(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         cos = (emb[rows] @ emb.T).astype(np.float64)
         code = mode_pairing(split.positive[rows][:, None], split.positive[None, :])
-        diff = np.abs(split.neutral_mass[rows][:, None] - split.neutral_mass[None, :])
-        group = np.searchsorted(np.asarray(edges), diff)
+        group = np.searchsorted(np.asarray(edges), np.abs(mass[rows][:, None] - mass[None, :]))
         pred = np.zeros_like(cos)
         for (k, g), (xs, ys) in maps.items():
             sel = (code == k) & (group == g)
             pred[sel] = np.interp(cos[sel], xs, ys)
-        true = split.tanimoto[split.struct_of[rows]][:, split.struct_of]
-        valid = np.arange(n)[None, :] > rows[:, None]
-        bins = np.minimum((true * 10).astype(np.int64), 9)
-        sums += np.bincount(bins[valid], weights=((pred - true) ** 2)[valid], minlength=10)
-        counts += np.bincount(bins[valid], minlength=10)
-    per_bin = np.sqrt(sums / np.maximum(counts, 1))
-    return {"rmse_bin_mean": float(per_bin[counts > 0].mean()), "rmse": float(np.sqrt(sums.sum() / counts.sum())),
-            "per_bin_rmse": per_bin.tolist()}
+        return pred
+
+    result: dict[str, Any] = pair_rmse(emb, split.struct_of, split.tanimoto, split.positive, predict=predict)["all"]
+    return result
 
 
 def same_mass_share(split: Split) -> float:

@@ -225,13 +225,15 @@ def random_hit(sizes: npt.NDArray[np.int64], k: int) -> float:
 def pair_rmse(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani: npt.NDArray[np.float32],
               positive: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_] | None = None,
               block: int = 2048, clip: bool = False, tanimoto_map: TanimotoMap | None = None,
-              ensemble: list[tuple[npt.NDArray[np.float32], TanimotoMap | None]] | None = None) -> dict[str, Any]:
+              ensemble: list[tuple[npt.NDArray[np.float32], TanimotoMap | None]] | None = None,
+              predict: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float64]] | None = None) -> dict[str, Any]:
     """RMSE over all distinct spectrum pairs, by mode combination, optionally only pairs of kept spectra.
 
     With ``clip`` the predicted Tanimoto is ``clip(cosine, 0, 1)`` instead of the raw cosine; with
     ``tanimoto_map`` it is the calibrated map of the cosine for the pair's mode pairing. ``ensemble``
     (embeddings of the same spectra by several models, each with its map) predicts the mean of the
-    members' (calibrated) predictions instead."""
+    members' (calibrated) predictions instead; ``predict(rows)`` gives the prediction of the pairs of
+    ``rows`` with every spectrum (rows x n) in place of all of these."""
     sums = {m: np.zeros(10) for m in ("positive", "negative", "cross", "all")}
     counts = {m: np.zeros(10, np.int64) for m in sums}
     n = emb.shape[0]
@@ -239,14 +241,17 @@ def pair_rmse(emb: npt.NDArray[np.float32], struct: npt.NDArray[np.int64], tani:
     mapped = any(member_map is not None for _, member_map in members)
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
-        pairing = mode_pairing(positive[rows][:, None], positive[None, :]) if mapped else np.empty(0, np.int8)
-        pred = np.zeros((rows.shape[0], n), np.float64)
-        for member_emb, member_map in members:
-            member = member_emb[rows] @ member_emb.T
-            if clip:
-                member = np.clip(member, 0.0, 1.0)
-            pred += member if member_map is None else member_map.apply(member, pairing)
-        pred /= len(members)
+        if predict is not None:
+            pred = predict(rows)
+        else:
+            pairing = mode_pairing(positive[rows][:, None], positive[None, :]) if mapped else np.empty(0, np.int8)
+            pred = np.zeros((rows.shape[0], n), np.float64)
+            for member_emb, member_map in members:
+                member = member_emb[rows] @ member_emb.T
+                if clip:
+                    member = np.clip(member, 0.0, 1.0)
+                pred += member if member_map is None else member_map.apply(member, pairing)
+            pred /= len(members)
         true = tani[struct[rows]][:, struct]
         valid = np.arange(n)[None, :] > rows[:, None]          # each unordered pair once
         if keep is not None:
