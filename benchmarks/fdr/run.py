@@ -46,6 +46,7 @@ from benchmarks.search.data import SPECTRA, fingerprints, tanimoto
 from engine.core.decoys import FragmentPool
 from engine.core.schema import batch_to_spectra, spectra_to_batch
 from engine.jobs.library import DECOY_POOL
+from engine.jobs.settings import AnnotateSettings
 from engine.queries.analogue import AnalogueSettings, analogue_search
 from engine.queries.fdr import q_values
 from engine.queries.identity import IdentitySettings, identity_search_tdc
@@ -150,13 +151,18 @@ def identity_markdown(data: dict[str, Any]) -> str:
 
 
 def analogue_markdown(data: dict[str, Any]) -> str:
-    return ("**Cross-mode analogue search** (seeded val subsample per ion mode against train; the hit's "
+    search_pool, trust_pool = data.get("search_pool", "?"), data.get("trust_pool", "?")
+    return (f"**Cross-mode analogue search** (seeded val subsample per ion mode against train, {search_pool} "
+            "embedding neighbours re-scored per query as `engine search` does; the hit's "
             "structure vs the query's, RDKit fingerprint Tanimoto, no hit = 0):\n\n"
             + markdown_table(data["cross_mode"])
             + "\n\n**Analogue trust**: share of top analogue hits below Tanimoto 0.4 among hits with "
-              "reliability >= r; estimated on the calibration fold of train (fold queries vs the rest of "
-              "train; shipped as `engine/data/calibration/analogue_trust.json`, what `engine annotate` "
-              "reports), observed on val (the same-mode queries above):\n\n" + markdown_table(data["analogue_trust"]))
+              f"reliability >= r, {trust_pool} embedding neighbours re-scored per query as `engine annotate` "
+              "does (a table holds for one pool; the job reports no estimate for another); estimated on the "
+              "calibration fold of train (fold queries vs the rest of train; shipped as "
+              "`engine/data/calibration/analogue_trust.json`, what `engine annotate` reports), observed on val "
+              "(the same-mode queries above, searched again at that pool):\n\n"
+            + markdown_table(data["analogue_trust"]))
 
 
 def write_markdown(data: dict[str, Any]) -> None:
@@ -278,15 +284,15 @@ def plot_curve(q: npt.NDArray[np.float64], true: npt.NDArray[np.float64], path: 
 
 
 def analogue_top1(table: pa.Table, queries: npt.NDArray[np.int64], emb: npt.NDArray[np.float32],
-                  quality: npt.NDArray[np.float32], index: Any, refs: Any, model: Any, *, cross: bool
-                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.object_]]:
-    """(top-1 row or -1, reliability, hit ion mode) per query."""
+                  quality: npt.NDArray[np.float32], index: Any, refs: Any, model: Any, *, cross: bool,
+                  pool: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.object_]]:
+    """(top-1 row or -1, reliability, hit ion mode) per query, ``pool`` embedding neighbours re-scored."""
     pos = {sid: i for i, sid in enumerate(table.column("spectrum_id").to_pylist())}
     qpos = {int(q): j for j, q in enumerate(queries)}
     top1 = np.full(len(queries), -1, np.int64)
     rel = np.full(len(queries), np.nan)
     mode = np.full(len(queries), None, dtype=object)
-    settings = AnalogueSettings(top_k=1, same_ion_mode=not cross)
+    settings = AnalogueSettings(top_k=1, same_ion_mode=not cross, n_candidates=pool)
     for s in range(0, len(queries), 256):
         q = queries[s:s + 256]
         res = analogue_search(table.take(pa.array(q)), index, refs, model, settings=settings,
@@ -307,7 +313,11 @@ def share_below(rel: npt.NDArray[np.float64], tani: npt.NDArray[np.float64]) -> 
 
 
 def run_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32], model: Any,
-                 tmp: Path, n_queries: int, seed: int, write_trust: bool) -> tuple[dict[str, Any], str]:
+                 tmp: Path, n_queries: int, seed: int, write_trust: bool, trust_pool: int
+                 ) -> tuple[dict[str, Any], str]:
+    """Cross-mode analogues at ``engine search``'s candidate pool; the trust table at ``trust_pool`` (the
+    annotate job's), estimated on the fold and observed on the same val queries."""
+    search_pool = AnalogueSettings().n_candidates
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
     modes = np.asarray(table.column("ion_mode").to_pylist(), dtype=object)
     smiles = np.asarray(table.column("smiles").to_pylist(), dtype=object).astype(str)
@@ -328,12 +338,15 @@ def run_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     for qmode, other in (("negative", "positive"), ("positive", "negative")):
         pool = np.flatnonzero((split == "val") & (modes == qmode))
         q = np.sort(rng.choice(pool, size=min(n_queries, len(pool)), replace=False))
-        same_top, same_rel, _ = analogue_top1(table, q, emb, quality, *libs[qmode], model, cross=False)
-        cross_top, _, hit_mode = analogue_top1(table, q, emb, quality, *libs[other], model, cross=True)
+        same_top, _, _ = analogue_top1(table, q, emb, quality, *libs[qmode], model, cross=False, pool=search_pool)
+        cross_top, _, hit_mode = analogue_top1(table, q, emb, quality, *libs[other], model, cross=True,
+                                               pool=search_pool)
         assert all(m in (other, None) for m in hit_mode)
         t_same, t_cross = tani(q, same_top), tani(q, cross_top)
-        val_rel.append(same_rel)
-        val_tani.append(t_same)
+        trust_top, trust_rel, _ = analogue_top1(table, q, emb, quality, *libs[qmode], model, cross=False,
+                                                pool=trust_pool)
+        val_rel.append(trust_rel)
+        val_tani.append(tani(q, trust_top))
         rows.append({"queries": f"{qmode} ({len(q)})", "library": f"train {qmode} (same mode)",
                      "mean_top1_tanimoto": round(float(t_same.mean()), 4)})
         rows.append({"queries": f"{qmode} ({len(q)})", "library": f"train {other} only (--cross-mode)",
@@ -344,7 +357,7 @@ def run_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
     fold_rows = np.flatnonzero(fold)
     fq = np.sort(rng.choice(fold_rows, size=min(2 * n_queries, len(fold_rows)), replace=False))
     index, refs, _ = build_library(tmp / "train-rest", table, rest, emb, quality, encoder_hash=model.encoder_hash)
-    f_top, f_rel, _ = analogue_top1(table, fq, emb, quality, index, refs, model, cross=False)
+    f_top, f_rel, _ = analogue_top1(table, fq, emb, quality, index, refs, model, cross=False, pool=trust_pool)
     estimated = share_below(f_rel, tani(fq, f_top))
     observed = share_below(np.concatenate(val_rel), np.concatenate(val_tani))
     trust = [{"min_reliability": e["min_reliability"], "estimated_share_below_0.4": e["share_below_0.4"],
@@ -354,10 +367,11 @@ def run_analogue(table: pa.Table, emb: npt.NDArray[np.float32], quality: npt.NDA
         TRUST_JSON.write_text(json.dumps({
             "what": "share of top analogue hits whose structure has Tanimoto < 0.4 to the query's, among hits "
                     "with reliability >= min_reliability; calibration fold of train (benchmarks/fdr/run.py)",
-            "encoder_hash": model.encoder_hash, "tanimoto": LOW_TANIMOTO, "queries": len(fq),
+            "encoder_hash": model.encoder_hash, "n_candidates": trust_pool, "tanimoto": LOW_TANIMOTO,
+            "queries": len(fq),
             "levels": [{"min_reliability": e["min_reliability"], "share_below": e["share_below_0.4"],
                         "hits": e["hits"]} for e in estimated]}, indent=1) + "\n")
-    out = {"cross_mode": rows, "analogue_trust": trust}
+    out = {"cross_mode": rows, "analogue_trust": trust, "search_pool": search_pool, "trust_pool": trust_pool}
     return out, analogue_markdown(out)
 
 
@@ -369,6 +383,8 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--skip-analogue", action="store_true")
     parser.add_argument("--write-trust", action="store_true", help=f"write {TRUST_JSON.relative_to(ROOT)}")
+    parser.add_argument("--trust-pool", type=int, default=AnnotateSettings().analogue_candidates,
+                        help="analogue candidates per query of the trust table (default: engine annotate's)")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rewrite the RESULTS.md section from results.json without running")
     args = parser.parse_args()
@@ -391,7 +407,7 @@ def main() -> None:
         print(json.dumps(ident["levels"], indent=1), json.dumps(ident["at_1pct_true_fdr"], indent=1))
         if not args.skip_analogue:
             an, _ = run_analogue(table, emb, quality, model, Path(tmp), args.analogue_queries, args.seed,
-                                 args.write_trust)
+                                 args.write_trust, args.trust_pool)
             data["analogue"] = an
             print(json.dumps(an, indent=1))
     write_markdown(data)

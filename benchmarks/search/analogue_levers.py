@@ -39,6 +39,7 @@ from benchmarks._results import markdown_table, write_results
 from benchmarks.search.calibrate import batched_candidates
 from benchmarks.search.common import build_library, calibration_fold, embed, molecule_embeddings
 from benchmarks.search.data import SPECTRA, fingerprints, load_sets, tanimoto
+from engine.jobs.settings import AnnotateSettings
 from engine.models.calibration import fit_listwise, load_calibration
 from engine.queries.analogue import (
     ANALOGUE_RANKER,
@@ -195,8 +196,9 @@ figures (tree re-rankers: folds grouped by the query's structure); val is report
 engine ships the tree re-ranker with the best fold figure (`analogue_rerank_trees.json`, preferred over the
 linear `analogue_rerank.json`, which stays as the fallback).
 
-{markdown_table([{k: v for k, v in r.items() if k not in ('coef', 'reliability_val')} for r in rows])}
-{reliability_text(rows)}"""
+{markdown_table([{k: v for k, v in r.items() if k not in ('coef', 'reliability_val', 'reliability_val_linear')}
+                 for r in rows])}
+{reliability_text(rows)}{linear_reliability_text(rows)}"""
     if args.pool == AnalogueSettings().n_candidates:
         write_results("search-analogue-levers", "Search levers: analogue ordering (calibration fold -> val)", body,
                       data, args.out)
@@ -215,6 +217,19 @@ def reliability_text(rows: list[dict[str, Any]]) -> str:
     return (f"\nReliability of the chosen trees' top hit on val ({chosen[0]['lever']}; scale "
             "`analogue_rerank_scale.json`, fitted on the fold's cross-validated tree order): predicted Tanimoto "
             "binned vs the observed mean Tanimoto\n\n" + markdown_table(chosen[0]["reliability_val"]) + "\n")
+
+
+def linear_reliability_text(rows: list[dict[str, Any]]) -> str:
+    """The val reliability of the linear re-ranker's top hit with the general and its own scale, if measured."""
+    found = [r for r in rows if "reliability_val_linear" in r]
+    if not found:
+        return ""
+    tables = found[0]["reliability_val_linear"]
+    return ("\nReliability of the linear re-ranker's top hit on val (the annotate job's path): predicted Tanimoto "
+            "binned vs the observed mean Tanimoto, with the general scale (`analogue_scale.json`, fitted in "
+            "first-stage order at 200 candidates):\n\n" + markdown_table(tables["general"])
+            + "\n\nand with its own scale (`analogue_rerank_linear_scale.json`):\n\n"
+            + markdown_table(tables["linear"]) + "\n")
 
 
 def report(name: str, fold_c: Feats, val_c: Feats, fold_order: npt.NDArray[np.float64],
@@ -279,6 +294,9 @@ def evaluate(fold_c: Feats, val_c: Feats, shipped: Any, save_for: str | None = N
     # the trees (and their scale) are stored from engine search's own pool only
     tree_save = save_for if shipped is not None and fold_c["pool"] == AnalogueSettings().n_candidates else None
     rows.extend(tree_rerankers(fold_c, val_c, shipped.linear if shipped is not None else fixed, tree_save, shipped))
+    # the linear re-ranker's reliability scale is fitted at the annotate job's pool (the pool it serves)
+    if shipped is not None and fold_c["pool"] == AnnotateSettings().analogue_candidates:
+        rows.append(linear_scale(fold_c, val_c, shipped, save_for))
     return rows
 
 
@@ -486,6 +504,55 @@ def tree_rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDA
         trees.save()
         scale.save()
     return rows
+
+
+def linear_scale(fold_c: Feats, val_c: Feats, first_cal: Any, save_for: str | None) -> dict[str, Any]:
+    """The reliability scale of hits in the stored linear re-ranker's order (the annotate job's path), fitted on
+    the top 10 per fold query in that order at this pool (soft label: the hit's Tanimoto; the re-ranker has 15
+    coefficients, so its in-sample order on the fold is kept); the row gives the val reliability of the top hit
+    with the general scale (``analogue_scale.json``, fitted in first-stage order at 200 candidates) and with
+    this one. Saved as :data:`engine.queries.rerank.ANALOGUE_LINEAR_SCALE` with ``save_for``."""
+    from benchmarks.search.calibrate import ANALOGUE_SCALE_FEATURES, fit_scale
+    from engine.models.calibration import reliability_table
+    from engine.queries.analogue import ANALOGUE_SCALE
+    from engine.queries.rerank import ANALOGUE_LINEAR_SCALE, first_stage_info, load_reranker, rerank_order
+
+    encoder_hash = first_cal.encoder_hash
+    reranker = load_reranker(encoder_hash)
+    general = load_calibration(ANALOGUE_SCALE, encoder_hash)
+    if reranker is None or general is None:
+        raise SystemExit("the linear scale needs the stored linear re-ranker and analogue scale of this model")
+    top = int(first_cal.info.get("consensus_top", 0))
+    temperature = float(first_cal.info.get("consensus_temperature", 0.0))
+    prepared = []
+    for c in (fold_c, val_c):
+        logit = first_cal.linear(c)
+        feats = {k: v for k, v in c.items() if isinstance(v, np.ndarray) and v.shape == c["qi"].shape}
+        feats["consensus"] = np.nan_to_num(consensus_scores(c["qi"], logit, c["fps"], top=top,
+                                                            temperature=temperature), nan=0.0)
+        order = rerank_order(feats, logit, Consensus(c["qi"], logit, c["fps"]), reranker)
+        prepared.append((feats, logit, order))
+    info = {"kind": "reliability of hits in the linear re-ranker's order", "pool": fold_c["pool"],
+            "reranker": first_stage_info(reranker), "target": "Tanimoto of the hit, soft label",
+            "fitted_on": "calibration fold of train (queries) vs train outside the fold", "queries": fold_c["n"]}
+    scale = fit_scale(ANALOGUE_LINEAR_SCALE, fold_c["qi"], prepared[0][0], first_cal, fold_c["tanimoto"],
+                      ANALOGUE_SCALE_FEATURES, save_for, info, order=prepared[0][2])
+    feats_v, logit_v, order_v = prepared[1]
+    keep, _ = top_per_query(val_c["qi"], order_v, 1)
+    sub = {k: v[keep] for k, v in feats_v.items()}
+    sub["rank_logit"], sub["log_rank"] = logit_v[keep], np.zeros(len(keep))
+    truth = val_c["tanimoto"][keep]
+    tables = {name: reliability_table(cal.predict(sub), truth) for name, cal in (("general", general),
+                                                                                    ("linear", scale))}
+    row = report(f"linear re-ranker (stored) at {fold_c['pool']} candidates, scored by its own scale", fold_c,
+                 val_c, prepared[0][2], order_v,
+                 val_mean_reliability_general=float(general.predict(sub).mean()),
+                 val_mean_reliability_linear=float(scale.predict(sub).mean()),
+                 val_mean_tanimoto_of_hits=float(truth.mean()))
+    row["reliability_val_linear"] = tables
+    if save_for is not None:
+        scale.save()
+    return row
 
 
 def tree_scale(fold_c: Feats, val_c: Feats, first_cal: Any, logits: tuple[npt.NDArray[np.float64], ...],

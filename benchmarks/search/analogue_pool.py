@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also runnable as a script
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from benchmarks._results import markdown_table, write_results
@@ -29,6 +30,22 @@ from benchmarks.search.data import fingerprints, load_sets, tanimoto
 from engine.queries.analogue import AnalogueSettings, analogue_search
 
 HERE = Path(__file__).resolve().parent
+
+
+def calibration(reliability: npt.NDArray[np.float64], tani: npt.NDArray[np.float64]) -> dict[str, float]:
+    """How well the top hit's reliability (its predicted Tanimoto) matches the truth: mean reliability against
+    mean Tanimoto, their mean absolute gap over 0.1-wide reliability bins (weighted by hits), and the mean
+    Tanimoto of the hits at reliability >= 0.5 (the annotate job's default threshold)."""
+    ok = np.isfinite(reliability)
+    rel, true = reliability[ok], tani[ok]
+    bins = np.minimum((np.clip(rel, 0, 1) * 10).astype(np.int64), 9)
+    gap = sum(abs(rel[bins == b].mean() - true[bins == b].mean()) * (bins == b).sum() for b in range(10)
+              if (bins == b).any()) / max(int(ok.sum()), 1)
+    high = rel >= 0.5
+    return {"mean_reliability": float(rel.mean()), "mean_tanimoto_of_hits": float(true.mean()),
+            "calibration_gap": float(gap),
+            "tanimoto_at_reliability_0.5+": float(true[high].mean()) if high.any() else float("nan"),
+            "hits_at_reliability_0.5+": int(high.sum())}
 
 
 def main() -> None:
@@ -59,26 +76,31 @@ def main() -> None:
         for pool in (int(p) for p in args.pools.split(",")):
             settings = AnalogueSettings(top_k=1, n_candidates=pool)
             hit = np.full(len(queries), -1, dtype=np.int64)
+            reliability = np.full(len(queries), np.nan)
             start = time.perf_counter()
             for s in range(0, len(queries), 500):
                 part = queries[s:s + 500]
                 result = analogue_search(table.take(pa.array(part)), index, refs, model, settings=settings,
                                          embeddings=(emb[part], quality[part]))
-                for query_id, library_id in zip(result.column("query_id").to_pylist(),
-                                                result.column("library_id").to_pylist(), strict=True):
-                    hit[np.searchsorted(queries, position[query_id])] = position[library_id]
+                for query_id, library_id, score in zip(result.column("query_id").to_pylist(),
+                                                       result.column("library_id").to_pylist(),
+                                                       result.column("score").to_pylist(), strict=True):
+                    j = np.searchsorted(queries, position[query_id])
+                    hit[j], reliability[j] = position[library_id], score
             seconds = time.perf_counter() - start
             tani = np.where(hit >= 0, tanimoto(fps[struct[queries]], fps[struct[np.maximum(hit, 0)]]), 0.0)
             rows.append({"candidates per query": pool,
                          "re-ranker": "trees" if tree_top is not None and pool >= tree_top else "linear",
                          "mean_top1_tanimoto": float(tani.mean()), "mean_hires_clean": float(tani[clean].mean()),
-                         "queries_per_s": len(queries) / seconds})
+                         "queries_per_s": len(queries) / seconds, **calibration(reliability, tani)})
             print(rows[-1], flush=True)
     body = f"""
 Analogue search by candidate pool size: {len(queries):,} seeded val queries ({int(clean.sum()):,} high-resolution
 clean) against the {len(sets.train_rows):,} train spectra; `engine search` uses {AnalogueSettings().n_candidates}
 candidates, `engine annotate` `--analogue-candidates` (default 10); the tree re-ranker applies from {tree_top}.
-Queries/s: search and re-scoring with the embeddings given.
+Queries/s: search and re-scoring with the embeddings given. Calibration of the top hit's reliability (its
+predicted Tanimoto): mean reliability against the hits' mean Tanimoto, the mean absolute gap between them over
+0.1-wide reliability bins, and the mean Tanimoto of the hits the annotate job counts (reliability >= 0.5).
 
 {markdown_table(rows)}
 """

@@ -13,6 +13,7 @@ features between runs).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +31,7 @@ from benchmarks._results import markdown_table, write_results
 from benchmarks.search.calibrate import batched_candidates
 from benchmarks.search.common import build_library, calibration_fold, embed, molecule_embeddings
 from benchmarks.search.data import SPECTRA, load_sets
-from engine.core.peaks import Peaks
+from engine.core.peaks import Peaks, offsets_of
 from engine.models.calibration import fit_listwise, fit_logistic, load_calibration
 from engine.queries.hits import top_per_query
 from engine.queries.identity import IDENTITY_RANKER, IdentitySettings, identity_candidates
@@ -47,6 +48,13 @@ STRUCT = ("structure_max_entropy", "structure_mean_entropy", "structure_second_e
 MARGIN = ("structure_margin_entropy", "structure_margin_embedding_cosine")
 #: other exact similarities: entropy at 0.01 Da, unweighted entropy, entropy with the precursor removed
 #: (Flash's cleaning, 1.6 Da), greedy cosine at 0.02 Da on raw intensities
+#: collision energy of query and candidate: both parsed, equal (within 0.5), |log(1 + CE) difference| (0 unless both)
+CE_TERMS = ("ce_known", "ce_same", "ce_log_ratio")
+#: why the collision-energy levers are not shipped (written under the lever table)
+CE_NOTE = ("The collision-energy rows are not shipped although one clears the clean-val target: the fitted "
+           "model raises candidates measured at another energy than the query's, which is how this benchmark "
+           "takes its queries (one spectrum of a series out of the library), not mass spectrometry; see the "
+           "model card.")
 EXTRA = ("entropy_01", "entropy_unweighted", "entropy_no_precursor", "cosine_02")
 LEVERS: dict[str, tuple[str, ...]] = {
     "shipped (embedding cosine, entropy, precursor error, gaps)": BASE,
@@ -64,6 +72,14 @@ LEVERS: dict[str, tuple[str, ...]] = {
     # cross-modal: the query spectrum's embedding against the candidate structure's molecule embedding
     "+ molecule cosine (query spectrum vs candidate structure)": (*BASE, "molecule_cosine"),
     "+ molecule cosine and its gap to the window's best": (*BASE, "molecule_cosine", "molecule_gap"),
+    # collision energy: both parsed, equal, |log ratio| (CE_TERMS), and the entropy crossed with the last two
+    "+ collision-energy agreement": BASE + CE_TERMS,
+    "+ entropy x collision-energy agreement": (*BASE, "entropy_x_ce_same", "entropy_x_ce_log_ratio"),
+    "+ collision-energy agreement and entropy x agreement": (*BASE, *CE_TERMS, "entropy_x_ce_same",
+                                                             "entropy_x_ce_log_ratio"),
+    # a structure's spectra at two energies mixed (weights 0.3 / 0.5 / 0.7) against the query
+    "+ same-structure mixtures": (*BASE, "structure_mix_entropy", "mix_gap"),
+    "+ same-structure mixtures and their gain": (*BASE, "structure_mix_entropy", "mix_gain", "mix_gap"),
 }
 #: in-silico fragment evidence of the candidate's structure for the query's peaks (engine.queries.fragments, as
 #: candidate ranking adds it): explained share, predicted recall, log fragment masses, and the score's gap to the
@@ -123,6 +139,81 @@ def extra_similarities(peaks: Peaks, queries: npt.NDArray[np.int64], qi: npt.NDA
     return out
 
 
+def parse_collision_energy(text: str | None) -> float:
+    """The number of a collision energy as MassBank writes it ("40", "35 eV", "30 % (nominal)", "Ramp 5-60 V":
+    the mid-point of a range); NaN when absent or in kV (source voltages, not collision energies). The unit
+    (eV or normalised %) is not kept: the levers compare energies as written."""
+    if not text or "kv" in text.lower():
+        return float("nan")
+    numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", text)]
+    if not numbers:
+        return float("nan")
+    if len(numbers) >= 2 and re.search(r"\d\s*%?\s*-\s*\d", text):
+        return (numbers[0] + numbers[1]) / 2
+    return numbers[0]
+
+
+def collision_energy_terms(energy: npt.NDArray[np.float64], queries: npt.NDArray[np.int64], c: dict[str, Any]
+                           ) -> dict[str, npt.NDArray[np.float64]]:
+    """:data:`CE_TERMS` and the entropy crossed with ``ce_same`` and ``ce_log_ratio`` per (query, row) pair."""
+    a, b = energy[queries[c["qi"]]], energy[c["rows"]]
+    known = np.isfinite(a) & np.isfinite(b)
+    same = (known & (np.abs(np.nan_to_num(a) - np.nan_to_num(b)) < 0.5)).astype(np.float64)
+    ratio = np.where(known, np.abs(np.log1p(np.nan_to_num(a)) - np.log1p(np.nan_to_num(b))), 0.0)
+    return {"ce_known": known.astype(np.float64), "ce_same": same, "ce_log_ratio": ratio,
+            "entropy_x_ce_same": c["entropy"] * same, "entropy_x_ce_log_ratio": c["entropy"] * ratio}
+
+
+def mixture_terms(peaks: Peaks, keys: npt.NDArray[Any], queries: npt.NDArray[np.int64], c: dict[str, Any], *,
+                  top: int = 3, weights: tuple[float, ...] = (0.3, 0.5, 0.7)) -> dict[str, npt.NDArray[np.float64]]:
+    """Per (query, row): the best entropy similarity of the query to its row's structure, over that structure's
+    single spectra in the window and the mixtures ``w a + (1 - w) b`` of every two of its ``top`` best (peaks
+    summing to 1 each, then merged as entropy cleaning does): a query at an energy between two library
+    energies looks like their mixture. Also the gain over the best single spectrum and the gap to the
+    window's best structure."""
+    qi, rows, entropy = c["qi"], c["rows"], c["entropy"]
+    _, structure = np.unique(keys[rows], return_inverse=True)
+    group = np.unique(qi * (int(structure.max()) + 1) + structure, return_inverse=True)[1]
+    n_groups = int(group.max()) + 1
+    order = np.lexsort((-entropy, group))
+    first = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+    a_rows, b_rows, mix_w, mix_group = [], [], [], []
+    for start, stop in zip(first, np.r_[first[1:], order.shape[0]], strict=True):
+        best = rows[order[start:min(stop, start + top)]]
+        for x in range(best.shape[0]):
+            for y in range(x + 1, best.shape[0]):
+                for w in weights:
+                    a_rows.append(best[x])
+                    b_rows.append(best[y])
+                    mix_w.append(w)
+                    mix_group.append(group[order[start]])
+    single = np.full(n_groups, -1.0)
+    np.maximum.at(single, group, entropy)
+    mixed = single.copy()
+    if a_rows:
+        a, b = peaks.subset(np.asarray(a_rows)), peaks.subset(np.asarray(b_rows))
+        w = np.asarray(mix_w)
+
+        def share(p: Peaks, scale: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+            seg = p.spectrum_of_peak
+            total = np.bincount(seg, weights=p.intensity, minlength=len(p))
+            return np.asarray(p.intensity / total[seg] * scale[seg], dtype=np.float64)
+
+        seg = np.r_[a.spectrum_of_peak, b.spectrum_of_peak]
+        mz, inten = np.r_[a.mz, b.mz], np.r_[share(a, w), share(b, 1 - w)]
+        o = np.lexsort((mz, seg))
+        mix = Peaks(mz[o], inten[o], offsets_of(np.bincount(seg, minlength=w.shape[0])), a.precursor_mz.copy())
+        group_query = np.zeros(n_groups, dtype=np.int64)
+        group_query[group] = queries[qi]
+        used, local = np.unique(group_query[np.asarray(mix_group)], return_inverse=True)
+        sim = entropy_similarity(prepare_entropy(peaks.subset(used)), prepare_entropy(mix), local,
+                                 np.arange(w.shape[0]))
+        np.maximum.at(mixed, np.asarray(mix_group), sim)
+    per_row = mixed[group]
+    return {"structure_mix_entropy": per_row, "mix_gain": per_row - single[group],
+            "mix_gap": gap_to_best(qi, per_row)}
+
+
 def candidates(table: pa.Table, queries: npt.NDArray[np.int64], library: npt.NDArray[np.int64],
                emb: npt.NDArray[np.float32], quality: npt.NDArray[np.float32], encoder_hash: str,
                work: Path) -> dict[str, Any]:
@@ -168,11 +259,12 @@ def main() -> None:
     model = open_model()
     sets = load_sets()
     table = sets.spectra
-    extra = pq.read_table(SPECTRA, columns=["precursor_mz", "mz", "license", "murcko_scaffold"])
+    extra = pq.read_table(SPECTRA, columns=["precursor_mz", "mz", "license", "murcko_scaffold", "collision_energy"])
     extra = extra.filter(pc.and_(pc.is_valid(extra.column("precursor_mz")),
                                  pc.greater(pc.list_value_length(extra.column("mz")), 0)))
     table = table.append_column("license", extra.column("license"))
     table = table.append_column("murcko_scaffold", extra.column("murcko_scaffold"))
+    energy = np.asarray([parse_collision_energy(t) for t in extra.column("collision_energy").to_pylist()])
     cache = args.cache
     if cache is not None and (cache / "emb.npz").is_file():
         z = np.load(cache / "emb.npz")
@@ -223,6 +315,8 @@ def main() -> None:
             c["label"] = (keys[c["rows"]] == keys[q[c["qi"]]]).astype(np.float64)
             c["clean"] = sets.hires_clean[q]
             c.update(extra_similarities(peaks, q, c["qi"], c["rows"]))
+            c.update(collision_energy_terms(energy, q, c))
+            c.update(mixture_terms(peaks, keys, q, c))
             c["molecule_cosine"] = np.einsum("ij,ij->i", emb[q[c["qi"]]], mol[struct[c["rows"]]]).astype(np.float64)
             c["molecule_gap"] = gap_to_best(c["qi"], c["molecule_cosine"])
             if args.fragments:
@@ -293,6 +387,8 @@ redistributable records) and chosen by its 5-fold cross-validated top-1 there; v
 {1 / n_fold:.4f} of top-1, one val query {1 / val_c['n']:.4f} (hires clean {1 / data['val_hires_clean']:.4f}).
 
 {markdown_table([{k: v for k, v in r.items() if k != 'coef'} for r in rows])}
+
+{CE_NOTE}
 {anatomy}"""
     if args.fold_all_spectra:
         write_results("search-levers-all-spectra", "Search levers: identity ranker features, every fold spectrum as a "

@@ -113,7 +113,9 @@ class JobSummary:
         if (trust := self.analogue_trust) is not None:
             share = trust["estimated_share_below_0.4"]
             lines.append(f"analogues with reliability >= {trust['min_reliability']}: {trust['hits']}"
-                         + (f" (estimated {share:.0%} of them below Tanimoto 0.4)" if share is not None else ""))
+                         + (f" (estimated {share:.0%} of them below Tanimoto 0.4)" if share is not None
+                            else f" (no estimate of how many are below Tanimoto 0.4: {trust['note']})"
+                            if trust.get("note") else ""))
         lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
         lines += [f"  candidate ranking dropped {k}: {v}" for k, v in sorted(self.dropped.items())]
         if d["spectra_per_second"]:
@@ -295,7 +297,8 @@ def _run(files: list[InputFile], out: str | Path, spec: Any, options: JobOptions
     summary.fdr_note = annotator.references.decoy_note
     summary.analogue_trust = analogue_trust(job_parts(output.root / "results", {f.key for f in files}),
                                             float(settings.get("analogue_min_reliability", 0.5)),
-                                            annotator.model.encoder_hash)
+                                            annotator.model.encoder_hash,
+                                            spec.settings.analogue_candidates)
     if annotator.references.has_decoys and summary.identity_hits_fdr is None:
         summary.identity_hits_fdr = count_at([])
     summary.files_done_before = done_before

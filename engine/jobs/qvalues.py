@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from engine.core.fsutil import atomic_write
 from engine.io.writers.parquet import table_bytes
 from engine.queries.fdr import q_values
-from engine.queries.trust import load_trust, share_below
+from engine.queries.trust import share_below, trust_table
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,16 @@ def count_at(q: npt.ArrayLike, levels: Sequence[float] = SUMMARY_LEVELS) -> dict
     return {f"{round(level * 100):d}%": int((values <= level).sum()) for level in levels}
 
 
-def analogue_trust(parts: Sequence[Path], min_reliability: float, encoder_hash: str | None) -> dict[str, Any]:
+def analogue_trust(parts: Sequence[Path], min_reliability: float, encoder_hash: str | None,
+                   n_candidates: int | None = None) -> dict[str, Any]:
     """Analogue hits of the job with reliability >= ``min_reliability`` and the share of them estimated below
-    Tanimoto 0.4 (:mod:`engine.queries.trust`; None without a table for this model)."""
+    Tanimoto 0.4 (:mod:`engine.queries.trust`: None, with a ``note`` saying why, without a table for this
+    model and this ``n_candidates``, the embedding neighbours the job re-scored per spectrum)."""
     hits = 0
     for p in parts:
         if "analogue_score" in pq.read_schema(p).names:
             score = pq.read_table(p, columns=["analogue_score"]).column(0).to_numpy(zero_copy_only=False)
             hits += int((np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-1.0) >= min_reliability).sum())
+    table, why = trust_table(encoder_hash, n_candidates)
     return {"min_reliability": min_reliability, "hits": hits,
-            "estimated_share_below_0.4": share_below(min_reliability, load_trust(encoder_hash))}
+            "estimated_share_below_0.4": share_below(min_reliability, table), "note": why}

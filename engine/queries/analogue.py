@@ -17,8 +17,10 @@ Tanimoto from the ranker's logit, the rank, the similarities and the query's emb
 falls for low-quality embeddings. A second stage (:mod:`engine.queries.rerank`) re-scores each query's
 best ``top`` (stored with the trees) with gradient-boosted trees that predict the candidate structure's
 Tanimoto to the query's (MS2Query's approach), or with a linear re-ranker when only that is stored or the
-pool is smaller than the trees' ``top``. A larger pool finds better analogues (the embedding's nearest
-spectra are not always the structurally closest; modified cosine and entropy re-score them): the default
+pool is smaller than the trees' ``top``; each second stage has its own reliability scale, fitted in its
+order (the trees' at engine search's pool, the linear one's at the annotate job's). A larger pool finds
+better analogues (the embedding's nearest spectra are not always the structurally closest; modified cosine
+and entropy re-score them): the default
 1000 was chosen on the calibration fold (benchmarks/RESULTS.md, ``search-analogue-levers``). Without
 calibrations for the model in use, hits are ordered by embedding cosine and the reliability is
 ``max(cosine, 0) * quality``.
@@ -52,6 +54,7 @@ from engine.queries.references import SCORING_MAX_PEAKS, References
 from engine.queries.rerank import (
     TREE_MIN_POOL,
     fits_first_stage,
+    load_linear_scale,
     load_reranker,
     load_tree_reranker,
     load_tree_scale,
@@ -344,6 +347,9 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
             reranker = load_reranker(embedder.encoder_hash) if settings.rerank else None
             if reranker is not None and fits_first_stage(reranker, ranker):
                 order = rerank_order(feats, first, consensus, reranker)
+                linear_scale = load_linear_scale(embedder.encoder_hash, reranker) if scale_is_stored else None
+                if linear_scale is not None:  # hits in the linear re-ranker's order, scored by its own scale
+                    score_model = ScoreModel(ranker, linear_scale)
     feats.setdefault("consensus", np.zeros(qi.shape[0]))
     keep, rank, score = rank_and_score(qi, feats, settings.top_k, ranker=score_model.ranker,
                                        scale=score_model.scale, fallback_rank="embedding_cosine",

@@ -41,6 +41,9 @@ ANALOGUE_RERANKER, ANALOGUE_RERANK_TREES = "analogue_rerank", "analogue_rerank_t
 #: The reliability scale of hits ordered by the tree re-ranker: the analogue scale's features plus the
 #: trees' predicted Tanimoto (``predicted_tanimoto``), fitted on the fold's cross-validated tree order.
 ANALOGUE_RERANK_SCALE = "analogue_rerank_scale"
+#: The reliability scale of hits ordered by the linear re-ranker (the small pools of the annotate job): the
+#: analogue scale's features, fitted on the fold at the annotate job's pool in that re-ranker's order.
+ANALOGUE_LINEAR_SCALE = "analogue_rerank_linear_scale"
 
 #: Similarity features the tree re-ranker reads as they are (:func:`engine.queries.analogue.analogue_features`)
 TREE_BASE_FEATURES = ("embedding_cosine", "structure_cosine", "structure_max_cosine", "structure_max_modified",
@@ -111,6 +114,14 @@ def load_tree_scale(encoder_hash: str | None, trees: TreeEnsemble) -> Calibratio
     return scale
 
 
+def load_linear_scale(encoder_hash: str | None, reranker: Calibration) -> Calibration | None:
+    """The reliability scale fitted in ``reranker``'s order (its ``info.reranker`` identifies it), or None."""
+    scale = load_calibration(ANALOGUE_LINEAR_SCALE, encoder_hash)
+    if scale is None or not same_linear(scale.info.get("reranker"), reranker):
+        return None
+    return scale
+
+
 def first_stage_info(ranker: Calibration) -> dict[str, object]:
     """What identifies a first-stage ranker (stored with the re-ranker)."""
     return {"name": ranker.name, "features": list(ranker.features), "coef": list(ranker.coef),
@@ -119,8 +130,12 @@ def first_stage_info(ranker: Calibration) -> dict[str, object]:
 
 def fits_first_stage(reranker: Calibration | TreeEnsemble, ranker: Calibration) -> bool:
     """Whether ``reranker`` was fitted on the orders of ``ranker`` (the logit it reads as ``first_logit``)."""
-    stored = reranker.info.get("first_stage")
-    current = first_stage_info(ranker)
+    return same_linear(reranker.info.get("first_stage"), ranker)
+
+
+def same_linear(stored: object, model: Calibration) -> bool:
+    """Whether ``stored`` (a :func:`first_stage_info` as saved with another calibration) describes ``model``."""
+    current = first_stage_info(model)
     if not isinstance(stored, dict) or stored.get("features") != current["features"]:
         return False
     return all(np.allclose(np.asarray(stored.get(k), dtype=np.float64), np.asarray(current[k], dtype=np.float64))

@@ -230,6 +230,22 @@ def test_candidate_ranking_with_library_evidence(tmp_path: Path) -> None:
     assert summary["identity_hits_probable"] == sum(r["identity_score"] is not None and r["identity_score"] >= 0.5  # type: ignore[operator]
                                                     for r in on)
     assert f"({summary['identity_hits_probable']} with probability &gt;= 0.5)" in page  # HTML-escaped
+    # the shipped analogue trust table is for the bundled model at the job's default candidate pool
+    assert summary["analogue_trust"]["note"] is None
+    assert summary["analogue_trust"]["estimated_share_below_0.4"] is not None
+
+
+def test_analogue_trust_is_not_reported_for_another_candidate_pool(tmp_path: Path) -> None:
+    """The trust table holds for the pool it was measured with (10): a job re-scoring 20 candidates gets no
+    estimate, and its summary says why."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["annotate", str(DATA / "massbank" / "massbank.msp"), "--out", str(out),
+                                       "--analogue-candidates", "20", "--no-fragments"])
+    assert result.exit_code == 0, result.output
+    trust = json.loads((out / "summary.json").read_text())["analogue_trust"]
+    assert trust["estimated_share_below_0.4"] is None
+    assert "measured with 10 analogue candidates" in trust["note"] and "used 20" in trust["note"]
+    assert "no estimate of how many are below Tanimoto 0.4" in result.output
 
 
 def test_candidate_ensemble_changes_only_candidate_columns(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ def test_q_values_span_the_whole_job(decoy_library: Path, tmp_path: Path) -> Non
     trust = summary["analogue_trust"]
     assert trust["min_reliability"] == 0.5  # type: ignore[index]
     assert trust["hits"] == sum(1 for r in rows if (r["analogue_score"] or -1) >= 0.5)  # type: ignore[index, operator]
+    # the shipped trust table is for the bundled model: a fixed embedder gets no estimate, and is told why
+    assert trust["estimated_share_below_0.4"] is None  # type: ignore[index]
+    assert trust["note"] == "the analogue trust table was measured for another model"  # type: ignore[index]
 
 
 def test_cross_mode_analogues_say_their_ion_mode(decoy_library: Path, tmp_path: Path) -> None:
@@ -74,3 +77,4 @@ def test_library_without_decoys_says_so(tmp_path: Path) -> None:
     assert all(r["identity_q_value"] is None and r["identity_decoy_score"] is None for r in rows)
     assert summary["identity_hits_at_fdr"] is None
     assert "without decoy" in str(summary["fdr_note"]) and "note:" in text
+

@@ -212,11 +212,27 @@ def test_library_built_before_decoys_is_still_read(tmp_path: Path, sample_spectr
 def test_analogue_trust_table_errs_high(tmp_path: Path) -> None:
     import json
 
-    from engine.queries.trust import TRUST_FILE, load_trust, share_below
+    from engine.queries.trust import TRUST_FILE, load_trust, share_below, trust_table
 
-    (tmp_path / TRUST_FILE).write_text(json.dumps({"encoder_hash": "abc", "levels": [
+    (tmp_path / TRUST_FILE).write_text(json.dumps({"encoder_hash": "abc", "n_candidates": 10, "levels": [
         {"min_reliability": 0.0, "share_below": 0.6}, {"min_reliability": 0.5, "share_below": 0.2}]}))
-    table = load_trust("abc", directory=tmp_path)
-    assert load_trust("other", directory=tmp_path) is None
+    table = load_trust("abc", 10, directory=tmp_path)
+    assert load_trust("other", 10, directory=tmp_path) is None
     assert share_below(0.55, table) == 0.2 and share_below(0.45, table) == 0.6  # the level at or below
     assert share_below(0.5, None) is None
+    # a table holds for the candidate pool it was measured with: another pool gets no estimate, and says why
+    found, why = trust_table("abc", 1000, directory=tmp_path)
+    assert found is None and why is not None and "10 analogue candidates" in why and "1000" in why
+    assert trust_table("other", 10, directory=tmp_path)[1] == "the analogue trust table was measured for another model"
+    assert "no analogue trust table" in str(trust_table("abc", 10, directory=tmp_path / "none")[1])
+
+
+def test_shipped_trust_table_is_for_the_default_model_and_annotate_pool() -> None:
+    from engine.jobs.settings import AnnotateSettings
+    from engine.models.model import DEFAULT_MODEL, load_model
+    from engine.queries.trust import trust_table
+
+    table, why = trust_table(load_model(DEFAULT_MODEL).encoder_hash, AnnotateSettings().analogue_candidates)
+    assert why is None and table is not None
+    shares = [lv["share_below"] for lv in table["levels"] if lv["share_below"] is not None]
+    assert len(shares) >= 3 and all(0 <= s <= 1 for s in shares)

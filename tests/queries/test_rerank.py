@@ -31,6 +31,7 @@ from engine.queries.rerank import (
     consensus_name,
     fits_first_stage,
     gap_to_best,
+    load_linear_scale,
     load_reranker,
     load_tree_reranker,
     load_tree_scale,
@@ -120,6 +121,44 @@ def test_stored_tree_reranker_belongs_to_the_bundled_model() -> None:
     scale = load_tree_scale(model_hash, trees)
     assert scale is not None and "predicted_tanimoto" in scale.features
     assert load_tree_scale(model_hash, dataclasses.replace(trees, baseline=trees.baseline + 0.01)) is None
+
+
+def test_stored_linear_scale_belongs_to_the_stored_linear_reranker() -> None:
+    from engine.models.checkpoint import load_checkpoint
+    from engine.models.model import DEFAULT_MODEL
+
+    model_hash = load_checkpoint(DEFAULT_MODEL)["content_hash"]
+    reranker = load_reranker(model_hash)
+    assert reranker is not None
+    scale = load_linear_scale(model_hash, reranker)
+    assert scale is not None, "analogue_rerank_linear_scale.json missing or fitted for another re-ranker"
+    assert int(scale.info["pool"]) < int(load_tree_reranker(model_hash).info["top"])  # type: ignore[union-attr]
+    # a re-ranker with other coefficients orders differently: the scale is not used for it
+    moved = dataclasses.replace(reranker, coef=tuple(c + 0.1 for c in reranker.coef))
+    assert load_linear_scale(model_hash, moved) is None
+    assert load_linear_scale("another-encoder", reranker) is None
+
+
+@pytest.mark.slow
+def test_small_pools_score_hits_with_the_linear_scale(tmp_path: Path, sample_spectra: list[Spectrum]) -> None:
+    """Below the trees' pool the hits are in the linear re-ranker's order and their reliability comes from its
+    own scale; a caller's score model keeps its scale."""
+    from engine.models.model import DEFAULT_MODEL, load_model
+    from engine.queries.identity import ScoreModel
+
+    model = load_model(DEFAULT_MODEL)
+    queries, refs = split_queries(sample_spectra, every=5)
+    lib = build_test_library(tmp_path / "library", refs, model)
+    batch = spectra_to_batch(queries)
+    settings = AnalogueSettings(top_k=3, n_candidates=10)
+    stored = analogue_search(batch, lib, References(lib), model, settings=settings)
+    general = analogue_score_model(model.encoder_hash)
+    given = analogue_search(batch, lib, References(lib), model, settings=settings,
+                            score_model=ScoreModel(general.ranker, general.scale))
+    assert stored.num_rows == given.num_rows > 0
+    # same hits in the same order, scored by two different scales
+    assert stored.column("library_id").to_pylist() == given.column("library_id").to_pylist()
+    assert not np.allclose(stored.column("score").to_numpy(), given.column("score").to_numpy())
 
 
 @pytest.mark.slow
