@@ -28,6 +28,7 @@ calibrations for the model in use, hits are ordered by embedding cosine and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,13 +187,23 @@ class _TopBlock:
     valid: npt.NDArray[np.bool_]
     tanimoto: npt.NDArray[np.float64]  # (queries, top, top)
 
+    def head(self, top: int) -> _TopBlock:
+        """The block of a smaller ``top``: each query's best candidates are the first slots of a larger one."""
+        width = min(top, self.slot.shape[1])
+        return _TopBlock(self.keep, self.slot[:, :width], self.valid[:, :width], self.tanimoto[:, :width, :width])
+
+
+#: Packed structure fingerprints of candidate rows: one row per candidate, or a function of candidate positions
+#: (a search's candidates number up to 1000 per query, of which only each query's best few are compared).
+Fingerprints = npt.NDArray[np.uint8] | Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint8]]
+
 
 class Consensus:
     """:func:`consensus_scores` of one candidate set at any ``(top, temperature)``; the pairwise Tanimoto
     of each ``top`` is computed once (the re-ranker asks for several temperatures)."""
 
     def __init__(self, query_index: npt.NDArray[np.int64], logit: npt.NDArray[np.float64],
-                 fingerprints: npt.NDArray[np.uint8]) -> None:
+                 fingerprints: Fingerprints) -> None:
         self.query_index, self.logit, self.fingerprints = query_index, logit, fingerprints
         self._blocks: dict[int, _TopBlock | None] = {}
 
@@ -223,9 +234,15 @@ class Consensus:
         return out
 
     def block(self, top: int) -> _TopBlock | None:
-        """The ``top`` block (computed on first use), None without candidates."""
+        """The ``top`` block (computed on first use, or cut from a larger one already made: ask for the
+        largest first), None without candidates."""
         if top not in self._blocks:
-            self._blocks[top] = self._make_block(top)
+            larger = [t for t in self._blocks if t > top]
+            if larger:
+                made = self._blocks[min(larger)]
+                self._blocks[top] = made.head(top) if made is not None else None
+            else:
+                self._blocks[top] = self._make_block(top)
         return self._blocks[top]
 
     def _make_block(self, top: int) -> _TopBlock | None:
@@ -240,7 +257,8 @@ class Consensus:
         slot[group, rank - 1] = np.arange(keep.shape[0])
         valid = slot >= 0
         at = np.maximum(slot, 0)
-        words = _as_words(self.fingerprints[keep])
+        fps = self.fingerprints
+        words = _as_words(fps(keep) if callable(fps) else fps[keep])
         counts = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
         f = words[at.T]  # (top, queries, words); invalid slots are masked below
         c = np.where(valid, counts[at], 0)
@@ -275,7 +293,8 @@ def analogue_order(query_index: npt.NDArray[np.int64], features: dict[str, npt.N
     if top < 2 or temperature <= 0:
         return None
     if consensus is None:
-        consensus = Consensus(query_index, ranker.linear(features), references.structure_fingerprints(row_id))
+        consensus = Consensus(query_index, ranker.linear(features),
+                              lambda at: references.structure_fingerprints(row_id[at]))
     logit = consensus.logit
     cons = consensus(top, temperature)
     inside = np.isfinite(cons)
@@ -331,13 +350,19 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     ranker = score_model.ranker
     if ranker is not None:
         first = ranker.linear(feats)
-        consensus = Consensus(qi, first, references.structure_fingerprints(rows))  # Tanimoto block made once
-        order = analogue_order(qi, feats, rows, references, ranker, consensus=consensus)
+        # the Tanimoto block of each top is made once, from the fingerprints of the rows inside it
+        consensus = Consensus(qi, first, lambda at: references.structure_fingerprints(rows[at]))
         # small pools (the annotate job's) never read the trees' file (34 ms a batch)
         trees = (load_tree_reranker(embedder.encoder_hash)
                  if settings.rerank and settings.n_candidates >= TREE_MIN_POOL else None)
         # the trees read ranks and consensus among a pool as large as they were fitted on (at least ``top``)
-        if trees is not None and settings.n_candidates >= int(trees.info["top"]) and fits_first_stage(trees, ranker):
+        if trees is not None and not (settings.n_candidates >= int(trees.info["top"])
+                                      and fits_first_stage(trees, ranker)):
+            trees = None
+        if trees is not None:  # their block is the largest: the first stage's smaller ones are cut from it
+            consensus.block(int(trees.info["top"]))
+        order = analogue_order(qi, feats, rows, references, ranker, consensus=consensus)
+        if trees is not None:
             order, predicted = tree_order(trees, qi, feats, first, consensus)
             feats["predicted_tanimoto"] = np.nan_to_num(predicted, nan=0.0)
             tree_scale = load_tree_scale(embedder.encoder_hash, trees) if scale_is_stored else None

@@ -48,18 +48,52 @@ class SearchableLibrary(Protocol):
     def search(self, queries: npt.NDArray[np.float32], **kwargs: Any) -> pa.Table: ...
 
 
+def order_in_queries(query_index: npt.NDArray[np.int64], score: npt.NDArray[np.float64],
+                     tiebreak: npt.NDArray[np.float64] | None = None
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Rows ordered by query, then score descending, then ``tiebreak`` descending, then row order (what
+    ``np.lexsort((-tiebreak, -score, query_index))`` gives), and each ordered row's 0-based rank in its query.
+
+    Searches return each query's rows together and queries in order; then the rows are sorted as one padded
+    (queries x most rows) matrix, row by row, several times faster than one sort of all rows (a search
+    re-scores up to 1000 candidates per query; padding sorts after every row, -inf scores included). Other
+    layouts, and scores with NaN, take the single sort."""
+    n = query_index.shape[0]
+    score = np.asarray(score, dtype=np.float64)
+    finite_keys = not np.isnan(score).any() and (tiebreak is None or not np.isnan(tiebreak).any())
+    if n > 1 and finite_keys and np.all(query_index[1:] >= query_index[:-1]):
+        start = np.r_[0, np.flatnonzero(query_index[1:] != query_index[:-1]) + 1]
+        counts = np.diff(np.r_[start, n])
+        width = int(counts.max())
+        if start.shape[0] * width <= 4 * n:  # padding stays small
+            group = np.repeat(np.arange(start.shape[0]), counts)
+            column = np.arange(n) - np.repeat(start, counts)
+            neg = np.full((start.shape[0], width), np.inf)
+            neg[group, column] = -score
+            if tiebreak is None:
+                within = np.argsort(neg, axis=1, kind="stable")
+            else:
+                tie = np.full((start.shape[0], width), np.inf)
+                tie[group, column] = -np.asarray(tiebreak, dtype=np.float64)
+                within = np.lexsort((tie, neg), axis=1)
+            real = np.arange(width)[None, :] < counts[:, None]   # the first ``count`` sorted cells are the rows
+            order = (start[:, None] + within)[real]
+            return order, (np.arange(n) - np.repeat(start, counts))
+    keys = (-(tiebreak if tiebreak is not None else np.zeros_like(score)), -score, query_index)
+    order = np.lexsort(keys)
+    q = query_index[order]
+    start = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1] if n else np.zeros(0, np.int64)
+    rank = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n]))
+    return order.astype(np.int64), rank
+
+
 def top_per_query(query_index: npt.NDArray[np.int64], score: npt.NDArray[np.float64], k: int,
                   tiebreak: npt.NDArray[np.float64] | None = None
                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """Positions of the best ``k`` rows of each query (score descending) and their 1-based ranks."""
     if query_index.shape[0] == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int32)
-    keys = (-(tiebreak if tiebreak is not None else np.zeros_like(score)), -score, query_index)
-    order = np.lexsort(keys)
-    q = query_index[order]
-    start = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
-    counts = np.diff(np.r_[start, q.shape[0]])
-    rank = np.arange(q.shape[0]) - np.repeat(start, counts)
+    order, rank = order_in_queries(query_index, score, tiebreak)
     keep = rank < k
     return order[keep], (rank[keep] + 1).astype(np.int32)
 

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from engine.models.calibration import Calibration, load_calibration
 from engine.models.trees import TreeEnsemble, load_trees
+from engine.queries.hits import order_in_queries
 
 #: Stored re-rankers (fitted by ``benchmarks/search/analogue_levers.py --save``): linear and trees.
 ANALOGUE_RERANKER, ANALOGUE_RERANK_TREES = "analogue_rerank", "analogue_rerank_trees"
@@ -170,11 +171,8 @@ def rerank_order(features: dict[str, npt.NDArray[np.float64]], first_logit: npt.
 
 def rank_in_query(query_index: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Each row's rank among its query's rows by descending ``values`` (0 = best; ties in row order)."""
-    order = np.lexsort((-values, query_index))
-    q = query_index[order]
-    start = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
-    position = np.arange(q.shape[0]) - np.repeat(start, np.diff(np.r_[start, q.shape[0]]))
-    rank = np.empty(q.shape[0])
+    order, position = order_in_queries(query_index, np.asarray(values, dtype=np.float64))
+    rank = np.empty(query_index.shape[0])
     rank[order] = position
     return rank
 
@@ -192,26 +190,29 @@ def consensus_feature_name(top: int, factor: float) -> str:
 
 def tree_features(query_index: npt.NDArray[np.int64], features: dict[str, npt.NDArray[np.float64]],
                   first_logit: npt.NDArray[np.float64], consensus: TopStructures,
-                  spread: float, pairs: tuple[tuple[int, float], ...] = TREE_CONSENSUS, top: int | None = None
-                  ) -> dict[str, npt.NDArray[np.float64]]:
-    """The tree re-ranker's features of every candidate row (see module docs); ``consensus`` as for
-    :func:`rerank_order` (with anchors: :class:`TopStructures`), ``spread`` the first-stage logit spread the
-    temperatures are factors of, ``pairs`` the consensus (top, factor) pairs, ``top`` the trees' own (the anchors'
-    candidates; none: no anchor features). A row outside a consensus's or the anchors' ``top`` gets -1 there."""
-    out = {f: np.asarray(features[f], dtype=np.float64) for f in TREE_BASE_FEATURES}
+                  spread: float, pairs: tuple[tuple[int, float], ...] = TREE_CONSENSUS, top: int | None = None,
+                  rows: npt.NDArray[np.bool_] | None = None) -> dict[str, npt.NDArray[np.float64]]:
+    """The tree re-ranker's features of every candidate row (see module docs), or of ``rows`` only (ranks and
+    gaps still among all of a query's rows); ``consensus`` as for :func:`rerank_order` (with anchors:
+    :class:`TopStructures`), ``spread`` the first-stage logit spread the temperatures are factors of, ``pairs``
+    the consensus (top, factor) pairs, ``top`` the trees' own (the anchors' candidates; none: no anchor
+    features). A row outside a consensus's or the anchors' ``top`` gets -1 there."""
+    pick = slice(None) if rows is None else rows
+    out = {f: np.asarray(features[f], dtype=np.float64)[pick] for f in TREE_BASE_FEATURES}
     scores = {**features, "first_logit": first_logit}
-    out["first_logit"] = np.asarray(first_logit, dtype=np.float64)
+    out["first_logit"] = np.asarray(first_logit, dtype=np.float64)[pick]
     for f in TREE_RANKED:
-        out[f"rank_{f}"] = rank_in_query(query_index, np.asarray(scores[f], dtype=np.float64))
+        out[f"rank_{f}"] = rank_in_query(query_index, np.asarray(scores[f], dtype=np.float64))[pick]
     for f in TREE_GAPS:
-        out[f"gap_{f}"] = gap_to_best(query_index, np.asarray(scores[f], dtype=np.float64))
+        out[f"gap_{f}"] = gap_to_best(query_index, np.asarray(scores[f], dtype=np.float64))[pick]
     for cons_top, factor in pairs:
-        out[consensus_feature_name(int(cons_top), float(factor))] = np.nan_to_num(consensus(cons_top, factor * spread),
-                                                                                  nan=-1.0)
+        out[consensus_feature_name(int(cons_top), float(factor))] = np.nan_to_num(
+            consensus(cons_top, factor * spread)[pick], nan=-1.0)
     if top is not None:
         for f in TREE_ANCHORS:
-            out[f"anchor_{f}"] = np.nan_to_num(consensus.anchor(top, np.asarray(scores[f], dtype=np.float64)), nan=-1.0)
-    out.update(mass_delta_features(np.asarray(features["mass_difference"], dtype=np.float64)))
+            out[f"anchor_{f}"] = np.nan_to_num(consensus.anchor(top, np.asarray(scores[f], dtype=np.float64))[pick],
+                                               nan=-1.0)
+    out.update(mass_delta_features(np.asarray(features["mass_difference"], dtype=np.float64)[pick]))
     return out
 
 
@@ -225,6 +226,7 @@ def tree_order(trees: TreeEnsemble, query_index: npt.NDArray[np.int64], features
     predicted = np.full(first_logit.shape[0], np.nan)
     if inside.any():
         pairs = tuple((int(t), float(f)) for t, f in trees.info.get("consensus", TREE_CONSENSUS))
-        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]), pairs, top)
-        predicted[inside] = trees.predict({f: v[inside] for f, v in feats.items()})
+        feats = tree_features(query_index, features, first_logit, consensus, float(trees.info["spread"]), pairs, top,
+                              rows=inside)
+        predicted[inside] = trees.predict(feats)
     return np.where(inside, 1e3 + np.nan_to_num(predicted), first_logit - 1e3), predicted

@@ -41,3 +41,32 @@ def test_consensus_equals_a_plain_loop_on_shuffled_uneven_candidate_lists() -> N
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], atol=1e-12)
     assert np.isnan(got).sum() == 12 - 6 + 7 - 6  # rows beyond a query's top 6
+
+
+def test_smaller_tops_cut_from_a_larger_block_equal_their_own() -> None:
+    """A block asked for after a larger one is a slice of it (each query's best are its first slots): the
+    consensus, anchors and fingerprint reads are those of a block made for that top alone."""
+    from engine.queries.analogue import Consensus
+
+    rng = np.random.default_rng(4)
+    counts = [3, 60, 25, 61, 9]
+    qi = np.repeat(np.arange(len(counts)), counts)
+    qi = qi[rng.permutation(qi.shape[0])]
+    logit = np.round(rng.normal(size=qi.shape[0]), 1)  # ties as well
+    fps = ((rng.random((qi.shape[0], 256)) < 0.2) * rng.integers(1, 256, (qi.shape[0], 256))).astype(np.uint8)
+    values = rng.normal(size=qi.shape[0])
+    asked: list[int] = []
+
+    def read(at: np.ndarray) -> np.ndarray:
+        asked.append(at.shape[0])
+        return fps[at]
+
+    cut = Consensus(qi, logit, read)
+    cut.block(60)
+    for top in (30, 10):
+        alone = Consensus(qi, logit, fps)
+        np.testing.assert_allclose(cut(top, 0.3), alone(top, 0.3), equal_nan=True)
+        np.testing.assert_allclose(cut.anchor(top, values), alone.anchor(top, values), equal_nan=True)
+        np.testing.assert_allclose(cut(top, 0.3), consensus_scores(qi, logit, fps, top=top, temperature=0.3),
+                                   equal_nan=True)
+    assert asked == [sum(min(c, 60) for c in counts)]  # fingerprints read once, for the best 60 of each query only
