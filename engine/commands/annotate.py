@@ -56,8 +56,8 @@ from engine.commands.common import (
 @click.option("--analogue-candidates", default=10, show_default=True,
               help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 1000; "
                    "fewer is faster at repository scale). Clean val mean top-1 Tanimoto / analogue queries/s on "
-                   "2 cores: 10 -> 0.424 / 2,684; 60 (the tree re-ranker applies) -> 0.469 / 1,030; 200 -> "
-                   "0.483 / 655; 1000 -> 0.492 / 190 (benchmarks/search/analogue_pool.py). The analogue trust "
+                   "2 cores: 10 -> 0.424 / 2,972; 60 (the tree re-ranker applies) -> 0.469 / 1,288; 200 -> "
+                   "0.483 / 907; 1000 -> 0.492 / 367 (benchmarks/search/analogue_pool.py). The analogue trust "
                    "estimate in the summary is measured at the default only.")
 @click.option("--cross-mode", is_flag=True,
               help="Analogue search also searches the library spectra of the other ion mode (the result gives "
