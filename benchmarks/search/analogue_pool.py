@@ -1,6 +1,6 @@
 """Analogue quality and speed against the candidate pool size (``AnalogueSettings.n_candidates``).
 
-``engine search --mode analogue`` retrieves ``AnalogueSettings().n_candidates`` per query (1000; its
+``engine search --mode analogue`` retrieves ``AnalogueSettings().n_candidates`` per query (2000; its
 ``--analogue-candidates``); ``engine annotate`` retrieves its ``--analogue-candidates`` (10 by default, for
 throughput). The tree re-ranker applies from pools as large as its ``top``.
 A seeded sample of val queries against the train library (as the ``search`` section), mean top-1

@@ -54,11 +54,11 @@ from engine.commands.common import (
               help="Precursor m/z window of library matching, in ppm.")
 @click.option("--max-mass-difference", default=None, type=float, help="Analogue search: max |delta m/z| in Da.")
 @click.option("--analogue-candidates", default=10, show_default=True,
-              help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 1000; "
+              help="Embedding neighbours re-scored per spectrum in analogue search (engine search uses 2000; "
                    "fewer is faster at repository scale). Clean val mean top-1 Tanimoto / analogue queries/s on "
-                   "2 cores: 10 -> 0.424 / 2,972; 60 (the tree re-ranker applies) -> 0.469 / 1,288; 200 -> "
-                   "0.483 / 907; 1000 -> 0.492 / 367 (benchmarks/search/analogue_pool.py). The analogue trust "
-                   "estimate in the summary is measured at the default only.")
+                   "2 cores: 10 -> 0.424 / 3,291; 60 (the tree re-ranker applies) -> 0.471 / 1,126; 200 -> "
+                   "0.483 / 804; 1000 -> 0.493 / 340; 2000 -> 0.494 / 198 (benchmarks/search/analogue_pool.py). "
+                   "The analogue trust estimate in the summary is measured at the default only.")
 @click.option("--cross-mode", is_flag=True,
               help="Analogue search also searches the library spectra of the other ion mode (the result gives "
                    "the hit's ion mode in analogue_ion_mode); library matches stay within the spectrum's mode.")

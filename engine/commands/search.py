@@ -61,11 +61,11 @@ def write_or_print(tables: Any, out: Path | None, *, columns: tuple[str, ...]) -
               show_default=True, help="Identity precursor window (and --adduct window for --smiles).")
 @click.option("--max-mass-difference", type=click.FloatRange(min=0, min_open=True), default=None, metavar="DA",
               help="Analogue: only hits whose precursor m/z is within DA of the query's.")
-@click.option("--analogue-candidates", type=click.IntRange(1), default=1000, show_default=True, metavar="N",
+@click.option("--analogue-candidates", type=click.IntRange(1), default=2000, show_default=True, metavar="N",
               help="Analogue: embedding neighbours re-scored per query (more: better hits, slower). Clean val "
-                   "mean top-1 Tanimoto / queries/s on 2 cores: 10 -> 0.424 / 2,538; 60 (the tree re-ranker "
-                   "applies) -> 0.469 / 1,101; 200 -> 0.483 / 669; 1000 -> 0.492 / 181 (benchmarks/RESULTS.md, "
-                   "search-analogue-pool).")
+                   "mean top-1 Tanimoto / queries/s on 2 cores: 10 -> 0.424 / 3,291; 60 (the tree re-ranker "
+                   "applies) -> 0.471 / 1,126; 200 -> 0.483 / 804; 1000 -> 0.493 / 340; 2000 -> 0.494 / 198 "
+                   "(benchmarks/RESULTS.md, search-analogue-pool).")
 @click.option("--fdr", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="Q",
               help="Identity: keep only matches whose target-decoy q-value is at most Q (e.g. 0.01); needs a "
                    "library built with decoys.")

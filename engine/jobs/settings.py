@@ -125,7 +125,7 @@ class SearchSettings(Settings):
     top_k: int = setting(10, ge=1)
     precursor_tolerance_ppm: float = setting(10.0, gt=0)
     max_mass_difference: float | None = setting(None, gt=0)
-    analogue_candidates: int = setting(1000, ge=1)
+    analogue_candidates: int = setting(2000, ge=1)
     fdr: float | None = setting(None, gt=0, le=1)
     cross_mode: bool = False
     min_library_quality: float | None = setting(None, ge=0, le=1)

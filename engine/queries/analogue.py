@@ -21,7 +21,7 @@ pool is smaller than the trees' ``top``; each second stage has its own reliabili
 order (the trees' at engine search's pool, the linear one's at the annotate job's). A larger pool finds
 better analogues (the embedding's nearest spectra are not always the structurally closest; modified cosine
 and entropy re-score them): the default
-1000 was chosen on the calibration fold (benchmarks/RESULTS.md, ``search-analogue-levers``). Without
+2000 was chosen on the calibration fold (benchmarks/RESULTS.md, ``search-analogue-levers``). Without
 calibrations for the model in use, hits are ordered by embedding cosine and the reliability is
 ``max(cosine, 0) * quality``.
 """
@@ -73,6 +73,10 @@ from engine.queries.similarity import (
 #: Stored calibrations: a listwise ranker (trained to put the highest-Tanimoto candidate first) and the
 #: reliability scale (predicted Tanimoto of a hit from the ranker logit, rank, quality and similarities).
 ANALOGUE_RANKER, ANALOGUE_SCALE = "analogue_rank", "analogue_scale"
+#: Candidate rows re-scored at once: a larger batch of queries is searched in parts of at most
+#: ``MAX_CANDIDATE_ROWS // n_candidates`` queries (same hits; the arrays of a part peak near 0.25 GB: 2,048 queries
+#: at 2000 candidates in one pass peaked at 1 GB).
+MAX_CANDIDATE_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,9 @@ class AnalogueSettings(Settings):
     """Knobs of analogue search."""
 
     top_k: int = setting(10, ge=1)
-    #: library spectra re-scored per query (1000: chosen on the calibration fold, see benchmarks/RESULTS.md
+    #: library spectra re-scored per query (2000: chosen on the calibration fold, see benchmarks/RESULTS.md
     #: search-analogue-levers; the annotate job asks for 10)
-    n_candidates: int = setting(1000, ge=1)
+    n_candidates: int = setting(2000, ge=1)
     max_mass_difference: float | None = setting(None, gt=0)
     #: False: search every ion mode of the library (cross-mode analogues; hits carry their ion mode)
     same_ion_mode: bool = True
@@ -194,7 +198,7 @@ class _TopBlock:
 
 
 #: Packed structure fingerprints of candidate rows: one row per candidate, or a function of candidate positions
-#: (a search's candidates number up to 1000 per query, of which only each query's best few are compared).
+#: (a search's candidates number up to 2000 per query, of which only each query's best few are compared).
 Fingerprints = npt.NDArray[np.uint8] | Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint8]]
 
 
@@ -342,6 +346,14 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     queries = as_batch(queries)
     peaks = peaks if peaks is not None else Peaks.from_arrow(queries)
     emb, quality = embeddings if embeddings is not None else embedder.embed_spectra(queries, peaks=peaks)
+    step = max(1, MAX_CANDIDATE_ROWS // settings.n_candidates)
+    if queries.num_rows > step:  # queries are independent: bounded parts give the same hits
+        parts = [analogue_search(queries.slice(s, step), library, references, embedder, settings=settings,
+                                 score_model=None if scale_is_stored else score_model,
+                                 embeddings=(emb[s:s + step], quality[s:s + step]),
+                                 peaks=peaks.slice(s, min(s + step, queries.num_rows)))
+                 for s in range(0, queries.num_rows, step)]
+        return pa.concat_tables(parts)
     cand = analogue_candidates(queries, library, references, (emb, quality), settings, peaks=peaks)
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()

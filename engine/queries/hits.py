@@ -56,7 +56,7 @@ def order_in_queries(query_index: npt.NDArray[np.int64], score: npt.NDArray[np.f
 
     Searches return each query's rows together and queries in order; then the rows are sorted as one padded
     (queries x most rows) matrix, row by row, several times faster than one sort of all rows (a search
-    re-scores up to 1000 candidates per query; padding sorts after every row, -inf scores included). Other
+    re-scores up to 2000 candidates per query; padding sorts after every row, -inf scores included). Other
     layouts, and scores with NaN, take the single sort."""
     n = query_index.shape[0]
     score = np.asarray(score, dtype=np.float64)

@@ -263,3 +263,26 @@ def test_mass_delta_features_find_common_biotransformations() -> None:
     assert got["mass_delta_known"].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
     distance = 10 ** got["mass_delta_distance"] - 1e-3
     assert np.allclose(distance[:4], [0.00002, 0.03, 0.002, 97.3 - 86.00039], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_large_batch_is_searched_in_parts_with_the_same_hits(tmp_path: Path, sample_spectra: list[Spectrum],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries are independent: a batch split by the candidate-row budget gives the hits of one pass (the
+    embedding cosines of a smaller matrix product may differ in the last float32 bit)."""
+    import engine.queries.analogue as analogue
+    from engine.models.model import DEFAULT_MODEL, load_model
+
+    model = load_model(DEFAULT_MODEL)
+    queries, refs = split_queries(sample_spectra, every=5)
+    lib = build_test_library(tmp_path / "library", refs, model)
+    batch = spectra_to_batch(queries)
+    settings = AnalogueSettings(top_k=3, n_candidates=60)
+    whole = analogue_search(batch, lib, References(lib), model, settings=settings)
+    monkeypatch.setattr(analogue, "MAX_CANDIDATE_ROWS", 60 * 3)  # three queries a part
+    parts = analogue_search(batch, lib, References(lib), model, settings=settings)
+    assert batch.num_rows > 3 and parts.num_rows == whole.num_rows > 0
+    for name in ("query_id", "rank", "library_id"):
+        assert parts.column(name).to_pylist() == whole.column(name).to_pylist()
+    for name in ("score", "embedding_cosine", "spectral_similarity"):
+        np.testing.assert_allclose(parts.column(name).to_numpy(), whole.column(name).to_numpy(), atol=1e-5)
