@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import pytest
 from query_helpers import build_test_library, split_queries
 
@@ -139,17 +141,25 @@ def test_stored_linear_scale_belongs_to_the_stored_linear_reranker() -> None:
     assert load_linear_scale("another-encoder", reranker) is None
 
 
-@pytest.mark.slow
-def test_small_pools_score_hits_with_the_linear_scale(tmp_path: Path, sample_spectra: list[Spectrum]) -> None:
-    """Below the trees' pool the hits are in the linear re-ranker's order and their reliability comes from its
-    own scale; a caller's score model keeps its scale."""
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory,
+            sample_spectra: list[Spectrum]) -> tuple[Any, Any, pa.RecordBatch]:
+    """The bundled model, a library of four in five sample spectra and the others as a query batch."""
     from engine.models.model import DEFAULT_MODEL, load_model
-    from engine.queries.identity import ScoreModel
 
     model = load_model(DEFAULT_MODEL)
     queries, refs = split_queries(sample_spectra, every=5)
-    lib = build_test_library(tmp_path / "library", refs, model)
-    batch = spectra_to_batch(queries)
+    return model, build_test_library(tmp_path_factory.mktemp("library") / "library", refs, model), \
+        spectra_to_batch(queries)
+
+
+@pytest.mark.slow
+def test_small_pools_score_hits_with_the_linear_scale(bundled: tuple[Any, Any, pa.RecordBatch]) -> None:
+    """Below the trees' pool the hits are in the linear re-ranker's order and their reliability comes from its
+    own scale; a caller's score model keeps its scale."""
+    from engine.queries.identity import ScoreModel
+
+    model, lib, batch = bundled
     settings = AnalogueSettings(top_k=3, n_candidates=10)
     stored = analogue_search(batch, lib, References(lib), model, settings=settings)
     general = analogue_score_model(model.encoder_hash)
@@ -266,17 +276,13 @@ def test_mass_delta_features_find_common_biotransformations() -> None:
 
 
 @pytest.mark.slow
-def test_a_large_batch_is_searched_in_parts_with_the_same_hits(tmp_path: Path, sample_spectra: list[Spectrum],
+def test_a_large_batch_is_searched_in_parts_with_the_same_hits(bundled: tuple[Any, Any, pa.RecordBatch],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Queries are independent: a batch split by the candidate-row budget gives the hits of one pass (the
     embedding cosines of a smaller matrix product may differ in the last float32 bit)."""
     import engine.queries.analogue as analogue
-    from engine.models.model import DEFAULT_MODEL, load_model
 
-    model = load_model(DEFAULT_MODEL)
-    queries, refs = split_queries(sample_spectra, every=5)
-    lib = build_test_library(tmp_path / "library", refs, model)
-    batch = spectra_to_batch(queries)
+    model, lib, batch = bundled
     settings = AnalogueSettings(top_k=3, n_candidates=60)
     whole = analogue_search(batch, lib, References(lib), model, settings=settings)
     monkeypatch.setattr(analogue, "MAX_CANDIDATE_ROWS", 60 * 3)  # three queries a part
