@@ -506,6 +506,27 @@ def tree_rerankers(fold_c: Feats, val_c: Feats, first: Callable[[Feats], npt.NDA
     return rows
 
 
+def scale_features(c: Feats, logit: npt.NDArray[np.float64], first_cal: Any, consensus: Consensus | None = None
+                   ) -> Feats:
+    """The per-row features a reliability scale reads: the candidates' own, with the first stage's structure
+    consensus (``consensus`` of these rows under ``logit`` when already made)."""
+    top = int(first_cal.info.get("consensus_top", 0))
+    temperature = float(first_cal.info.get("consensus_temperature", 0.0))
+    cons = consensus if consensus is not None else Consensus(c["qi"], logit, c["fps"])
+    feats = {k: v for k, v in c.items() if isinstance(v, np.ndarray) and v.shape == c["qi"].shape}
+    feats["consensus"] = np.nan_to_num(cons(top, temperature), nan=0.0)
+    return feats
+
+
+def top_hit_inputs(c: Feats, feats: Feats, logit: npt.NDArray[np.float64], order: npt.NDArray[np.float64]
+                   ) -> tuple[Feats, npt.NDArray[np.float64]]:
+    """A scale's inputs at each query's top hit under ``order`` (rank 1), and the hit's Tanimoto."""
+    keep, _ = top_per_query(c["qi"], order, 1)
+    sub = {k: v[keep] for k, v in feats.items()}
+    sub["rank_logit"], sub["log_rank"] = logit[keep], np.zeros(len(keep))
+    return sub, c["tanimoto"][keep]
+
+
 def linear_scale(fold_c: Feats, val_c: Feats, first_cal: Any, save_for: str | None) -> dict[str, Any]:
     """The reliability scale of hits in the stored linear re-ranker's order (the annotate job's path), fitted on
     the top 10 per fold query in that order at this pool (soft label: the hit's Tanimoto; the re-ranker has 15
@@ -522,26 +543,19 @@ def linear_scale(fold_c: Feats, val_c: Feats, first_cal: Any, save_for: str | No
     general = load_calibration(ANALOGUE_SCALE, encoder_hash)
     if reranker is None or general is None:
         raise SystemExit("the linear scale needs the stored linear re-ranker and analogue scale of this model")
-    top = int(first_cal.info.get("consensus_top", 0))
-    temperature = float(first_cal.info.get("consensus_temperature", 0.0))
     prepared = []
     for c in (fold_c, val_c):
         logit = first_cal.linear(c)
-        feats = {k: v for k, v in c.items() if isinstance(v, np.ndarray) and v.shape == c["qi"].shape}
-        feats["consensus"] = np.nan_to_num(consensus_scores(c["qi"], logit, c["fps"], top=top,
-                                                            temperature=temperature), nan=0.0)
-        order = rerank_order(feats, logit, Consensus(c["qi"], logit, c["fps"]), reranker)
-        prepared.append((feats, logit, order))
+        cons = Consensus(c["qi"], logit, c["fps"])  # one Tanimoto block for the scale's consensus and the re-ranker
+        feats = scale_features(c, logit, first_cal, cons)
+        prepared.append((feats, logit, rerank_order(feats, logit, cons, reranker)))
     info = {"kind": "reliability of hits in the linear re-ranker's order", "pool": fold_c["pool"],
             "reranker": first_stage_info(reranker), "target": "Tanimoto of the hit, soft label",
             "fitted_on": "calibration fold of train (queries) vs train outside the fold", "queries": fold_c["n"]}
     scale = fit_scale(ANALOGUE_LINEAR_SCALE, fold_c["qi"], prepared[0][0], first_cal, fold_c["tanimoto"],
                       ANALOGUE_SCALE_FEATURES, save_for, info, order=prepared[0][2])
     feats_v, logit_v, order_v = prepared[1]
-    keep, _ = top_per_query(val_c["qi"], order_v, 1)
-    sub = {k: v[keep] for k, v in feats_v.items()}
-    sub["rank_logit"], sub["log_rank"] = logit_v[keep], np.zeros(len(keep))
-    truth = val_c["tanimoto"][keep]
+    sub, truth = top_hit_inputs(val_c, feats_v, logit_v, order_v)
     tables = {name: reliability_table(cal.predict(sub), truth) for name, cal in (("general", general),
                                                                                     ("linear", scale))}
     row = report(f"linear re-ranker (stored) at {fold_c['pool']} candidates, scored by its own scale", fold_c,
@@ -565,13 +579,9 @@ def tree_scale(fold_c: Feats, val_c: Feats, first_cal: Any, logits: tuple[npt.ND
     from engine.models.calibration import reliability_table
     from engine.queries.rerank import ANALOGUE_RERANK_SCALE
 
-    top = int(first_cal.info.get("consensus_top", 0))
-    temperature = float(first_cal.info.get("consensus_temperature", 0.0))
     prepared = []
     for c, logit, ins, pred in zip((fold_c, val_c), logits, inside, predictions, strict=True):
-        feats = {k: v for k, v in c.items() if isinstance(v, np.ndarray) and v.shape == c["qi"].shape}
-        feats["consensus"] = np.nan_to_num(consensus_scores(c["qi"], logit, c["fps"], top=top,
-                                                            temperature=temperature), nan=0.0)
+        feats = scale_features(c, logit, first_cal)
         feats["predicted_tanimoto"] = np.where(ins, pred, 0.0)
         prepared.append((feats, np.where(ins, 1e3 + pred, logit - 1e3)))
     names = (*ANALOGUE_SCALE_FEATURES, "predicted_tanimoto")
@@ -579,11 +589,8 @@ def tree_scale(fold_c: Feats, val_c: Feats, first_cal: Any, logits: tuple[npt.ND
                       encoder_hash, {**info, "kind": "reliability of tree-ordered analogue hits",
                                      "target": "Tanimoto of the hit, soft label", "trees_sha": trees_sha},
                       order=prepared[0][1])
-    feats_v, order_v = prepared[1]
-    keep, _ = top_per_query(val_c["qi"], order_v, 1)
-    sub = {k: v[keep] for k, v in feats_v.items()}
-    sub["rank_logit"], sub["log_rank"] = logits[1][keep], np.zeros(len(keep))
-    return scale, reliability_table(scale.predict(sub), val_c["tanimoto"][keep])
+    sub, truth = top_hit_inputs(val_c, prepared[1][0], logits[1], prepared[1][1])
+    return scale, reliability_table(scale.predict(sub), truth)
 
 
 if __name__ == "__main__":

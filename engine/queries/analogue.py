@@ -337,9 +337,6 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     """Top-k analogue hits of a batch of query spectra (rows of :func:`~engine.queries.hits.search_schema`);
     ``embeddings`` and ``peaks`` may be given as for :func:`~engine.queries.identity.identity_search`."""
     settings = settings or AnalogueSettings()
-    scale_is_stored = score_model is None  # a caller's own score model keeps its scale
-    if score_model is None:
-        score_model = analogue_score_model(embedder.encoder_hash)
     schema = search_schema("analogue", "modified_cosine")
     if queries.num_rows == 0:
         return schema.empty_table()
@@ -349,11 +346,13 @@ def analogue_search(queries: pa.RecordBatch | pa.Table, library: SearchableLibra
     step = max(1, MAX_CANDIDATE_ROWS // settings.n_candidates)
     if queries.num_rows > step:  # queries are independent: bounded parts give the same hits
         parts = [analogue_search(queries.slice(s, step), library, references, embedder, settings=settings,
-                                 score_model=None if scale_is_stored else score_model,
-                                 embeddings=(emb[s:s + step], quality[s:s + step]),
+                                 score_model=score_model, embeddings=(emb[s:s + step], quality[s:s + step]),
                                  peaks=peaks.slice(s, min(s + step, queries.num_rows)))
                  for s in range(0, queries.num_rows, step)]
         return pa.concat_tables(parts)
+    scale_is_stored = score_model is None  # a caller's own score model keeps its scale
+    if score_model is None:
+        score_model = analogue_score_model(embedder.encoder_hash)
     cand = analogue_candidates(queries, library, references, (emb, quality), settings, peaks=peaks)
     if cand.query_index.shape[0] == 0:
         return schema.empty_table()

@@ -42,12 +42,6 @@ def trust_table(encoder_hash: str | None, n_candidates: int | None = None, *, di
     return data, None
 
 
-def load_trust(encoder_hash: str | None, n_candidates: int | None = None, *,
-               directory: str | Path | None = None) -> dict[str, Any] | None:
-    """:func:`trust_table` without the reason."""
-    return trust_table(encoder_hash, n_candidates, directory=directory)[0]
-
-
 def share_below(min_reliability: float, trust: dict[str, Any] | None) -> float | None:
     """Estimated share of top analogue hits with reliability >= ``min_reliability`` below the table's
     Tanimoto: the figure of the nearest tabulated level at or below it (the share falls as the level rises,

@@ -212,12 +212,12 @@ def test_library_built_before_decoys_is_still_read(tmp_path: Path, sample_spectr
 def test_analogue_trust_table_errs_high(tmp_path: Path) -> None:
     import json
 
-    from engine.queries.trust import TRUST_FILE, load_trust, share_below, trust_table
+    from engine.queries.trust import TRUST_FILE, share_below, trust_table
 
     (tmp_path / TRUST_FILE).write_text(json.dumps({"encoder_hash": "abc", "n_candidates": 10, "levels": [
         {"min_reliability": 0.0, "share_below": 0.6}, {"min_reliability": 0.5, "share_below": 0.2}]}))
-    table = load_trust("abc", 10, directory=tmp_path)
-    assert load_trust("other", 10, directory=tmp_path) is None
+    table, _ = trust_table("abc", 10, directory=tmp_path)
+    assert trust_table("other", 10, directory=tmp_path)[0] is None
     assert share_below(0.55, table) == 0.2 and share_below(0.45, table) == 0.6  # the level at or below
     assert share_below(0.5, None) is None
     # a table holds for the candidate pool it was measured with: another pool gets no estimate, and says why
